@@ -1,0 +1,3 @@
+from inrlab.cli import main
+
+raise SystemExit(main())

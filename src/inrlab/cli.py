@@ -1,0 +1,174 @@
+"""``inrlab`` command line: run, show and results for experiment files."""
+
+from __future__ import annotations
+
+import argparse
+import fnmatch
+import json
+import sys
+import traceback
+from pathlib import Path
+from typing import Any, Sequence
+
+from inrlab.errors import InrlabError
+from inrlab.train.rundir import default_runs_dir
+
+EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
+
+
+def _add_runs_dir(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("--runs-dir", type=Path, default=None,
+                        help="where run directories live (default: $INRLAB_RUNS_DIR or runs/)")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(
+        prog="inrlab", description="Implicit neural representation autoencoder experiments.")
+    parser.add_argument("--debug", action="store_true", help="show tracebacks for errors")
+    commands = parser.add_subparsers(dest="command", required=True)
+
+    run = commands.add_parser("run", help="train every matrix entry of an experiment file")
+    run.add_argument("file", type=Path)
+    run.add_argument("--skip", action="store_true", help="skip entries that are complete")
+    run.add_argument("--reset", action="store_true",
+                     help="delete an entry's run directory and start over")
+    run.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    run.add_argument("--max-inputs", type=int, default=None,
+                     help="override max_inputs (the budget in images) of every entry")
+    run.add_argument("--only", nargs="+", default=None, metavar="ID_OR_SLUG_GLOB",
+                     help="run only entries whose matrix_id, matrix_slug or experiment_name "
+                          "matches one of these glob patterns")
+    run.add_argument("--no-tensorboard", action="store_true",
+                     help="do not write TensorBoard event files")
+    _add_runs_dir(run)
+
+    show = commands.add_parser("show", help="list matrix entries and parameter counts")
+    show.add_argument("file", type=Path)
+    show.add_argument("--json", action="store_true", help="print a JSON list")
+    show.add_argument("--no-build", action="store_true",
+                      help="list entries without evaluating any snippet")
+    show.add_argument("--only", nargs="+", default=None, metavar="ID_OR_SLUG_GLOB")
+
+    results = commands.add_parser("results", help="table of the runs of an experiment file")
+    results.add_argument("file", type=Path)
+    results.add_argument("--sort", nargs="+", default=[], metavar="COL",
+                         help="sort by these columns (first = primary); -COL descending")
+    results.add_argument("--average-column", default=None, metavar="COL",
+                         help="average runs that differ only in this matrix key")
+    results.add_argument("--average-column-std", nargs="+", default=[], metavar="COL",
+                         help="with --average-column: add (min), (max), (std) of these columns")
+    results.add_argument("--include", nargs="+", default=[], metavar="COL",
+                         help="add the last logged value of these metrics "
+                              "(e.g. validation_mse, train_loss_reconstruction)")
+    results.add_argument("--exclude", nargs="+", default=[], metavar="COL",
+                         help="drop these columns")
+    results.add_argument("--json", action="store_true", help="print the rows as JSON")
+    _add_runs_dir(results)
+    return parser
+
+
+def _select(specs: list[Any], patterns: Sequence[str] | None) -> list[Any]:
+    if not patterns:
+        return specs
+    return [s for s in specs if any(
+        fnmatch.fnmatchcase(value, pattern)
+        for pattern in patterns for value in (s.entry.id, s.entry.slug, s.experiment_name))]
+
+
+def _print_entry_header(spec: Any) -> None:
+    print(f"--- matrix experiment '{spec.experiment_name}' ---")
+    width = max((len(k) for k in spec.entry.params), default=0)
+    for key, value in spec.entry.params.items():
+        print(f"{key:>{width}}: {value}")
+
+
+def command_run(args: argparse.Namespace) -> int:
+    from inrlab.experiment import RunOptions, load_experiment, run_entry
+
+    specs = _select(load_experiment(args.file), args.only)
+    options = RunOptions(runs_dir=args.runs_dir or default_runs_dir(), device=args.device,
+                         reset=args.reset, skip=args.skip, max_inputs=args.max_inputs,
+                         tensorboard=not args.no_tensorboard)
+    if len(specs) > 1:
+        print(f"running {len(specs)} matrix experiments")
+    statuses: dict[str, str] = {}
+    bad_input = False
+    for spec in specs:
+        if len(specs) > 1:
+            _print_entry_header(spec)
+        try:
+            statuses[spec.experiment_name] = run_entry(spec, options)
+        except InrlabError as e:
+            if args.debug:
+                traceback.print_exc()
+            print(f"error: {e}", file=sys.stderr)
+            statuses[spec.experiment_name] = "failed"
+            bad_input = True
+    if len(specs) > 1:
+        from collections import Counter
+
+        summary = ", ".join(f"{n} {s}" for s, n in Counter(statuses.values()).items())
+        print(f"finished {len(specs)} matrix experiments: {summary}")
+    if bad_input:
+        return EXIT_BAD_INPUT
+    return EXIT_OK if all(s == "complete" for s in statuses.values()) else EXIT_FAILED
+
+
+def command_show(args: argparse.Namespace) -> int:
+    from inrlab.experiment import build_entry, load_experiment
+    from inrlab.experiment.runner import parameter_counts
+
+    specs = _select(load_experiment(args.file), args.only)
+    rows = []
+    for spec in specs:
+        row: dict[str, Any] = {"matrix_id": spec.entry.id, "matrix_slug": spec.entry.slug,
+                               "experiment_name": spec.experiment_name}
+        if not args.no_build:
+            row["parameters"] = parameter_counts(build_entry(spec, with_data=False).model)
+        rows.append(row)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+        return EXIT_OK
+    print(f"{len(rows)} matrix entr{'y' if len(rows) == 1 else 'ies'} in {args.file}")
+    for row in rows:
+        counts = row.get("parameters")
+        text = ""
+        if counts:
+            parts = [f"{k} {v:,}" for k, v in counts.items() if v is not None]
+            text = "  params: " + ", ".join(parts)
+        print(f"{row['matrix_id']:>4}  {row['experiment_name']}{text}")
+    return EXIT_OK
+
+
+def command_results(args: argparse.Namespace) -> int:
+    from inrlab.experiment import load_experiment
+    from inrlab.report.results import average_rows, format_table, result_rows, sort_rows
+
+    specs = load_experiment(args.file)
+    rows = result_rows(specs, args.runs_dir or default_runs_dir(), include=args.include)
+    if args.average_column:
+        rows = average_rows(rows, args.average_column, args.average_column_std)
+    if args.sort:
+        rows = sort_rows(rows, args.sort)
+    if args.json:
+        print(json.dumps(rows, indent=2))
+    else:
+        print(format_table(rows, exclude=args.exclude))
+    return EXIT_OK
+
+
+COMMANDS = {"run": command_run, "show": command_show, "results": command_results}
+
+
+def main(argv: Sequence[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        return COMMANDS[args.command](args)
+    except InrlabError as e:
+        if args.debug:
+            traceback.print_exc()
+        print(f"error: {e}", file=sys.stderr)
+        return EXIT_BAD_INPUT
+    except KeyboardInterrupt:
+        print("interrupted", file=sys.stderr)
+        return EXIT_INTERRUPTED

@@ -1,0 +1,16 @@
+"""Datasets: RPG tile sheets, kali-set fractal patches, MNIST, image folders, plumbing."""
+
+from inrlab.data.folder import image_folder_dataset
+from inrlab.data.images import random_flip, random_shift, resize_nearest, set_channels
+from inrlab.data.kali import KaliPatchDataset, kali_patch_dataset
+from inrlab.data.mix import InterleaveDataset, LimitDataset
+from inrlab.data.mnist import mnist_dataset
+from inrlab.data.tensor import ImageTensorDataset, TransformDataset
+from inrlab.data.tiles import load_tile_config, load_tiles, rpg_tile_dataset
+
+__all__ = [
+    "image_folder_dataset", "random_flip", "random_shift", "resize_nearest", "set_channels",
+    "KaliPatchDataset", "kali_patch_dataset", "InterleaveDataset", "LimitDataset",
+    "mnist_dataset", "ImageTensorDataset", "TransformDataset", "load_tile_config", "load_tiles",
+    "rpg_tile_dataset",
+]

@@ -1,0 +1,64 @@
+"""Image tensor helpers shared by the datasets: channels, resizing, batched augmentation.
+
+Augmentations take batches (B, C, H, W) and draw one random decision per image, so a
+whole batch is augmented with a few tensor operations.
+"""
+
+from __future__ import annotations
+
+import torch
+import torch.nn.functional as F
+
+
+def set_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
+    """Convert (..., C, H, W) to ``channels``: 3 -> 1 by ITU-R 601 luma, 1 -> 3 by repeating,
+    more than 3 -> the first 3 (or luma of those for 1)."""
+    have = images.shape[-3]
+    if have == channels:
+        return images
+    if have > 3:
+        images, have = images[..., :3, :, :], 3
+    if channels == 1 and have == 3:
+        weights = torch.tensor([0.2989, 0.587, 0.114], dtype=torch.float32)
+        luma = (images.float() * weights.view(3, 1, 1)).sum(-3, keepdim=True)
+        return luma.round().to(images.dtype) if not images.is_floating_point() else luma
+    if channels == 3 and have in (1, 2):
+        return images[..., :1, :, :].expand(*images.shape[:-3], 3, *images.shape[-2:]).clone()
+    if channels == 1:
+        return images[..., :1, :, :]
+    raise ValueError(f"cannot convert {have}-channel images to {channels} channels")
+
+
+def resize_nearest(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """Nearest-neighbour resize of (B, C, H, W) (pixel art stays crisp)."""
+    if tuple(images.shape[-2:]) == tuple(size):
+        return images
+    return F.interpolate(images.float(), size=size, mode="nearest-exact").to(images.dtype)
+
+
+def random_flip(images: torch.Tensor, p_horizontal: float, p_vertical: float,
+                generator: torch.Generator | None = None) -> torch.Tensor:
+    """Flip each image of (B, C, H, W) left-right with ``p_horizontal``, up-down with
+    ``p_vertical``."""
+    batch = images.shape[0]
+    flip_h = torch.rand(batch, generator=generator) < p_horizontal
+    flip_v = torch.rand(batch, generator=generator) < p_vertical
+    images = torch.where(flip_h.view(-1, 1, 1, 1), images.flip(-1), images)
+    return torch.where(flip_v.view(-1, 1, 1, 1), images.flip(-2), images)
+
+
+def random_shift(images: torch.Tensor, pixels: int,
+                 generator: torch.Generator | None = None) -> torch.Tensor:
+    """Translate each image of (B, C, H, W) by up to +-``pixels`` in x and y, filling with 0
+    (the seed's pad-then-random-crop)."""
+    if pixels <= 0:
+        return images
+    batch, _, height, width = images.shape
+    padded = F.pad(images, (pixels, pixels, pixels, pixels))
+    dy = torch.randint(0, 2 * pixels + 1, (batch,), generator=generator)
+    dx = torch.randint(0, 2 * pixels + 1, (batch,), generator=generator)
+    rows = (dy.view(-1, 1) + torch.arange(height)).view(batch, 1, height, 1)  # (B, 1, H, 1)
+    cols = (dx.view(-1, 1) + torch.arange(width)).view(batch, 1, 1, width)  # (B, 1, 1, W)
+    batch_index = torch.arange(batch).view(-1, 1, 1, 1)
+    channel_index = torch.arange(images.shape[1]).view(1, -1, 1, 1)
+    return padded[batch_index, channel_index, rows, cols]

@@ -1,0 +1,92 @@
+"""Map-style datasets over image tensors held in memory, augmented per batch."""
+
+from __future__ import annotations
+
+from typing import Any, Callable, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from inrlab.data.images import random_flip, random_shift
+
+
+class ImageTensorDataset(Dataset):
+    """Items ``(image,)``: float (C, H, W) in [0, 1] from a uint8 or float (N, C, H, W) tensor.
+
+    ``random_shift`` (pixels) and ``random_flip`` (probabilities ``flip_probs`` for
+    horizontal, vertical; the seed's 0.4 / 0.2) augment anew on every read. ``num_repeat``
+    repeats every image (each copy augmented independently). A DataLoader fetches whole
+    batches through ``__getitems__``, so augmentation runs batched.
+    """
+
+    def __init__(
+        self,
+        images: torch.Tensor,
+        random_shift: int = 0,
+        random_flip: bool = False,
+        flip_probs: tuple[float, float] = (0.4, 0.2),
+        num_repeat: int = 1,
+    ) -> None:
+        if images.dim() != 4:
+            raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
+        self.images = images
+        self.shift = int(random_shift)
+        self.flip = bool(random_flip)
+        self.flip_probs = flip_probs
+        self.num_repeat = int(num_repeat)
+
+    def __len__(self) -> int:
+        return self.images.shape[0] * self.num_repeat
+
+    def batch(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Augmented float images (B, C, H, W) for ``indices``."""
+        index = torch.as_tensor(indices, dtype=torch.long) // self.num_repeat
+        images = self.images[index]
+        images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
+        if self.shift:
+            images = random_shift(images, self.shift)
+        if self.flip:
+            images = random_flip(images, *self.flip_probs)
+        return images
+
+    def __getitem__(self, index: int) -> tuple[torch.Tensor]:
+        if not -len(self) <= index < len(self):
+            raise IndexError(index)
+        return (self.batch([index % len(self)])[0],)
+
+    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor]]:
+        return [(image,) for image in self.batch(indices)]
+
+
+class TransformDataset(Dataset):
+    """The seed's ``TransformDataset``: item ``k`` is source item ``k // num_repeat`` with its
+    first element cast to ``dtype``, multiplied by ``multiply`` and passed through every
+    transform in order; other tuple elements pass through. Always returns a tuple."""
+
+    def __init__(
+        self,
+        source: Any,
+        dtype: torch.dtype | None = None,
+        multiply: float | None = None,
+        transforms: Sequence[Callable[[torch.Tensor], torch.Tensor]] | None = None,
+        num_repeat: int = 1,
+    ) -> None:
+        self.source = source
+        self.dtype = dtype
+        self.multiply = multiply
+        self.transforms = list(transforms or [])
+        self.num_repeat = int(num_repeat)
+
+    def __len__(self) -> int:
+        return len(self.source) * self.num_repeat
+
+    def __getitem__(self, index: int) -> tuple:
+        item = self.source[index // self.num_repeat]
+        first, rest = (item[0], tuple(item[1:])) if isinstance(item, tuple) else (item, ())
+        if self.dtype is not None:
+            first = first.to(self.dtype)
+        if self.multiply is not None:
+            first = first * self.multiply
+        for transform in self.transforms:
+            first = transform(first)
+        return (first, *rest)

@@ -1,0 +1,136 @@
+"""Running one matrix entry end to end: build, check, train, record."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+import yaml
+
+from inrlab.errors import InrlabError
+from inrlab.experiment.build import BuiltEntry, build_entry
+from inrlab.experiment.spec import RunSpec
+from inrlab.models.layers import count_parameters
+from inrlab.train.checkpoint import atomic_write_bytes, load_checkpoint
+from inrlab.train.rundir import RunDir
+from inrlab.train.trainer import Trainer
+
+
+@dataclass
+class RunOptions:
+    runs_dir: Path
+    device: str = "auto"
+    reset: bool = False
+    skip: bool = False
+    max_inputs: int | None = None
+    tensorboard: bool = True
+    quiet: bool = False
+
+
+def parameter_counts(model: torch.nn.Module) -> dict[str, int | None]:
+    counts: dict[str, int | None] = {"total": count_parameters(model)}
+    for part in ("encoder", "decoder"):
+        module = getattr(model, part, None)
+        counts[part] = count_parameters(module) if isinstance(module, torch.nn.Module) else None
+    return counts
+
+
+def print_parameters(model: torch.nn.Module) -> None:
+    counts = parameter_counts(model)
+    for part in ("encoder", "decoder"):
+        if counts[part] is not None:
+            print(f"{part} params: {counts[part]:,}")
+    print(f"total params: {counts['total']:,}")
+
+
+def resolved_config(spec: RunSpec) -> dict[str, Any]:
+    return {
+        **spec.values,
+        "inrlab": {"source": str(spec.path), "matrix_id": spec.entry.id,
+                   "matrix_slug": spec.entry.slug, "matrix_entry": spec.entry.params},
+    }
+
+
+def make_trainer(spec: RunSpec, built: BuiltEntry, run_dir: RunDir,
+                 options: RunOptions) -> Trainer:
+    info = {"experiment_name": spec.experiment_name, "matrix_entry": spec.entry.params,
+            "matrix_id": spec.entry.id, "matrix_slug": spec.entry.slug,
+            "source": str(spec.path)}
+    try:
+        return built.trainer_class(
+            model=built.model, train_sets=built.train_sets,
+            validation_sets=built.validation_sets, settings=built.settings,
+            run_dir=run_dir, device=options.device, info=info,
+            tensorboard=options.tensorboard, **built.trainer_options,
+        )
+    except InrlabError as e:
+        raise locate(e, spec)
+    except (TypeError, ValueError) as e:
+        raise InrlabError(f"cannot set up the trainer: {e}", path=spec.path,
+                          key="trainer") from None
+
+
+def locate(error: InrlabError, spec: RunSpec) -> InrlabError:
+    """Point an error raised deep inside (which knows at most its key) at the file."""
+    if error.path is None and error.key and error.key in spec.document.origins:
+        return error.located(**spec.where(error.key))
+    return error.located(path=spec.path)
+
+
+def load_weights(spec: RunSpec, model: torch.nn.Module, source: Any) -> None:
+    """The experiment key ``load``: start from another run's best (else last) weights."""
+    directory = Path(str(source)).expanduser()
+    for path in (directory / "checkpoint-best.pt", directory / "checkpoint-last.pt"):
+        if path.exists():
+            try:
+                model.load_state_dict(load_checkpoint(path)["model"])
+            except (ValueError, RuntimeError) as e:
+                raise spec.error("load", f"cannot load weights from {path}: {e}") from None
+            print(f"loaded weights from {path}")
+            return
+    raise spec.error("load", f"no checkpoint-best.pt or checkpoint-last.pt in {directory}")
+
+
+def run_entry(spec: RunSpec, options: RunOptions) -> str:
+    """Train one entry; returns its status. Bad input raises ``InrlabError`` before any file
+    of an existing run is touched."""
+    run_dir = RunDir.for_experiment(options.runs_dir, spec.experiment_name)
+    if options.skip and run_dir.is_complete():
+        print(f"skipping '{spec.experiment_name}': already complete")
+        return "complete"
+    overrides = {"max_inputs": options.max_inputs} if options.max_inputs else None
+    built = build_entry(spec, with_data=True, overrides=overrides)
+    if not options.quiet:
+        print(built.model)
+    print_parameters(built.model)
+    trainer = make_trainer(spec, built, run_dir, options)
+    try:
+        trainer.check_data()
+    except InrlabError as e:
+        raise locate(e, spec) from None
+
+    previous = run_dir.read_result()
+    if options.reset:
+        run_dir.remove()
+        previous = None
+    fresh = not run_dir.last.exists() and not run_dir.best.exists()
+    if fresh and spec.values.get("load"):
+        load_weights(spec, trainer.model, spec.values["load"])
+    config_text = yaml.safe_dump(resolved_config(spec), sort_keys=False, allow_unicode=True)
+    atomic_write_bytes(run_dir.config, lambda f: f.write(config_text.encode()))
+    try:
+        return trainer.fit(resume=not options.reset)
+    except KeyboardInterrupt:
+        raise
+    except Exception as e:
+        if not (previous and previous.get("status") == "complete"):
+            result = trainer.result("failed")
+            result["error"] = f"{type(e).__name__}: {e}"
+            run_dir.write_result(result)
+        if isinstance(e, InrlabError):
+            raise locate(e, spec) from None
+        traceback.print_exc()
+        return "failed"

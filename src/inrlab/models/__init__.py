@@ -1,0 +1,18 @@
+"""Models: importing this package registers every model (see ``registry.MODELS``)."""
+
+from inrlab.models import autoencoders, transformer  # noqa: F401  (registration)
+from inrlab.models.autoencoders import DalleManifoldAutoencoder, EncoderDecoder
+from inrlab.models.decoders.base import ImplicitDecoder
+from inrlab.models.decoders.manifold import ImageManifoldDecoder
+from inrlab.models.encoders.conv import EncoderConv2d, EncoderMLP
+from inrlab.models.encoders.dalle import DalleEncoder
+from inrlab.models.encoders.resnet import ResNetEncoder, resnet18_open
+from inrlab.models.layers import activation, count_parameters
+from inrlab.models.registry import MODELS, register_model
+from inrlab.models.transformer import TransformerAutoencoder
+
+__all__ = [
+    "MODELS", "register_model", "activation", "count_parameters", "ImplicitDecoder",
+    "ImageManifoldDecoder", "EncoderConv2d", "EncoderMLP", "DalleEncoder", "ResNetEncoder",
+    "resnet18_open", "EncoderDecoder", "DalleManifoldAutoencoder", "TransformerAutoencoder",
+]

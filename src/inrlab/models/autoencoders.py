@@ -1,0 +1,96 @@
+"""Autoencoders: an encoder producing a code and a decoder rendering it."""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+from torch import nn
+
+from inrlab.models.decoders.base import ImplicitDecoder
+from inrlab.models.decoders.manifold import ImageManifoldDecoder
+from inrlab.models.encoders.dalle import DalleEncoder
+from inrlab.models.layers import check_positive_int, check_shape
+from inrlab.models.registry import MODELS, register_model
+
+
+def _module(value: Any, role: str) -> nn.Module:
+    if isinstance(value, dict):
+        return MODELS.build(value)
+    if not isinstance(value, nn.Module):
+        raise TypeError(f"{role} must be an nn.Module or a {{name, args}} spec, got {value!r}")
+    return value
+
+
+@register_model("autoencoder", tiny=dict(
+    encoder={"name": "EncoderConv2d", "args": {"shape": (3, 8, 8), "code_size": 6,
+                                                "channels": (4,)}},
+    decoder={"name": "ImageManifoldDecoder", "args": {"num_input_channels": 6,
+             "num_output_channels": 3, "num_hidden": 8, "num_blocks": 1,
+             "default_shape": (8, 8)}},
+))
+class EncoderDecoder(nn.Module):
+    """``forward(x) = decoder(encoder(x))``; an implicit decoder renders at the input's size."""
+
+    def __init__(self, encoder: Any, decoder: Any) -> None:
+        super().__init__()
+        self.encoder = _module(encoder, "encoder")
+        self.decoder = _module(decoder, "decoder")
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        return self.encoder(x)
+
+    def decode(self, code: torch.Tensor, shape: Sequence[int] | None = None) -> torch.Tensor:
+        if isinstance(self.decoder, ImplicitDecoder):
+            return self.decoder(code, shape)
+        return self.decoder(code)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(x), x.shape[-2:])
+
+
+@register_model("autoencoder", tiny=dict(shape=(1, 16, 16), vocab_size=8, n_hid=8,
+                                         n_blk_per_group=1, decoder_n_hid=8, decoder_n_blk=1,
+                                         space_to_depth=True))
+class DalleManifoldAutoencoder(EncoderDecoder):
+    """The first log's model: small DALL-E encoder -> Linear -> code of ``vocab_size`` floats,
+    decoded by an ``ImageManifoldDecoder`` with the log period's 6-value sin embedding.
+
+    Log config (1x32x32, vocab 128, n_hid 64, 1 block/group, GELU, space_to_depth, decoder
+    4x2x64): encoder 1,725,264 and decoder 42,497 parameters.
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        vocab_size: int = 128,
+        n_hid: int = 256,
+        n_blk_per_group: int = 2,
+        group_count: int = 4,
+        act_fn: Any = "relu",
+        space_to_depth: bool = False,
+        decoder_n_hid: int = 256,
+        decoder_n_blk: int = 2,
+        decoder_n_layer: int = 2,
+        decoder_concat_residual: bool | Sequence[bool] = False,
+        decoder_pos_embedding: str = "sin",
+    ) -> None:
+        shape = check_shape("shape", shape, 3)
+        check_positive_int("vocab_size", vocab_size)
+        if space_to_depth and (shape[1] % 8 or shape[2] % 8):
+            raise ValueError(f"space_to_depth needs height and width divisible by 8, got {shape}")
+        if min(shape[1:]) < 8:
+            raise ValueError(f"DalleManifoldAutoencoder needs images of at least 8x8, got {shape}")
+        dalle = DalleEncoder(input_channels=shape[0], vocab_size=vocab_size, n_hid=n_hid,
+                             n_blk_per_group=n_blk_per_group, group_count=group_count,
+                             act_fn=act_fn, space_to_depth=space_to_depth)
+        features = vocab_size * (shape[1] // 8) * (shape[2] // 8)
+        encoder = nn.Sequential(dalle, nn.Flatten(1), nn.Linear(features, vocab_size))
+        decoder = ImageManifoldDecoder(
+            num_input_channels=vocab_size, num_output_channels=shape[0],
+            num_hidden=decoder_n_hid, num_blocks=decoder_n_blk,
+            num_layers_per_block=decoder_n_layer, concat_residual=decoder_concat_residual,
+            default_shape=shape[1:], pos_embedding=decoder_pos_embedding,
+        )
+        super().__init__(encoder, decoder)
+        self.shape = shape

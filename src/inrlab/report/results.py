@@ -1,0 +1,137 @@
+"""The results table of an experiment file's runs (``inrlab results``)."""
+
+from __future__ import annotations
+
+import math
+import re
+import statistics
+from pathlib import Path
+from typing import Any, Sequence
+
+from tabulate import tabulate
+
+from inrlab.errors import InrlabError
+from inrlab.train.log import read_metrics
+from inrlab.train.rundir import RunDir
+
+
+def result_rows(specs: Sequence[Any], runs_dir: Path,
+                include: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """One row per entry that has a ``result.json``: matrix values first, then figures."""
+    rows = []
+    for spec in specs:
+        run_dir = RunDir.for_experiment(runs_dir, spec.experiment_name)
+        result = run_dir.read_result()
+        if result is None:
+            continue
+        row: dict[str, Any] = dict(spec.entry.params)
+        row["matrix_slug"] = spec.entry.slug
+        row["matrix_id"] = spec.entry.id
+        row["status"] = result.get("status")
+        row["inputs"] = result.get("num_inputs")
+        row["validation loss"] = result.get("validation_loss")
+        row["best validation loss"] = result.get("best_validation_loss")
+        if result.get("validation_psnr") is not None:
+            row["validation psnr"] = result.get("validation_psnr")
+        row["model params"] = (result.get("parameters") or {}).get("trainable")
+        seconds = result.get("training_time_s")
+        row["train time (minutes)"] = round(seconds / 60, 2) if seconds else None
+        row["throughput"] = result.get("throughput")
+        if include:
+            last = _last_values(run_dir.metrics)
+            for name in include:
+                row[name] = last.get(name)
+        rows.append(row)
+    return rows
+
+
+def _last_values(path: Path) -> dict[str, Any]:
+    """Last logged value of each metric, keyed ``<kind>_<name>`` (e.g. validation_mse)."""
+    values: dict[str, Any] = {}
+    for record in read_metrics(path):
+        for key, value in record.items():
+            if key not in ("kind", "inputs"):
+                values[f"{record.get('kind')}_{key}"] = value
+    return values
+
+
+def average_rows(rows: list[dict[str, Any]], column: str,
+                 spread: Sequence[str] = ()) -> list[dict[str, Any]]:
+    """Average rows that differ only in ``column`` (e.g. a trial or seed key). Numeric
+    columns are averaged, others keep the group's first value; ``spread`` columns also get
+    ``(min)``, ``(max)`` and ``(std)`` columns."""
+    if rows and column not in rows[0]:
+        raise InrlabError(f"cannot average over '{column}': it is not a matrix key")
+    groups: dict[str, list[dict[str, Any]]] = {}
+    for row in rows:
+        key = re.sub(rf"(^|_){re.escape(column)}:[^_]*", "", row["matrix_slug"])
+        groups.setdefault(key, []).append(row)
+    averaged = []
+    for members in groups.values():
+        out: dict[str, Any] = {"num trials": len(members)}
+        for name in members[0]:
+            if name in (column, "matrix_slug"):
+                continue
+            values = [m.get(name) for m in members]
+            numbers = [v for v in values if _is_number(v)]
+            if numbers and len(numbers) == len(values):
+                out[name] = statistics.fmean(numbers)
+                if name in spread:
+                    out[f"{name} (min)"] = min(numbers)
+                    out[f"{name} (max)"] = max(numbers)
+                    out[f"{name} (std)"] = statistics.pstdev(numbers)
+            else:
+                out[name] = values[0]
+        averaged.append(out)
+    return averaged
+
+
+def _is_number(value: Any) -> bool:
+    return isinstance(value, (int, float)) and not isinstance(value, bool) and math.isfinite(value)
+
+
+def sort_rows(rows: list[dict[str, Any]], columns: Sequence[str]) -> list[dict[str, Any]]:
+    """Sort by columns, the first being the primary key; ``-COL`` sorts descending. A name
+    that is not a column matches the first column containing it."""
+    names = list(rows[0]) if rows else []
+    for spec in reversed(columns):
+        descending = spec.startswith("-")
+        wanted = spec.lstrip("-")
+        column = wanted if wanted in names else next((n for n in names if wanted in n), None)
+        if column is None:
+            raise InrlabError(f"cannot sort by '{wanted}': columns are {', '.join(names)}")
+        present = [r for r in rows if r.get(column) is not None]
+        missing = [r for r in rows if r.get(column) is None]
+        rows = sorted(present, key=lambda r: _sort_key(r[column]), reverse=descending) + missing
+    return rows
+
+
+def _sort_key(value: Any) -> tuple[int, Any]:
+    return (0, value) if _is_number(value) else (1, str(value))
+
+
+def format_table(rows: list[dict[str, Any]], exclude: Sequence[str] = ()) -> str:
+    if not rows:
+        return "(no results yet)"
+    columns = [c for c in dict.fromkeys(k for r in rows for k in r) if c not in exclude]
+    table = [[_cell(row.get(c), c) for c in columns] for row in rows]
+    return tabulate(table, headers=columns, tablefmt="github", disable_numparse=True,
+                    colalign=["right" if _numeric_column(rows, c) else "left" for c in columns])
+
+
+def _numeric_column(rows: list[dict[str, Any]], column: str) -> bool:
+    return all(_is_number(r.get(column)) or r.get(column) is None for r in rows)
+
+
+def _cell(value: Any, column: str) -> str:
+    if value is None:
+        return ""
+    if isinstance(value, list):
+        return ",".join(str(v) for v in value)
+    if column == "model params" and _is_number(value):
+        return f"{int(value):,}"
+    if column == "throughput" and _is_number(value):
+        return f"{value:,.0f}/s"
+    if isinstance(value, float):
+        return f"{value:.6g}"
+    return str(value)

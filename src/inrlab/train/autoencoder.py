@@ -1,0 +1,135 @@
+"""Autoencoder trainers: the input is also the target."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+
+from inrlab.errors import InrlabError
+from inrlab.report.grids import reconstruction_grid, save_png
+from inrlab.train.trainer import Trainer
+
+NUM_IMAGES_SHOWN = 32
+
+
+class TrainAutoencoder(Trainer):
+    """Reconstruction loss between the model's output and its input (element 0 of a batch).
+
+    Validation also reports ``mse`` (and from it ``psnr``) over all pixels, and after each
+    validation draws the first 32 validation images above their reproductions to
+    ``images/reconstruction.png`` and TensorBoard ``validation_reconstruction``.
+    """
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        model = self.model
+        if hasattr(model, "encode"):
+            return model.encode(images)
+        if hasattr(model, "encoder"):
+            return model.encoder(images)
+        raise InrlabError(f"{type(model).__name__} has no encode() or .encoder, which this "
+                          "trainer needs for the code statistics", key="model")
+
+    def decode(self, codes: torch.Tensor, shape: Any) -> torch.Tensor:
+        model = self.model
+        if hasattr(model, "decode"):
+            return model.decode(codes, shape) if _takes_shape(model.decode) else model.decode(codes)
+        return model.decoder(codes)
+
+    def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        """(reconstruction, codes or None)."""
+        output = self.model(images)
+        if isinstance(output, (tuple, list)):
+            output = output[0]
+        return output, None
+
+    def train_step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        images = batch[0]
+        output, _ = self.reconstruct(images)
+        _check_shapes(images, output)
+        return {"loss": self.loss_function(output.float(), images.float())}
+
+    def validation_step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        images = batch[0]
+        output, codes = self.reconstruct(images)
+        _check_shapes(images, output)
+        losses = self.losses(images, output, codes)
+        losses["mse"] = F.mse_loss(output.float().clamp(0, 1), images.float())
+        return losses
+
+    def losses(self, images: torch.Tensor, output: torch.Tensor,
+               codes: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        return {"loss": self.loss_function(output.float(), images.float())}
+
+    @torch.no_grad()
+    def write_images(self) -> None:
+        shown = []
+        count = 0
+        for batch in self._validation_batches():
+            shown.append(batch[0] if isinstance(batch, (tuple, list)) else batch)
+            count += shown[-1].shape[0]
+            if count >= NUM_IMAGES_SHOWN:
+                break
+        if not shown:
+            return
+        images = torch.cat(shown)[:NUM_IMAGES_SHOWN].to(self.device)
+        self.model.eval()
+        output, _ = self.reconstruct(images)
+        self.model.train()
+        grid = reconstruction_grid(images.float().cpu(), output.float().clamp(0, 1).cpu())
+        save_png(grid, self.run_dir.images / "reconstruction.png", scale=2)
+        self.log.image("validation_reconstruction", grid, self.progress.num_inputs)
+
+
+class TrainAutoencoderSpecial(TrainAutoencoder):
+    """Adds the logs' code-statistics constraint on the codes of each batch:
+    ``loss_batch_std = |feature_target_std - codes.std(0).mean()|`` and
+    ``loss_batch_mean = |codes.mean()|``, weighted by ``feature_loss_weight``."""
+
+    def __init__(self, *, feature_loss_weight: float = 1e-4, feature_target_std: float = 0.5,
+                 **kwargs: Any) -> None:
+        super().__init__(**kwargs)
+        self.feature_loss_weight = float(feature_loss_weight)
+        self.feature_target_std = float(feature_target_std)
+
+    def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
+        codes = self.encode(images)
+        return self.decode(codes, images.shape[-2:]), codes
+
+    def train_step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        images = batch[0]
+        output, codes = self.reconstruct(images)
+        _check_shapes(images, output, codes)
+        return self.losses(images, output, codes)
+
+    def losses(self, images: torch.Tensor, output: torch.Tensor,
+               codes: torch.Tensor | None) -> dict[str, torch.Tensor]:
+        reconstruction = self.loss_function(output.float(), images.float())
+        codes = codes.float().flatten(1)  # (B, code)
+        std = codes.std(0).mean() if codes.shape[0] > 1 else codes.new_zeros(())
+        loss_std = (self.feature_target_std - std).abs()
+        loss_mean = codes.mean().abs()
+        loss = reconstruction
+        if self.feature_loss_weight:
+            loss = loss + self.feature_loss_weight * (loss_std + loss_mean)
+        return {"loss": loss, "loss_reconstruction": reconstruction,
+                "loss_batch_std": loss_std, "loss_batch_mean": loss_mean}
+
+
+def _takes_shape(method: Any) -> bool:
+    import inspect
+
+    try:
+        return len(inspect.signature(method).parameters) >= 2
+    except (TypeError, ValueError):
+        return False
+
+
+def _check_shapes(images: torch.Tensor, output: torch.Tensor,
+                  codes: torch.Tensor | None = None) -> None:
+    if output.shape != images.shape:
+        extra = f", codes {tuple(codes.shape)}" if codes is not None else ""
+        raise InrlabError(f"the model's output shape {tuple(output.shape)} differs from its "
+                          f"input shape {tuple(images.shape)}{extra}; an autoencoder must "
+                          "reproduce its input", key="model")

@@ -1,0 +1,98 @@
+"""Training settings: the experiment-file keys every trainer understands, with defaults."""
+
+from __future__ import annotations
+
+import dataclasses
+import types
+import typing
+from dataclasses import dataclass
+from typing import Any
+
+from inrlab.errors import InrlabError
+
+
+@dataclass
+class TrainSettings:
+    """Experiment keys read by the trainer. Defaults are listed in the README."""
+
+    batch_size: int
+    learnrate: float
+    optimizer: str
+    validation_batch_size: int | None = None  # None: batch_size
+    scheduler: str | None = None  # torch.optim.lr_scheduler class, sized max_inputs/batch_size
+    loss_function: str = "l1"
+    max_inputs: int | None = None
+    max_epoch: int | None = None
+    min_loss: float | None = None  # stop when the validation loss reaches it
+    freeze_validation_set: bool = False
+    num_epochs_between_validations: int | None = 1
+    num_inputs_between_validations: int | None = None
+    num_inputs_between_checkpoints: int | None = None
+    checkpoint_every_seconds: float | None = 60.0
+    num_train_loss_steps: int = 1000  # inputs per averaged train-loss log line
+    num_workers: int = 0
+    training_noise: float = 0.0
+    gradient_clipping: float | None = None
+    seed: int = 0
+    precision: str = "fp32"  # "fp32" or "bf16" (autocast, fp32 master weights)
+
+    def __post_init__(self) -> None:
+        if self.validation_batch_size is None:
+            self.validation_batch_size = self.batch_size
+
+
+REQUIRED = tuple(f.name for f in dataclasses.fields(TrainSettings)
+                 if f.default is dataclasses.MISSING)
+POSITIVE = {"batch_size", "validation_batch_size", "max_inputs", "max_epoch",
+            "num_epochs_between_validations", "num_inputs_between_validations",
+            "num_inputs_between_checkpoints", "num_train_loss_steps", "learnrate"}
+CHOICES = {"precision": ("fp32", "bf16")}
+
+
+def check_value(name: str, value: Any, annotation: Any) -> Any:
+    """``value`` converted to ``annotation`` (int, float, str, bool, Optional), or ValueError."""
+    hints = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    if value is None:
+        if type(None) in hints:
+            return None
+        raise ValueError(f"{name} must not be empty")
+    for hint in hints:
+        if hint is bool and isinstance(value, bool):
+            return value
+        if hint is int and isinstance(value, int) and not isinstance(value, bool):
+            return value
+        if hint is float and isinstance(value, (int, float)) and not isinstance(value, bool):
+            return float(value)
+        if hint is float and isinstance(value, str):
+            try:
+                return float(value)
+            except ValueError:
+                pass
+        if hint is str and isinstance(value, str):
+            return value
+    wanted = " or ".join(getattr(h, "__name__", str(h)) for h in hints if h is not type(None))
+    raise ValueError(f"{name} must be {wanted}, got {value!r} ({type(value).__name__})")
+
+
+def make_settings(values: dict[str, Any], where: Any) -> TrainSettings:
+    """Build settings from experiment values; ``where(key)`` gives error location kwargs."""
+    hints = typing.get_type_hints(TrainSettings)
+    kwargs: dict[str, Any] = {}
+    for name in REQUIRED:
+        if values.get(name) in (None, ""):
+            raise InrlabError(f"the required key '{name}' is missing", **where(name))
+    for name, value in values.items():
+        try:
+            value = check_value(name, value, hints[name])
+            if name in POSITIVE and value is not None and value <= 0:
+                raise ValueError(f"{name} must be positive, got {value!r}")
+            if name in CHOICES and value not in CHOICES[name]:
+                raise ValueError(f"{name} must be one of {CHOICES[name]}, got {value!r}")
+        except ValueError as e:
+            raise InrlabError(str(e), **where(name)) from None
+        kwargs[name] = value
+    return TrainSettings(**kwargs)
+
+
+def settings_keys() -> list[str]:
+    return [f.name for f in dataclasses.fields(TrainSettings)]

@@ -1,0 +1,110 @@
+"""Every class of bad input: one paragraph naming file, line and key; exit status 2."""
+
+from __future__ import annotations
+
+import json
+
+import pytest
+
+from conftest import TINY_EXPERIMENT
+
+
+def tiny(**replace: str) -> str:
+    """The tiny experiment with some top-level lines replaced (key -> new text or '')."""
+    text = TINY_EXPERIMENT
+    for key, new in replace.items():
+        lines = text.splitlines()
+        start = next(i for i, line in enumerate(lines) if line.startswith(f"{key}:"))
+        end = start + 1
+        while end < len(lines) and (lines[end].startswith(" ") or not lines[end]):
+            end += 1
+        lines[start:end] = [new] if new else []
+        text = "\n".join(lines) + "\n"
+    return "matrix:\n  hid: [8]\n" + text
+
+
+CASES = {
+    "yaml syntax": ("experiment_name: [unclosed\n", "invalid YAML", None),
+    "not a mapping": ("- just\n- a list\n", "must be a YAML mapping", None),
+    "missing key": (tiny(optimizer=""), "required key 'optimizer' is missing", "optimizer"),
+    "unknown optimizer": (tiny(optimizer="optimizer: Adamm"), "unknown optimizer 'Adamm'",
+                          "optimizer"),
+    "unknown scheduler": (tiny(scheduler="scheduler: Cosine"), "unknown scheduler", "scheduler"),
+    "unknown loss": (tiny(batch_size="batch_size: 16\nloss_function: l7"),
+                     "unknown loss_function 'l7'", "loss_function"),
+    "undefined variable": (tiny(batch_size="batch_size: ${bs}"), "${bs} is not defined",
+                           "batch_size"),
+    "filter raises": (tiny().replace("hid: [8]", "hid: [8]\n  $filter: ${hid} / 0"),
+                      "ZeroDivisionError", "$filter"),
+    "snippet raises": (tiny(globals="globals:\n  SHAPE: (3, 8, 8)\n  X: |\n    a = 1\n"
+                                    "    undefined_name + a"),
+                       "NameError", "globals.X"),
+    "wrong type": (tiny(batch_size="batch_size: sixteen"), "batch_size must be int",
+                   "batch_size"),
+    "unknown key": (tiny(batch_size="batch_size: 16\nbatch_sise: 3"), "unknown key 'batch_sise'",
+                    "batch_sise"),
+    "shape mismatch": (tiny(model="model: |\n  EncoderDecoder(EncoderConv2d(SHAPE, 6, "
+                                  "channels=(4,)), ImageManifoldDecoder(6, 1, "
+                                  "num_hidden=8, num_blocks=1))"),
+                       "output shape (2, 1, 8, 8) differs from its input shape (2, 3, 8, 8)",
+                       "model"),
+    "empty dataset": (tiny(train_set="train_set: |\n  TensorDataset(torch.zeros(0, 3, 8, 8))"),
+                      "train_set is empty", "train_set"),
+    "bad model argument": (tiny(model="model: |\n  ImageManifoldDecoder(6, concat_residual="
+                                      "[True, False], num_blocks=3)"),
+                           "concat_residual must be a bool or a list of 3 bools", "model"),
+}
+
+
+@pytest.mark.parametrize("case", list(CASES))
+def test_bad_input_exits_2_with_located_message(case: str, write, cli) -> None:
+    text, message, key = CASES[case]
+    path = write("bad.yml", text)
+    code, out, err = cli("run", path)
+    assert code == 2, (out, err)
+    assert message in err
+    assert str(path) in err
+    if case != "missing key":  # a missing key has no line to point at
+        assert "line" in err
+    if key:
+        assert f"key '{key}'" in err
+    assert "Traceback" not in err
+    assert len(err.strip().splitlines()) == 1  # one paragraph
+
+
+def test_snippet_error_names_the_file_line_of_the_failing_statement(write, cli) -> None:
+    text = tiny(model="model: |\n  x = 1\n  y = x + 1\n  raise_here()\n")
+    path = write("bad.yml", text)
+    code, _, err = cli("show", path)
+    line = text.splitlines().index("  raise_here()") + 1
+    assert code == 2 and f"line {line}" in err and "raise_here()" in err
+
+
+def test_debug_shows_traceback(write, cli) -> None:
+    path = write("bad.yml", tiny(optimizer="optimizer: Nope"))
+    code, _, err = cli("--debug", "run", path)
+    assert code == 2 and "Traceback" in err
+
+
+def test_failing_rerun_never_overwrites_a_finished_run(tiny_experiment, write, cli) -> None:
+    code, _, _ = cli("run", tiny_experiment, "--only", "hid:8")
+    assert code == 0
+    result_path = tiny_experiment.parent / "runs" / "tiny" / "hid:8" / "result.json"
+    before = result_path.read_bytes()
+    broken = tiny_experiment.read_text().replace("optimizer: Adam", "optimizer: Nope")
+    tiny_experiment.write_text(broken)
+    code, _, err = cli("run", tiny_experiment, "--only", "hid:8", "--reset")
+    assert code == 2 and "unknown optimizer" in err
+    assert result_path.read_bytes() == before
+    assert json.loads(before)["status"] == "complete"
+
+
+def test_truncated_last_checkpoint_falls_back_to_best(tiny_experiment, cli) -> None:
+    assert cli("run", tiny_experiment, "--only", "hid:8")[0] == 0
+    run = tiny_experiment.parent / "runs" / "tiny" / "hid:8"
+    last = run / "checkpoint-last.pt"
+    last.write_bytes(last.read_bytes()[:100])
+    code, out, _ = cli("run", tiny_experiment, "--only", "hid:8", "--max-inputs", "320")
+    assert code == 0
+    assert "cannot resume from checkpoint-last.pt" in out and "resumed from checkpoint-best.pt" in out
+    assert json.loads((run / "result.json").read_text())["num_inputs"] >= 320
