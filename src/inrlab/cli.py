@@ -52,7 +52,8 @@ def make_parser() -> argparse.ArgumentParser:
     results = commands.add_parser("results", help="table of the runs of an experiment file")
     results.add_argument("file", type=Path)
     results.add_argument("--sort", nargs="+", default=[], metavar="COL",
-                         help="sort by these columns (first = primary); -COL descending")
+                         help="sort by these columns (first = primary); COL- (or --sort=-COL) "
+                              "sorts descending")
     results.add_argument("--average-column", default=None, metavar="COL",
                          help="average runs that differ only in this matrix key")
     results.add_argument("--average-column-std", nargs="+", default=[], metavar="COL",

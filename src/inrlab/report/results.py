@@ -91,12 +91,12 @@ def _is_number(value: Any) -> bool:
 
 
 def sort_rows(rows: list[dict[str, Any]], columns: Sequence[str]) -> list[dict[str, Any]]:
-    """Sort by columns, the first being the primary key; ``-COL`` sorts descending. A name
-    that is not a column matches the first column containing it."""
+    """Sort by columns, the first being the primary key; ``-COL`` or ``COL-`` sorts
+    descending. A name that is not a column matches the first column containing it."""
     names = list(rows[0]) if rows else []
     for spec in reversed(columns):
-        descending = spec.startswith("-")
-        wanted = spec.lstrip("-")
+        descending = spec.startswith("-") or spec.endswith("-")
+        wanted = spec.strip("-")
         column = wanted if wanted in names else next((n for n in names if wanted in n), None)
         if column is None:
             raise InrlabError(f"cannot sort by '{wanted}': columns are {', '.join(names)}")

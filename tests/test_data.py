@@ -1,0 +1,130 @@
+"""Datasets of the logs from local files: tiles, kali patches, MNIST idx, image folders."""
+
+from __future__ import annotations
+
+import gzip
+import json
+
+import numpy as np
+import pytest
+import torch
+from PIL import Image
+
+from inrlab.data import (InterleaveDataset, image_folder_dataset, kali_patch_dataset,
+                         mnist_dataset, rpg_tile_dataset)
+from inrlab.errors import DataError
+
+
+def sheet_config(tmp_path, rltiles, **fields) -> str:
+    path = tmp_path / "tiles.ndjson"
+    path.write_text(json.dumps({"name": "rl.png", "url": str(rltiles), "shape": [32, 32],
+                                **fields}) + "\n")
+    return str(path)
+
+
+def test_rpg_tiles_from_the_rltiles_sheet(tmp_path, rltiles) -> None:
+    config = sheet_config(tmp_path, rltiles)
+    everything = rpg_tile_dataset((3, 32, 32), tile_config=config)
+    train = rpg_tile_dataset((3, 32, 32), validation=False, tile_config=config)
+    validation = rpg_tile_dataset((3, 32, 32), validation=True, tile_config=config)
+    assert len(train) + len(validation) == len(everything) > 1500
+    assert len(validation) == len(everything) // 21
+    (tile,) = validation[0]
+    assert tile.shape == (3, 32, 32) and tile.dtype == torch.float32
+    assert 0.0 <= float(tile.min()) and float(tile.max()) <= 1.0
+    again = rpg_tile_dataset((3, 32, 32), validation=True, tile_config=config)
+    assert torch.equal(validation.images, again.images)  # a stable split
+    gray = rpg_tile_dataset((1, 16, 16), validation=True, limit=10, tile_config=config)
+    assert len(gray) == 10 and gray[0][0].shape == (1, 16, 16)
+
+
+def test_tile_augmentation_is_batched_and_changes_tiles(tmp_path, rltiles) -> None:
+    config = sheet_config(tmp_path, rltiles)
+    plain = rpg_tile_dataset((3, 32, 32), limit=64, tile_config=config)
+    augmented = rpg_tile_dataset((3, 32, 32), limit=64, random_shift=4, random_flip=True,
+                                 num_repeat=2, tile_config=config)
+    assert len(augmented) == 128
+    torch.manual_seed(0)
+    batch = augmented.batch(list(range(0, 128, 2)))
+    assert batch.shape == (64, 3, 32, 32)
+    assert not torch.equal(batch, plain.batch(list(range(64))))
+
+
+@pytest.mark.parametrize("fields, message", [
+    ({"shape": [2000, 32]}, "larger than the"),
+    ({"ignore_tiles": [[99, 0]]}, "outside the sheet"),
+    ({"url": "/no/such/sheet.png"}, "file not found"),
+    ({"colour": 1}, "unknown field"),
+])
+def test_tile_config_errors(tmp_path, rltiles, fields, message) -> None:
+    with pytest.raises(DataError, match=message):
+        rpg_tile_dataset((3, 32, 32), tile_config=sheet_config(tmp_path, rltiles, **fields))
+
+
+def test_corrupt_sheet_and_empty_result(tmp_path) -> None:
+    bad = tmp_path / "bad.png"
+    bad.write_bytes(b"not a png")
+    config = [{"name": "bad.png", "url": str(bad), "shape": [8, 8]}]
+    with pytest.raises(DataError, match="cannot read the sheet image"):
+        rpg_tile_dataset((3, 8, 8), tile_config=config)
+    blank = tmp_path / "blank.png"
+    Image.new("RGBA", (16, 16)).save(blank)
+    with pytest.raises(DataError, match="no tiles left"):
+        rpg_tile_dataset((3, 8, 8), tile_config=[{"name": "b", "url": str(blank),
+                                                  "shape": [8, 8]}])
+
+
+def test_kali_patches_are_deterministic_per_index_and_seed() -> None:
+    data = kali_patch_dataset((3, 32, 32), num_images=100)
+    batch = data.batch([3, 7, 11])
+    assert batch.shape == (3, 3, 32, 32) and 0 <= float(batch.min()) <= float(batch.max()) <= 1
+    assert torch.equal(batch[1], data[7][0])
+    assert torch.equal(batch, kali_patch_dataset((3, 32, 32), num_images=100).batch([3, 7, 11]))
+    other = kali_patch_dataset((3, 32, 32), num_images=100, seed=1).batch([3, 7, 11])
+    validation = kali_patch_dataset((3, 32, 32), num_images=100, validation=True).batch([3])
+    assert not torch.equal(batch, other) and not torch.equal(batch[:1], validation)
+    assert kali_patch_dataset((1, 16, 16), num_images=5)[0][0].shape == (1, 16, 16)
+
+
+def write_idx(path, images: np.ndarray, compress: bool) -> None:
+    header = bytes([0, 0, 8, 3]) + b"".join(int(n).to_bytes(4, "big") for n in images.shape)
+    raw = header + images.astype(np.uint8).tobytes()
+    path.write_bytes(gzip.compress(raw) if compress else raw)
+
+
+def test_mnist_from_plain_and_gzipped_idx_files(tmp_path) -> None:
+    digits = np.random.default_rng(0).integers(0, 256, (5, 28, 28))
+    write_idx(tmp_path / "train-images-idx3-ubyte", digits, compress=False)
+    write_idx(tmp_path / "t10k-images-idx3-ubyte.gz", digits[:2], compress=True)
+    train = mnist_dataset(train=True, root=tmp_path)
+    test = mnist_dataset(train=False, root=tmp_path, shape=(3, 32, 32))
+    assert len(train) == 5 and len(test) == 2
+    assert torch.allclose(train[1][0][0], torch.from_numpy(digits[1]).float() / 255)
+    assert test[0][0].shape == (3, 32, 32)
+    (tmp_path / "train-images-idx3-ubyte").write_bytes(b"\x00\x00\x08\x03" + bytes(12) + b"x")
+    with pytest.raises(DataError, match="truncated"):
+        mnist_dataset(root=tmp_path)
+    with pytest.raises(DataError, match="no t10k-images"):
+        mnist_dataset(train=False, root=tmp_path / "missing")
+
+
+def test_image_folder_whole_images_and_patches(tmp_path) -> None:
+    rng = np.random.default_rng(0)
+    for name in ("a.png", "b.jpg"):
+        Image.fromarray(rng.integers(0, 256, (40, 50, 3), dtype=np.uint8)).save(tmp_path / name)
+    (tmp_path / "c.png").write_bytes(b"broken")
+    with pytest.raises(DataError, match="not a readable image"):
+        image_folder_dataset(tmp_path)
+    (tmp_path / "c.png").unlink()
+    whole = image_folder_dataset(tmp_path, shape=(3, 16, 16))
+    patches = image_folder_dataset(tmp_path, shape=(1, 8, 8), patches=4)
+    assert len(whole) == 2 and whole[0][0].shape == (3, 16, 16)
+    assert len(patches) == 8 and patches[0][0].shape == (1, 8, 8)
+
+
+def test_interleave_mixes_tiles_and_fractals(tmp_path, rltiles) -> None:
+    tiles = rpg_tile_dataset((3, 32, 32), limit=10, tile_config=sheet_config(tmp_path, rltiles))
+    fractals = kali_patch_dataset((3, 32, 32), num_images=4)
+    mixed = InterleaveDataset([tiles, fractals])
+    assert len(mixed) == 20
+    assert torch.equal(mixed[0][0], tiles[0][0]) and torch.equal(mixed[1][0], fractals[0][0])

@@ -1,0 +1,169 @@
+"""Every registered model follows the contract; the logs' parameter counts come out exactly."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+from torch import nn
+
+from inrlab.models import (MODELS, DalleManifoldAutoencoder, EncoderConv2d, ImageManifoldDecoder,
+                           ImplicitDecoder, ResNetEncoder, TransformerAutoencoder,
+                           count_parameters)
+
+
+def build_tiny(name: str) -> nn.Module:
+    registration = MODELS.get(name)
+    return MODELS.build({"name": name, "args": registration.tiny})
+
+
+def image_shape(model: nn.Module, args: dict) -> tuple[int, ...]:
+    if "shape" in args:
+        return tuple(args["shape"])
+    encoder = args.get("encoder", {}).get("args", {})
+    return tuple(encoder["shape"])
+
+
+@pytest.mark.parametrize("name", MODELS.names())
+def test_registered_model_contract(name: str) -> None:
+    torch.manual_seed(0)
+    registration = MODELS.get(name)
+    model = build_tiny(name)
+    count = count_parameters(model)
+    assert count == count_parameters(build_tiny(name))  # stable for the same arguments
+    if registration.kind == "decoder":
+        code = torch.randn(3, registration.tiny["num_input_channels"])
+        out = model(code)
+        assert out.shape == (3, model.out_channels, *registration.tiny["default_shape"])
+        coords = torch.rand(3, 5, 2) * 2 - 1
+        assert model.query(code, coords).shape == (3, 5, model.out_channels)
+        model.eval()
+        with torch.no_grad():
+            for size in [(4, 4), (16, 16), (7, 13)]:
+                assert model(code, size).shape == (3, model.out_channels, *size)
+        model.train()
+        loss = model(code).square().mean()
+    else:
+        shape = image_shape(model, registration.tiny)
+        images = torch.rand(2, *shape)
+        out = model(images)
+        if registration.kind == "encoder":
+            assert out.dim() == 2 and out.shape[0] == 2
+        else:
+            assert out.shape == images.shape
+        loss = out.square().mean()
+    assert torch.isfinite(loss)
+    loss.backward()
+    for pname, parameter in model.named_parameters():
+        if parameter.requires_grad:
+            assert parameter.grad is not None, f"{name}.{pname} got no gradient"
+    clone = build_tiny(name)
+    clone.load_state_dict(model.state_dict())
+    for (key, a), b in zip(model.state_dict().items(), clone.state_dict().values()):
+        assert torch.equal(a, b), key
+
+
+@pytest.mark.parametrize("blocks, layers, hidden, expected", [
+    (4, 2, 64, 42_497), (8, 2, 128, 283_649), (8, 4, 128, 547_841), (16, 1, 128, 285_697),
+    (16, 2, 128, 549_889), (8, 2, 300, 1_490_401), (8, 2, 256, 1_091_585),
+])
+def test_decoder_parameter_counts_match_the_log(blocks, layers, hidden, expected) -> None:
+    decoder = ImageManifoldDecoder(128, 1, hidden, blocks, layers, pos_embedding_freqs=(7,))
+    assert count_parameters(decoder) == expected
+
+
+def test_concat_residual_widths_and_count() -> None:
+    decoder = ImageManifoldDecoder(128, 1, 64, 8, 2, concat_residual=[True, False] * 4,
+                                   pos_embedding_freqs=(7,))
+    assert count_parameters(decoder) == 3_502_785
+    widths = [block.branch[1].in_features for block in decoder.blocks]
+    assert widths == [64, 128, 128, 256, 256, 512, 512, 1024]
+
+
+def test_dalle_manifold_autoencoder_matches_the_first_log() -> None:
+    model = DalleManifoldAutoencoder(
+        shape=(1, 32, 32), vocab_size=128, n_hid=64, n_blk_per_group=1, act_fn=nn.GELU,
+        space_to_depth=True, decoder_n_blk=4, decoder_n_layer=2, decoder_n_hid=64)
+    assert count_parameters(model.encoder) == 1_725_264
+    assert count_parameters(model.decoder) == 42_497
+    images = torch.rand(2, 1, 32, 32)
+    assert model(images).shape == images.shape
+
+
+def test_simple_cnn_encoder_and_resnet_encoder_sizes() -> None:
+    encoder = EncoderConv2d((3, 32, 32), 102, channels=(16, 24, 32))
+    assert encoder.linear.in_features == 21_632
+    assert count_parameters(encoder) == 2_217_438
+    decoder = ImageManifoldDecoder(102, 3, 256, 2, 2)
+    assert count_parameters(decoder) == 293_891
+    resnet = ResNetEncoder((3, 32, 32), 102)
+    assert count_parameters(resnet) == 11_741_838
+    assert count_parameters(resnet, trainable_only=True) == 11_228_838
+
+
+def test_decoder_split_first_layer_equals_concatenated_input() -> None:
+    torch.manual_seed(0)
+    decoder = ImageManifoldDecoder(5, 3, 16, 2, 1, default_shape=(6, 7)).eval()
+    code = torch.randn(2, 5)
+    with torch.no_grad():
+        fast = decoder(code)
+        from inrlab.models.posenc import pixel_grid
+        embedding = decoder.encoding(pixel_grid((6, 7)))  # (N, P)
+        rows = torch.cat([code[:, None, :].expand(-1, 42, -1),
+                          embedding.expand(2, -1, -1)], dim=-1)  # (B, N, c+P)
+        x = decoder.act_in(decoder.linear_in(rows)).reshape(84, -1)
+        slow = decoder.act_out(decoder.linear_out(decoder.blocks(x))).view(2, 42, 3)
+    assert torch.allclose(fast, slow.transpose(1, 2).reshape(2, 3, 6, 7), atol=1e-6)
+
+
+def test_large_render_goes_in_chunks_and_matches_unchunked() -> None:
+    torch.manual_seed(0)
+    decoder = ImageManifoldDecoder(8, 3, 32, 1, 1).eval()
+    code = torch.randn(1, 8)
+    with torch.no_grad():
+        big = decoder(code, (1024, 1024))
+        small = decoder(code, (64, 64))
+    assert big.shape == (1, 3, 1024, 1024) and small.shape == (1, 3, 64, 64)
+    # corners are the same points of the [-1, 1] square at every resolution
+    assert torch.allclose(big[..., 0, 0], small[..., 0, 0], atol=1e-5)
+    assert torch.allclose(big[..., -1, -1], small[..., -1, -1], atol=1e-5)
+    assert isinstance(decoder, ImplicitDecoder)
+
+
+def test_every_transformer_entry_of_the_log_trains_a_step() -> None:
+    torch.manual_seed(0)
+    images = torch.rand(2, 1, 28, 28)
+    for patch in (4, 8):
+        for stride in (2, 4, 8):
+            if stride > patch:
+                continue
+            for layers in (2, 16):
+                for heads, hidden in ((4, 64), (8, 256)):
+                    model = TransformerAutoencoder((1, 28, 28), 78, patch, stride, layers,
+                                                   hidden, heads)
+                    loss = (model(images) - images).abs().mean()
+                    loss.backward()
+                    assert torch.isfinite(loss)
+
+
+def test_transformer_attends_within_each_image_only() -> None:
+    torch.manual_seed(0)
+    model = TransformerAutoencoder((1, 12, 12), 6, 4, 4, 1, 8, 2).eval()
+    a, b = torch.rand(1, 1, 12, 12), torch.rand(3, 1, 12, 12)
+    with torch.no_grad():
+        alone = model.encode(a)
+        batched = model.encode(torch.cat([a, b]))[:1]
+    assert torch.allclose(alone, batched, atol=1e-5)
+
+
+@pytest.mark.parametrize("build, message", [
+    (lambda: ImageManifoldDecoder(8, num_blocks=8, concat_residual=[True] * 3),
+     "concat_residual must be a bool or a list of 8 bools"),
+    (lambda: ImageManifoldDecoder(0), "num_input_channels must be a positive integer"),
+    (lambda: EncoderConv2d((3, 4, 4), 10, channels=(8, 8), kernel_size=3),
+     "shrinks the 4x4 image to nothing"),
+    (lambda: TransformerAutoencoder((1, 28, 28), 10, num_hidden=30, num_heads=4),
+     "must be divisible by num_heads"),
+])
+def test_impossible_arguments_name_the_argument(build, message) -> None:
+    with pytest.raises((ValueError, TypeError), match=message.replace("(", r"\(")):
+        build()

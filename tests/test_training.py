@@ -1,0 +1,116 @@
+"""Training end to end: run directory, results, resume, crashes, divergence."""
+
+from __future__ import annotations
+
+import json
+import os
+import random
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from inrlab.train.checkpoint import load_checkpoint
+from inrlab.train.log import read_metrics
+
+
+def run_path(experiment: Path, slug: str) -> Path:
+    return experiment.parent / "runs" / "tiny" / slug
+
+
+def test_run_writes_the_run_directory_and_results(tiny_experiment, cli) -> None:
+    code, out, _ = cli("run", tiny_experiment)
+    assert code == 0
+    assert "encoder params:" in out and "decoder params:" in out
+    run = run_path(tiny_experiment, "hid:8")
+    for name in ("config.yaml", "checkpoint-last.pt", "checkpoint-best.pt", "metrics.jsonl",
+                 "result.json", "tensorboard", "images/reconstruction.png"):
+        assert (run / name).exists(), name
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "complete" and result["num_inputs"] >= 256
+    assert result["matrix_entry"] == {"hid": 8}
+    assert set(result["parameters"]) == {"total", "trainable", "encoder", "decoder"}
+    for key in ("train_loss", "validation_loss", "best_validation_loss", "training_time_s",
+                "throughput", "validation_psnr", "validation_mse"):
+        assert isinstance(result[key], float), key
+    assert result["device"] == "cpu"
+    kinds = {r["kind"] for r in read_metrics(run / "metrics.jsonl")}
+    assert kinds == {"train", "validation"}
+
+    code, out, _ = cli("results", tiny_experiment, "--sort", "hid-")
+    lines = [line for line in out.splitlines() if line.startswith("|")]
+    assert code == 0 and len(lines) == 4  # header, rule, two runs
+    assert lines[2].split("|")[1].strip() == "12"  # sorted descending by hid
+    code, out, _ = cli("results", tiny_experiment, "--json")
+    rows = json.loads(out)
+    assert {r["matrix_id"] for r in rows} == {"1", "2"} and rows[0]["inputs"] >= 256
+
+
+def test_skip_and_resume_continue_counters(tiny_experiment, cli) -> None:
+    assert cli("run", tiny_experiment, "--only", "1")[0] == 0
+    run = run_path(tiny_experiment, "hid:8")
+    first = json.loads((run / "result.json").read_text())
+    code, out, _ = cli("run", tiny_experiment, "--only", "1", "--skip")
+    assert code == 0 and "already complete" in out
+    code, out, _ = cli("run", tiny_experiment, "--only", "1", "--max-inputs", "512")
+    second = json.loads((run / "result.json").read_text())
+    assert code == 0 and "from 256 inputs" in out
+    assert second["num_inputs"] >= 512 and second["num_batches"] > first["num_batches"]
+    inputs = [r["inputs"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "train"]
+    assert inputs == sorted(inputs) and len(inputs) == len(set(inputs))
+
+
+def test_nan_loss_stops_with_status_diverged(write, cli) -> None:
+    from conftest import TINY_EXPERIMENT
+
+    text = TINY_EXPERIMENT.replace("learnrate: 0.003", "learnrate: 1e30").replace(
+        "${hid}", "8").replace("scheduler: CosineAnnealingLR\n", "")
+    path = write("nan.yml", text.replace("tiny/${matrix_slug}", "tiny/nan"))
+    code, out, _ = cli("run", path)
+    result = json.loads((path.parent / "runs" / "tiny" / "nan" / "result.json").read_text())
+    assert code == 1 and result["status"] == "diverged" and "diverged" in out
+
+
+def test_sigkill_at_random_moments_never_loses_the_run(write, tmp_path) -> None:
+    from conftest import TINY_EXPERIMENT
+
+    text = (TINY_EXPERIMENT.replace("${hid}", "8").replace("max_inputs: 256", "max_inputs: 6000")
+            .replace("tiny/${matrix_slug}", "tiny/kill")
+            + "checkpoint_every_seconds: 0.3\nnum_workers: 0\n")
+    path = write("kill.yml", text)
+    run = tmp_path / "runs" / "tiny" / "kill"
+    env = {**os.environ, "INRLAB_RUNS_DIR": str(tmp_path / "runs")}
+    command = [sys.executable, "-m", "inrlab", "run", str(path), "--no-tensorboard"]
+    rng = random.Random(1)
+    seen = [0]
+    for _ in range(4):
+        process = subprocess.Popen(command, env=env, stdout=subprocess.DEVNULL,
+                                   stderr=subprocess.DEVNULL)
+        time.sleep(rng.uniform(4.0, 7.0))
+        process.send_signal(signal.SIGKILL)
+        process.wait()
+        for name in ("checkpoint-last.pt", "checkpoint-best.pt"):
+            if (run / name).exists():
+                load_checkpoint(run / name)  # never unreadable
+        if (run / "checkpoint-last.pt").exists():
+            inputs = load_checkpoint(run / "checkpoint-last.pt")["progress"]["num_inputs"]
+            assert inputs >= seen[-1]
+            seen.append(inputs)
+    assert seen[-1] > 0, "no checkpoint was written before the kills"
+    finished = subprocess.run(command, env=env, capture_output=True, text=True, timeout=300)
+    assert finished.returncode == 0, finished.stderr
+    assert f"from {seen[-1]:,} inputs" in finished.stdout
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "complete" and result["num_inputs"] >= 6000
+
+
+@pytest.mark.parametrize("precision", ["bf16"])
+def test_bf16_precision_trains(tiny_experiment, cli, precision: str) -> None:
+    text = tiny_experiment.read_text() + f"precision: {precision}\n"
+    tiny_experiment.write_text(text)
+    code, _, _ = cli("run", tiny_experiment, "--only", "1")
+    result = json.loads((run_path(tiny_experiment, "hid:8") / "result.json").read_text())
+    assert code == 0 and result["status"] == "complete"
