@@ -128,3 +128,23 @@ def test_interleave_mixes_tiles_and_fractals(tmp_path, rltiles) -> None:
     mixed = InterleaveDataset([tiles, fractals])
     assert len(mixed) == 20
     assert torch.equal(mixed[0][0], tiles[0][0]) and torch.equal(mixed[1][0], fractals[0][0])
+
+
+def test_unreachable_url_without_cache(tmp_path, monkeypatch) -> None:
+    monkeypatch.setenv("INRLAB_CACHE_DIR", str(tmp_path / "cache"))
+    config = [{"name": "gone.png", "url": "http://127.0.0.1:9/gone.png", "shape": [8, 8]}]
+    with pytest.raises(DataError, match="cannot download .* no cached copy"):
+        rpg_tile_dataset((3, 8, 8), tile_config=config)
+
+
+def test_data_error_in_an_experiment_exits_2_naming_both_files(tmp_path, write, cli) -> None:
+    from conftest import TINY_EXPERIMENT
+
+    config = write("tiles.ndjson", '{"name": "x", "url": "/no/sheet.png", "shape": [8, 8]}\n')
+    text = TINY_EXPERIMENT.replace("${hid}", "8").replace(
+        "kali_patch_dataset(SHAPE, num_images=64)", f"rpg_tile_dataset(SHAPE, tile_config='{config}')")
+    path = write("data.yml", text)
+    code, _, err = cli("run", path)
+    line = text.lstrip("\n").splitlines().index(f"  rpg_tile_dataset(SHAPE, tile_config='{config}')") + 1
+    assert code == 2
+    assert f"{path}, line {line}, key 'train_set'" in err and "/no/sheet.png" in err

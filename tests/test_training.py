@@ -114,3 +114,25 @@ def test_bf16_precision_trains(tiny_experiment, cli, precision: str) -> None:
     code, _, _ = cli("run", tiny_experiment, "--only", "1")
     result = json.loads((run_path(tiny_experiment, "hid:8") / "result.json").read_text())
     assert code == 0 and result["status"] == "complete"
+
+
+def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(write, tmp_path) -> None:
+    from conftest import TINY_EXPERIMENT
+
+    text = (TINY_EXPERIMENT.replace("${hid}", "8").replace("max_inputs: 256", "max_inputs: 1000000")
+            .replace("tiny/${matrix_slug}", "tiny/interrupt") + "checkpoint_every_seconds: 1000\n")
+    path = write("interrupt.yml", text)
+    env = {**os.environ, "INRLAB_RUNS_DIR": str(tmp_path / "runs")}
+    process = subprocess.Popen([sys.executable, "-m", "inrlab", "run", str(path),
+                                "--no-tensorboard"], env=env, stdout=subprocess.PIPE, text=True)
+    run = tmp_path / "runs" / "tiny" / "interrupt"
+    deadline = time.time() + 60
+    while not (run / "metrics.jsonl").exists() or not read_metrics(run / "metrics.jsonl"):
+        assert time.time() < deadline and process.poll() is None
+        time.sleep(0.2)
+    process.send_signal(signal.SIGINT)
+    out, _ = process.communicate(timeout=60)
+    assert process.returncode == 130 and "checkpoint saved" in out
+    state = load_checkpoint(run / "checkpoint-last.pt")
+    assert state["progress"]["num_inputs"] > 0
+    assert json.loads((run / "result.json").read_text())["status"] == "running"

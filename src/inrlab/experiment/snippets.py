@@ -57,7 +57,12 @@ def evaluate(
         exec(compile(statements, filename, "exec"), namespace)
         return eval(compile(expression, filename, "eval"), namespace)
     except InrlabError as e:
-        raise e.located(path=path, line=_snippet_line(filename, first_line), key=key)
+        line = _snippet_line(filename, first_line)
+        if e.path is not None and e.path != str(path):
+            # An error about another file (a data file, say): keep its own location in the
+            # message and point at the snippet that read it.
+            raise InrlabError(str(e), path=path, line=line, key=key) from e
+        raise e.located(path=path, line=line, key=key)
     except Exception as e:  # noqa: BLE001 - any snippet error becomes a located user error
         line = _snippet_line(filename, first_line)
         lines = code.splitlines()
