@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import inspect
 from typing import Any
 
 import torch
@@ -118,8 +119,6 @@ class TrainAutoencoderSpecial(TrainAutoencoder):
 
 
 def _takes_shape(method: Any) -> bool:
-    import inspect
-
     try:
         return len(inspect.signature(method).parameters) >= 2
     except (TypeError, ValueError):
