@@ -136,3 +136,11 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(write, tmp_path) -> None:
     state = load_checkpoint(run / "checkpoint-last.pt")
     assert state["progress"]["num_inputs"] > 0
     assert json.loads((run / "result.json").read_text())["status"] == "running"
+
+
+def test_resume_after_an_epoch_boundary_does_not_validate_twice(tiny_experiment, cli) -> None:
+    assert cli("run", tiny_experiment, "--only", "1")[0] == 0
+    assert cli("run", tiny_experiment, "--only", "1", "--max-inputs", "320")[0] == 0
+    run = run_path(tiny_experiment, "hid:8")
+    counts = [r["inputs"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "validation"]
+    assert len(counts) == len(set(counts)) and counts[-1] >= 320

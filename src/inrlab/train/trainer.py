@@ -223,7 +223,8 @@ class Trainer:
             raise InrlabError("the train_set yielded no data in a whole epoch", key="train_set")
         p.epoch += 1
         p.batch_in_epoch = 0
-        if s.num_epochs_between_validations and p.epoch % s.num_epochs_between_validations == 0:
+        due = s.num_epochs_between_validations and p.epoch % s.num_epochs_between_validations == 0
+        if due and p.last_validation_inputs != p.num_inputs:  # not twice at the same count
             self.validate()
         self.save(best=False)
 
