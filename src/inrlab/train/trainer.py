@@ -196,8 +196,7 @@ class Trainer:
                         self._end_epoch()
                     clock = time.monotonic()
                 self._log_train(None)
-                if self.progress.last_validation_inputs != self.progress.num_inputs:
-                    self.validate()
+                self._validate_once()
                 self.save(best=False)
                 status = "complete"
         except Diverged as e:
@@ -223,10 +222,14 @@ class Trainer:
             raise InrlabError("the train_set yielded no data in a whole epoch", key="train_set")
         p.epoch += 1
         p.batch_in_epoch = 0
-        due = s.num_epochs_between_validations and p.epoch % s.num_epochs_between_validations == 0
-        if due and p.last_validation_inputs != p.num_inputs:  # not twice at the same count
-            self.validate()
+        if s.num_epochs_between_validations and p.epoch % s.num_epochs_between_validations == 0:
+            self._validate_once()
         self.save(best=False)
+
+    def _validate_once(self) -> None:
+        """Validate unless the current input count was validated already."""
+        if self.progress.last_validation_inputs != self.progress.num_inputs:
+            self.validate()
 
     def _finished(self) -> bool:
         p, s = self.progress, self.settings
