@@ -144,3 +144,32 @@ def test_resume_after_an_epoch_boundary_does_not_validate_twice(tiny_experiment,
     run = run_path(tiny_experiment, "hid:8")
     counts = [r["inputs"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "validation"]
     assert len(counts) == len(set(counts)) and counts[-1] >= 320
+
+
+def test_train_pixels_trains_on_a_pixel_subset_and_validates_on_all(tiny_experiment, cli) -> None:
+    text = tiny_experiment.read_text() + "train_pixels: 20\n"
+    tiny_experiment.write_text(text)
+    code, _, _ = cli("run", tiny_experiment, "--only", "1")
+    assert code == 0
+    run = run_path(tiny_experiment, "hid:8")
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "complete" and result["validation_mse"] is not None
+    assert (run / "images" / "reconstruction.png").is_file()
+
+
+def test_train_pixels_needs_an_implicit_decoder(write, cli) -> None:
+    path = write("mlp.yml", """
+        experiment_name: mlp
+        trainer: TrainAutoencoder
+        train_set: |
+          kali_patch_dataset((3, 8, 8), num_images=8)
+        batch_size: 4
+        learnrate: 0.001
+        optimizer: Adam
+        max_inputs: 8
+        train_pixels: 16
+        model: |
+          nn.Sequential(nn.Flatten(1), nn.Linear(192, 192), nn.Unflatten(1, (3, 8, 8)))
+        """)
+    code, _, err = cli("run", path)
+    assert code == 2 and "train_pixels" in err and "implicit decoder" in err

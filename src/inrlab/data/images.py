@@ -36,6 +36,20 @@ def resize_nearest(images: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
     return F.interpolate(images.float(), size=size, mode="nearest-exact").to(images.dtype)
 
 
+RESAMPLING = ("nearest", "area")
+
+
+def resize(images: torch.Tensor, size: tuple[int, int], resample: str = "nearest") -> torch.Tensor:
+    """Resize (B, C, H, W): ``"nearest"`` keeps pixel art crisp; ``"area"`` averages the
+    source pixels under each target pixel (a proper downsampling; uint8 results rounded)."""
+    if resample not in RESAMPLING:
+        raise ValueError(f"resample must be one of {', '.join(RESAMPLING)}, got {resample!r}")
+    if resample == "nearest" or tuple(images.shape[-2:]) == tuple(size):
+        return resize_nearest(images, size)
+    resized = F.interpolate(images.float(), size=size, mode="area")
+    return resized if images.is_floating_point() else resized.round().to(images.dtype)
+
+
 def random_flip(images: torch.Tensor, p_horizontal: float, p_vertical: float,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Flip each image of (B, C, H, W) left-right with ``p_horizontal``, up-down with

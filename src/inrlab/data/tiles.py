@@ -24,7 +24,7 @@ import torch
 from PIL import Image, UnidentifiedImageError
 
 from inrlab.data.cache import cache_dir, fetch
-from inrlab.data.images import resize_nearest, set_channels
+from inrlab.data.images import resize, set_channels
 from inrlab.data.tensor import ImageTensorDataset
 from inrlab.errors import DataError
 
@@ -154,10 +154,10 @@ def cut_tiles(sheet: TileSheet, file: Path | None = None) -> torch.Tensor:
 
 
 def load_tiles(config: str | Path | Sequence[dict[str, Any]] | None,
-               shape: Sequence[int]) -> torch.Tensor:
+               shape: Sequence[int], resample: str = "nearest") -> torch.Tensor:
     """Tiles of every sheet in the config, uint8 (N, C, H, W) resized to ``shape``."""
     sheets = load_tile_config(config)
-    parts = [resize_nearest(cut_tiles(sheet), tuple(shape[1:])) for sheet in sheets]
+    parts = [resize(cut_tiles(sheet), tuple(shape[1:]), resample) for sheet in sheets]
     tiles = set_channels(torch.cat(parts), int(shape[0])) if parts else torch.empty(0)
     if tiles.shape[0] == 0:
         raise DataError(f"no tiles left in {config or DEFAULT_TILE_CONFIG} after filtering")
@@ -185,6 +185,7 @@ def rpg_tile_dataset(
     tile_config: str | Path | Sequence[dict[str, Any]] | None = None,
     validation_ratio: int = 20,
     seed: int = 0,
+    resample: str = "nearest",
 ) -> ImageTensorDataset:
     """The logs' RPG tile dataset: (C, H, W) float tiles in [0, 1].
 
@@ -193,8 +194,10 @@ def rpg_tile_dataset(
     fixed random subset); ``interleave`` alternates between sheets. Augmentation
     (``random_shift`` pixels, ``random_flip`` with p = 0.4 horizontal / 0.2 vertical) is
     drawn anew at every read. Training loaders shuffle map-style datasets every epoch.
+    Tiles of another size than ``shape`` are resized with ``resample`` ("nearest" or
+    "area", see ``resize``).
     """
-    tiles = load_tiles(tile_config, shape)
+    tiles = load_tiles(tile_config, shape, resample)
     if interleave:
         tiles = _interleave_sheets(tile_config, shape, tiles)
     tiles = tiles[split_indices(tiles.shape[0], validation, validation_ratio)]

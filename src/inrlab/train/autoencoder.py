@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 
 from inrlab.errors import InrlabError
+from inrlab.models.decoders.base import ImplicitDecoder
 from inrlab.report.grids import reconstruction_grid, save_png
 from inrlab.train.trainer import Trainer
 
@@ -18,9 +19,12 @@ NUM_IMAGES_SHOWN = 32
 class TrainAutoencoder(Trainer):
     """Reconstruction loss between the model's output and its input (element 0 of a batch).
 
-    Validation also reports ``mse`` (and from it ``psnr``) over all pixels, and after each
-    validation draws the first 32 validation images above their reproductions to
-    ``images/reconstruction.png`` and TensorBoard ``validation_reconstruction``.
+    With ``train_pixels: N`` a training step decodes only N random pixels of each image
+    (the model needs ``encode()`` and an implicit ``decoder``); validation always decodes
+    every pixel. Validation also reports ``l1`` and ``mse`` (and from it ``psnr``) over all
+    pixels of the output clamped to [0, 1], and after each validation draws the first 32
+    validation images above their reproductions to ``images/reconstruction.png`` and
+    TensorBoard ``validation_reconstruction``.
     """
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -45,23 +49,46 @@ class TrainAutoencoder(Trainer):
             output = output[0]
         return output, None
 
+    def reconstruct_pixels(self, images: torch.Tensor, count: int
+                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(decoded, target, codes) at ``count`` random pixels per image, both (B, n, C)."""
+        decoder = getattr(self.model, "decoder", None)
+        if not isinstance(decoder, ImplicitDecoder):
+            raise InrlabError(f"train_pixels needs a model with an implicit decoder "
+                              f"(.decoder with query()); {type(self.model).__name__} has none",
+                              key="train_pixels")
+        batch, channels, height, width = images.shape
+        count = min(count, height * width)
+        scores = torch.rand(batch, height * width, device=images.device)
+        index = scores.topk(count, dim=1, sorted=False).indices  # (B, n) distinct pixels
+        target = images.flatten(2).gather(2, index.unsqueeze(1).expand(-1, channels, -1))
+        codes = self.encode(images)
+        decoded = decoder.query_pixels(codes, (height, width), index)  # (B, n, C)
+        return decoded, target.transpose(1, 2), codes  # target (B, C, n) -> (B, n, C)
+
     def train_step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         images = batch[0]
-        output, _ = self.reconstruct(images)
+        if self.settings.train_pixels:
+            output, target, codes = self.reconstruct_pixels(images, self.settings.train_pixels)
+            return self.losses(target, output, codes)
+        output, codes = self.reconstruct(images)
         _check_shapes(images, output)
-        return {"loss": self.loss_function(output.float(), images.float())}
+        return self.losses(images, output, codes)
 
     def validation_step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         images = batch[0]
         output, codes = self.reconstruct(images)
         _check_shapes(images, output)
         losses = self.losses(images, output, codes)
-        losses["mse"] = F.mse_loss(output.float().clamp(0, 1), images.float())
+        clamped = output.float().clamp(0, 1)
+        losses["l1"] = F.l1_loss(clamped, images.float())
+        losses["mse"] = F.mse_loss(clamped, images.float())
         return losses
 
-    def losses(self, images: torch.Tensor, output: torch.Tensor,
+    def losses(self, target: torch.Tensor, output: torch.Tensor,
                codes: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        return {"loss": self.loss_function(output.float(), images.float())}
+        """Losses of a reconstruction of ``target``; ``codes`` may be None."""
+        return {"loss": self.loss_function(output.float(), target.float())}
 
     @torch.no_grad()
     def write_images(self) -> None:
@@ -98,15 +125,9 @@ class TrainAutoencoderSpecial(TrainAutoencoder):
         codes = self.encode(images)
         return self.decode(codes, images.shape[-2:]), codes
 
-    def train_step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
-        images = batch[0]
-        output, codes = self.reconstruct(images)
-        _check_shapes(images, output, codes)
-        return self.losses(images, output, codes)
-
-    def losses(self, images: torch.Tensor, output: torch.Tensor,
+    def losses(self, target: torch.Tensor, output: torch.Tensor,
                codes: torch.Tensor | None) -> dict[str, torch.Tensor]:
-        reconstruction = self.loss_function(output.float(), images.float())
+        reconstruction = self.loss_function(output.float(), target.float())
         codes = codes.float().flatten(1)  # (B, code)
         std = codes.std(0).mean() if codes.shape[0] > 1 else codes.new_zeros(())
         loss_std = (self.feature_target_std - std).abs()

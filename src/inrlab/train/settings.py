@@ -35,6 +35,8 @@ class TrainSettings:
     gradient_clipping: float | None = None
     seed: int = 0
     precision: str = "fp32"  # "fp32" or "bf16" (autocast, fp32 master weights)
+    train_pixels: int | None = None  # autoencoders: decode N random pixels per image in training
+    compile: bool = False  # torch.compile the model (and implicit decoders' query)
 
     def __post_init__(self) -> None:
         if self.validation_batch_size is None:
@@ -45,7 +47,7 @@ REQUIRED = tuple(f.name for f in dataclasses.fields(TrainSettings)
                  if f.default is dataclasses.MISSING)
 POSITIVE = {"batch_size", "validation_batch_size", "max_inputs", "max_epoch",
             "num_epochs_between_validations", "num_inputs_between_validations",
-            "num_inputs_between_checkpoints", "num_train_loss_steps", "learnrate"}
+            "num_inputs_between_checkpoints", "num_train_loss_steps", "learnrate", "train_pixels"}
 CHOICES = {"precision": ("fp32", "bf16")}
 
 

@@ -23,6 +23,7 @@ from torch import nn
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, default_collate
 
 from inrlab.errors import InrlabError
+from inrlab.models.decoders.base import ImplicitDecoder
 from inrlab.models.layers import count_parameters
 from inrlab.train.checkpoint import load_checkpoint, save_checkpoint
 from inrlab.train.log import MetricsLog
@@ -96,6 +97,8 @@ class Trainer:
         self.settings = settings
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device)
+        if settings.compile:
+            compile_model(self.model)
         self.train_sets = sorted(train_sets, key=lambda item: item[0])
         self.validation_sets = sorted(validation_sets, key=lambda item: item[0])
         self.run_dir = run_dir
@@ -439,6 +442,15 @@ class Trainer:
 
     def _write_result(self, status: str) -> None:
         self.run_dir.write_result(self.result(status))
+
+
+def compile_model(model: nn.Module) -> None:
+    """torch.compile ``model`` in place (its state_dict keys stay the same), and the
+    ``query`` of each implicit decoder inside, which pixel-subset training calls directly."""
+    model.compile()
+    for module in model.modules():
+        if isinstance(module, ImplicitDecoder):
+            module.query = torch.compile(module.query)  # type: ignore[method-assign]
 
 
 def _part_parameters(model: nn.Module, name: str) -> int | None:

@@ -1,9 +1,12 @@
 """The contract every implicit decoder follows.
 
-``query(code, coords)`` maps codes (B, ...) and pixel coordinates (N, 2) shared by all
-images, or (B, N, 2) per image, to colours (B, N, C). ``forward(code, shape)`` renders whole
-(H, W) images from the pixel grid; without gradients and in eval mode it goes in chunks of
-pixels so memory stays bounded at any resolution.
+``query(code, coords)`` maps codes (B, *code_shape) and pixel coordinates (N, 2) shared by
+all images, or (B, N, 2) per image, to colours (B, N, C). ``forward(code, shape)`` renders
+whole (H, W) images from the pixel grid; without gradients and in eval mode it goes in
+chunks of pixels so memory stays bounded at any resolution.
+
+A decoder that also wants the size of the rendered pixels (LIIF's "cell") sets
+``takes_pixel_size = True`` and gets ``pixel_size=(width, height)`` in coordinate units.
 """
 
 from __future__ import annotations
@@ -22,8 +25,14 @@ RENDER_CHUNK_ELEMENTS = 2**24
 class ImplicitDecoder(nn.Module):
     out_channels: int
     default_shape: tuple[int, int] | None
-    code_dims: int = 2  # dims of a batched code: (B, C) for a global code
-    max_width: int = 1  # widest hidden layer, sizes render chunks
+    code_shape: tuple[int, ...]  # one image's code: (C,) for a global code
+    max_width: int = 1  # widest hidden layer times queries per pixel, sizes render chunks
+    takes_pixel_size: bool = False
+
+    @property
+    def code_dims(self) -> int:
+        """Dims of a batched code, e.g. 2 for (B, C)."""
+        return len(self.code_shape) + 1
 
     def query(self, code: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
@@ -37,23 +46,39 @@ class ImplicitDecoder(nn.Module):
             raise ValueError(f"render shape must be (H, W) with positive sizes, got {tuple(shape)}")
         return int(shape[0]), int(shape[1])
 
+    def _query_options(self, height: int, width: int) -> dict[str, tuple[float, float]]:
+        if not self.takes_pixel_size:
+            return {}
+        return {"pixel_size": (2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1))}
+
+    def query_pixels(self, code: torch.Tensor, shape: Sequence[int],
+                     index: torch.Tensor) -> torch.Tensor:
+        """Colours (B, n, C) of the pixels at flat (row-major) indices ``index`` (B, n) of an
+        (H, W) render: what ``forward(code, shape)`` gives there, computed for those only."""
+        height, width = self.resolve_shape(shape)
+        dtype = code.dtype if code.is_floating_point() else torch.float32
+        coords = pixel_grid((height, width), device=code.device, dtype=dtype)[index]  # (B, n, 2)
+        return self.query(code, coords, **self._query_options(height, width))
+
     def forward(self, code: torch.Tensor, shape: Sequence[int] | None = None) -> torch.Tensor:
         single = code.dim() == self.code_dims - 1
         if single:
             code = code.unsqueeze(0)
-        if code.dim() != self.code_dims:
+        if tuple(code.shape[1:]) != tuple(self.code_shape):
             raise ValueError(
-                f"{type(self).__name__} expects codes with {self.code_dims} dims "
-                f"(batch first), got shape {tuple(code.shape)}"
+                f"{type(self).__name__} expects codes of shape (B, "
+                f"{', '.join(map(str, self.code_shape))}), got {tuple(code.shape)}"
             )
         height, width = self.resolve_shape(shape)
         dtype = code.dtype if code.is_floating_point() else torch.float32
         coords = pixel_grid((height, width), device=code.device, dtype=dtype)  # (N, 2)
         batch = code.shape[0]
+        options = self._query_options(height, width)
         if torch.is_grad_enabled() or self.training:
-            colours = self.query(code, coords)  # (B, N, C)
+            colours = self.query(code, coords, **options)  # (B, N, C)
         else:
             chunk = max(1, RENDER_CHUNK_ELEMENTS // (batch * max(self.max_width, 1)))
-            colours = torch.cat([self.query(code, part) for part in coords.split(chunk)], dim=1)
+            colours = torch.cat([self.query(code, part, **options)
+                                 for part in coords.split(chunk)], dim=1)
         images = colours.transpose(1, 2).reshape(batch, self.out_channels, height, width)
         return images[0] if single else images

@@ -62,9 +62,13 @@ class ImageManifoldDecoder(ImplicitDecoder):
         activation: Any = "gelu",
         activation_out: Any = "sigmoid",
         pos_embedding: str = "sincos",
+        pos_embedding_features: int = 64,
+        pos_embedding_sigma: float = 4.0,
+        pos_embedding_seed: int = 0,
     ) -> None:
         super().__init__()
         self.code_size = check_positive_int("num_input_channels", num_input_channels)
+        self.code_shape = (self.code_size,)
         self.out_channels = check_positive_int("num_output_channels", num_output_channels)
         check_positive_int("num_hidden", num_hidden)
         if isinstance(num_blocks, bool) or not isinstance(num_blocks, int) or num_blocks < 0:
@@ -82,7 +86,9 @@ class ImageManifoldDecoder(ImplicitDecoder):
         self.default_shape = (
             check_shape("default_shape", default_shape, 2) if default_shape is not None else None
         )
-        self.encoding = positional_encoding(pos_embedding, pos_embedding_freqs)
+        self.encoding = positional_encoding(pos_embedding, pos_embedding_freqs,
+                                            pos_embedding_features, pos_embedding_sigma,
+                                            pos_embedding_seed)
         self.linear_in = nn.Linear(self.code_size + self.encoding.out_features, num_hidden)
         self.act_in = make_activation(activation)
         blocks, width = [], num_hidden

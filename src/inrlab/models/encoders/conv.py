@@ -77,3 +77,56 @@ class EncoderMLP(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers(x)
+
+
+@register_model("encoder", tiny=dict(shape=(3, 8, 8), latent_channels=3, grid=(2, 2),
+                                     channels=(4, 4)))
+class EncoderConvGrid(nn.Module):
+    """A convolutional encoder whose code is a latent grid (latent_channels, gh, gw), for
+    ``LocalLatentDecoder``.
+
+    Each entry of ``channels`` is a stage: a 3x3 convolution, then a stride-2 3x3 convolution
+    (both padded, each followed by BatchNorm unless ``batch_norm=False``, and the
+    activation), halving the feature map. After the stages
+    the map is average-pooled to ``grid`` (when it is not that size already) and a 1x1
+    convolution gives the latent channels. 32x32 with 3 stages reaches 4x4.
+    """
+
+    def __init__(
+        self,
+        shape: Sequence[int],
+        latent_channels: int,
+        grid: Sequence[int] = (4, 4),
+        channels: Sequence[int] = (32, 64, 128),
+        act_fn: Any = "gelu",
+        batch_norm: bool = True,
+    ) -> None:
+        super().__init__()
+        self.shape = check_shape("shape", shape, 3)
+        self.latent_channels = check_positive_int("latent_channels", latent_channels)
+        self.grid = check_shape("grid", grid, 2)
+        layers: list[nn.Module] = []
+        size = list(self.shape[1:])
+        in_channels = self.shape[0]
+        for out_channels in channels:
+            check_positive_int("channels", out_channels)
+            for conv in (nn.Conv2d(in_channels, out_channels, 3, padding=1),
+                         nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1)):
+                layers += [conv, nn.BatchNorm2d(out_channels) if batch_norm else nn.Identity(),
+                           activation(act_fn)]
+            size = [(s + 1) // 2 for s in size]
+            in_channels = out_channels
+        if size[0] < self.grid[0] or size[1] < self.grid[1]:
+            raise ValueError(
+                f"{len(channels)} stages shrink the {self.shape[1]}x{self.shape[2]} image to "
+                f"{size[0]}x{size[1]}, smaller than the latent grid {self.grid[0]}x{self.grid[1]}"
+                "; use fewer channels entries"
+            )
+        if tuple(size) != self.grid:
+            layers.append(nn.AdaptiveAvgPool2d(self.grid))
+        layers.append(nn.Conv2d(in_channels, self.latent_channels, 1))
+        self.layers = nn.Sequential(*layers)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, C, H, W) -> (B, latent_channels, gh, gw)
+        return self.layers(x)

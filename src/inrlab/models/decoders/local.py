@@ -1,0 +1,154 @@
+"""A local-latent implicit decoder (after LIIF, arXiv 2012.09161): the code is a small grid
+of latent vectors; a pixel is decoded from the latents around it and its offset to them.
+
+Latent cell centres follow the pixel convention of ``posenc``: ``linspace(-1, 1, g)`` along
+each side, so the corner latents sit on the corner pixels whatever the render size.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Sequence
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from inrlab.models.decoders.base import ImplicitDecoder
+from inrlab.models.layers import activation as make_activation
+from inrlab.models.layers import check_positive_int, check_shape
+from inrlab.models.posenc import positional_encoding
+from inrlab.models.registry import register_model
+
+SAMPLINGS = ("ensemble", "nearest", "bilinear")
+
+
+@register_model("decoder", tiny=dict(latent_channels=3, grid=(3, 3), num_output_channels=3,
+                                     num_hidden=8, num_layers=2, default_shape=(8, 8)))
+class LocalLatentDecoder(ImplicitDecoder):
+    """Decode a (C, gh, gw) latent grid at any pixel position.
+
+    ``sampling``:
+      - ``"ensemble"`` (LIIF's local ensemble): the MLP runs once for each of the 4 latents
+        around the pixel, on ``[latent, enc(offset)]`` with the offset in cell units, and the
+        4 outputs are blended with bilinear weights -- continuous across cell borders;
+      - ``"nearest"``: one MLP call on the nearest latent and the offset to it (blocky edges
+        at cell borders, a quarter of the cost);
+      - ``"bilinear"``: one MLP call on the bilinearly interpolated latent and the encoded
+        absolute position.
+    ``pixel_size=True`` also feeds the rendered pixel's size in cell units (LIIF's cell
+    decoding). Trained at one resolution that input is a constant, and rendering at another
+    size extrapolates it, so it is off by default.
+
+    The first Linear is applied in two parts: its latent part once per grid cell, its
+    position part once per pixel (shared by all images when the coordinates are).
+    """
+
+    def __init__(
+        self,
+        latent_channels: int,
+        grid: Sequence[int] = (4, 4),
+        num_output_channels: int = 3,
+        num_hidden: int = 128,
+        num_layers: int = 3,
+        sampling: str = "ensemble",
+        pixel_size: bool = False,
+        default_shape: Sequence[int] | None = None,
+        activation: Any = "gelu",
+        activation_out: Any = "sigmoid",
+        pos_embedding: str = "sincos",
+        pos_embedding_freqs: Sequence[float] = (1, 2, 4),
+        pos_embedding_features: int = 16,
+        pos_embedding_sigma: float = 1.0,
+        pos_embedding_seed: int = 0,
+    ) -> None:
+        super().__init__()
+        self.latent_channels = check_positive_int("latent_channels", latent_channels)
+        self.grid = check_shape("grid", grid, 2)
+        self.out_channels = check_positive_int("num_output_channels", num_output_channels)
+        check_positive_int("num_hidden", num_hidden)
+        check_positive_int("num_layers", num_layers)
+        if sampling not in SAMPLINGS:
+            raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
+        if sampling != "bilinear" and min(self.grid) < 2:
+            raise ValueError(f"sampling '{sampling}' needs a grid of at least 2x2, got {grid!r}")
+        self.sampling = sampling
+        self.takes_pixel_size = bool(pixel_size)
+        self.code_shape = (self.latent_channels, *self.grid)
+        self.default_shape = (
+            check_shape("default_shape", default_shape, 2) if default_shape is not None else None
+        )
+        self.encoding = positional_encoding(pos_embedding, pos_embedding_freqs,
+                                            pos_embedding_features, pos_embedding_sigma,
+                                            pos_embedding_seed)
+        position_features = self.encoding.out_features + (2 if pixel_size else 0)
+        self.latent_in = nn.Linear(self.latent_channels, num_hidden)
+        self.position_in = nn.Linear(position_features, num_hidden, bias=False)
+        layers: list[nn.Module] = [make_activation(activation)]
+        for _ in range(num_layers - 1):
+            layers += [nn.Linear(num_hidden, num_hidden), make_activation(activation)]
+        layers.append(nn.Linear(num_hidden, self.out_channels))
+        self.mlp = nn.Sequential(*layers)
+        self.act_out = make_activation(activation_out)
+        self.max_width = num_hidden * (4 if sampling == "ensemble" else 1)
+
+    def query(self, code: torch.Tensor, coords: torch.Tensor,
+              pixel_size: tuple[float, float] | None = None) -> torch.Tensor:
+        # code (B, C, gh, gw); coords (N, 2) or (B, N, 2) -> (B, N, out)
+        batch = code.shape[0]
+        grid_h, grid_w = code.shape[-2:]
+        coords = coords.to(self.latent_in.weight.dtype)
+        latent = F.conv2d(code, self.latent_in.weight[:, :, None, None],
+                          self.latent_in.bias)  # (B, h, gh, gw)
+        extra = None
+        if self.takes_pixel_size:
+            size = pixel_size if pixel_size is not None else (2.0 / 31, 2.0 / 31)
+            cell = coords.new_tensor([size[0] * (grid_w - 1) / 2, size[1] * (grid_h - 1) / 2])
+            extra = cell.expand(*coords.shape[:-1], 2)  # (..., N, 2)
+
+        if self.sampling == "bilinear":
+            where = coords if coords.dim() == 3 else coords.expand(batch, *coords.shape)
+            sampled = F.grid_sample(latent, where.unsqueeze(2), mode="bilinear",
+                                    align_corners=True)  # (B, h, N, 1)
+            hidden = sampled.squeeze(-1).transpose(1, 2)  # (B, N, h)
+            hidden = hidden + self._position(coords, extra)  # (B or 1, N, h) broadcasts
+            return self.act_out(self.mlp(hidden))
+
+        # Cell coordinates u in [0, g - 1] along each axis; (x, y) order as in coords.
+        scale = coords.new_tensor([grid_w - 1, grid_h - 1])
+        u = (coords + 1) / 2 * scale  # (..., N, 2)
+        low = u.floor().clamp(min=torch.zeros_like(scale), max=scale - 1)  # (..., N, 2)
+        frac = u - low  # in [0, 1] inside the grid
+        flat = latent.flatten(2)  # (B, h, gh*gw)
+        if self.sampling == "nearest":
+            corner = (frac > 0.5).to(u.dtype)
+            hidden = self._gather(flat, low + corner, grid_w)  # (B, N, h)
+            offset = frac - corner  # in [-0.5, 0.5]
+            hidden = hidden + self._position(offset, extra)
+            return self.act_out(self.mlp(hidden))
+
+        outputs, weights = [], []
+        for cy in (0.0, 1.0):
+            for cx in (0.0, 1.0):
+                corner = u.new_tensor([cx, cy])
+                hidden = self._gather(flat, low + corner, grid_w)  # (B, N, h)
+                hidden = hidden + self._position(frac - corner, extra)
+                outputs.append(self.mlp(hidden))  # (B, N, out)
+                # bilinear weight = area of the rectangle opposite this corner
+                weights.append((1 - (frac - corner).abs()).prod(-1, keepdim=True))  # (.., N, 1)
+        blended = sum(w * o for w, o in zip(weights, outputs))  # (B, N, out)
+        return self.act_out(blended)
+
+    def _position(self, offset: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
+        features = self.encoding(offset)  # (..., N, P)
+        if extra is not None:
+            features = torch.cat([features, extra], dim=-1)
+        return self.position_in(features)
+
+    @staticmethod
+    def _gather(flat: torch.Tensor, cell: torch.Tensor, grid_w: int) -> torch.Tensor:
+        """Latent rows at integer cell coordinates (..., N, 2) -> (B, N, h)."""
+        index = (cell[..., 1] * grid_w + cell[..., 0]).long()  # (N,) or (B, N)
+        if index.dim() == 1:
+            return flat[:, :, index].transpose(1, 2)
+        picked = torch.gather(flat, 2, index.unsqueeze(1).expand(-1, flat.shape[1], -1))
+        return picked.transpose(1, 2)

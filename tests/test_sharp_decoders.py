@@ -1,0 +1,111 @@
+"""The local-latent decoder, Fourier-feature encodings and the modulated SIREN."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from inrlab.models import (EncoderConvGrid, EncoderDecoder, ImageManifoldDecoder,
+                           LocalLatentDecoder, ModulatedSirenDecoder, count_parameters)
+from inrlab.models.posenc import FourierFeatures, pixel_grid, positional_encoding
+
+
+def local_decoder(sampling: str, **kwargs) -> LocalLatentDecoder:
+    torch.manual_seed(0)
+    return LocalLatentDecoder(4, grid=(3, 5), num_hidden=16, num_layers=2, sampling=sampling,
+                              default_shape=(9, 17), **kwargs)
+
+
+@pytest.mark.parametrize("sampling", ["ensemble", "nearest", "bilinear"])
+def test_local_decoder_shared_and_per_image_coordinates_agree(sampling: str) -> None:
+    decoder = local_decoder(sampling)
+    code = torch.randn(2, 4, 3, 5)
+    coords = pixel_grid((9, 17))
+    shared = decoder.query(code, coords)  # (B, N, C)
+    per_image = decoder.query(code, coords.expand(2, -1, -1))
+    assert shared.shape == (2, 9 * 17, 3)
+    torch.testing.assert_close(shared, per_image)
+    image = decoder(code)
+    torch.testing.assert_close(image.flatten(2).transpose(1, 2), shared)
+
+
+def test_local_ensemble_at_a_latent_centre_uses_that_latent_alone() -> None:
+    decoder = local_decoder("ensemble")
+    code = torch.randn(1, 4, 3, 5)
+    # The grid's cell centres are linspace(-1, 1, g): (x, y) = (0.5, 0) is cell column 3, row 1.
+    centre = torch.tensor([[0.5, 0.0]])
+    changed = code.clone()
+    changed[0, :, 0, 0] += 5  # a latent that is not a neighbour of this point
+    torch.testing.assert_close(decoder.query(code, centre), decoder.query(changed, centre))
+    moved = code.clone()
+    moved[0, :, 1, 3] += 5  # the latent at this centre
+    assert not torch.allclose(decoder.query(code, centre), decoder.query(moved, centre))
+
+
+def test_local_ensemble_is_continuous_across_cell_borders() -> None:
+    decoder = local_decoder("ensemble")
+    code = torch.randn(1, 4, 3, 5)
+    # The 4 latents used switch where x crosses a column centre (x = -0.5 for 5 columns).
+    xs = torch.tensor([-0.5 - 1e-4, -0.5 + 1e-4])
+    points = torch.stack([xs, torch.full_like(xs, 0.25)], dim=-1)
+    left, right = decoder.query(code, points)[0]
+    torch.testing.assert_close(left, right, atol=2e-3, rtol=0)
+
+
+def test_local_decoder_renders_any_size_and_pixel_size_option() -> None:
+    decoder = local_decoder("ensemble", pixel_size=True)
+    code = torch.randn(2, 4, 3, 5)
+    decoder.eval()
+    with torch.no_grad():
+        small, large = decoder(code, (9, 17)), decoder(code, (40, 30))
+    assert small.shape == (2, 3, 9, 17) and large.shape == (2, 3, 40, 30)
+    with pytest.raises(ValueError, match=r"codes of shape \(B, 4, 3, 5\)"):
+        decoder(torch.randn(2, 4, 4, 4))
+
+
+def test_grid_encoder_and_local_decoder_form_an_autoencoder_within_the_code_budget() -> None:
+    model = EncoderDecoder(EncoderConvGrid((3, 32, 32), 6, grid=(4, 4)),
+                           LocalLatentDecoder(6, grid=(4, 4), default_shape=(32, 32)))
+    images = torch.rand(2, 3, 32, 32)
+    code = model.encode(images)
+    assert code.shape == (2, 6, 4, 4) and code[0].numel() <= 102
+    assert model(images).shape == images.shape
+    with pytest.raises(ValueError, match="smaller than the latent grid"):
+        EncoderConvGrid((3, 16, 16), 6, grid=(4, 4), channels=(8, 8, 8))
+
+
+def test_fourier_features_are_seeded_and_learned_ones_train() -> None:
+    a, b = FourierFeatures(8, 3.0, seed=1), FourierFeatures(8, 3.0, seed=1)
+    torch.testing.assert_close(a.matrix, b.matrix)
+    assert not torch.equal(a.matrix, FourierFeatures(8, 3.0, seed=2).matrix)
+    coords = pixel_grid((4, 4))
+    assert a(coords).shape == (16, 2 + 16)
+    assert count_parameters(a) == 0
+    learned = positional_encoding("learned", (), num_features=8, sigma=3.0)
+    assert count_parameters(learned) == 16
+    learned(coords).sum().backward()
+    assert learned.matrix.grad is not None
+    with pytest.raises(ValueError, match="pos_embedding must be one of"):
+        positional_encoding("fourier", ())
+
+
+def test_manifold_decoder_takes_the_gaussian_encoding() -> None:
+    decoder = ImageManifoldDecoder(8, 3, num_hidden=16, num_blocks=1, default_shape=(8, 8),
+                                   pos_embedding="gaussian", pos_embedding_features=10)
+    assert decoder.linear_in.in_features == 8 + 2 + 20
+    assert decoder(torch.randn(2, 8)).shape == (2, 3, 8, 8)
+
+
+@pytest.mark.parametrize("modulation", ["film", "shift"])
+def test_siren_modulation_starts_neutral_and_then_depends_on_the_code(modulation: str) -> None:
+    torch.manual_seed(0)
+    decoder = ModulatedSirenDecoder(5, num_hidden=16, num_layers=3, modulation=modulation,
+                                    default_shape=(8, 8))
+    codes = torch.randn(2, 5)
+    untrained = decoder(codes)
+    torch.testing.assert_close(untrained[0], untrained[1])  # zero-initialised modulations
+    torch.nn.init.normal_(decoder.modulations.weight, std=0.1)
+    trained = decoder(codes)
+    assert not torch.allclose(trained[0], trained[1])
+    per_layer = 2 if modulation == "film" else 1
+    assert decoder.modulations.out_features == per_layer * 3 * 16
