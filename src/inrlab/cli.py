@@ -1,4 +1,4 @@
-"""``inrlab`` command line: run, show and results for experiment files."""
+"""``inrlab`` command line: run, show, results, report and render."""
 
 from __future__ import annotations
 
@@ -65,6 +65,27 @@ def make_parser() -> argparse.ArgumentParser:
                          help="drop these columns")
     results.add_argument("--json", action="store_true", help="print the rows as JSON")
     _add_runs_dir(results)
+
+    report = commands.add_parser(
+        "report", help="loss curves, reproductions, results table and an HTML page")
+    report.add_argument("targets", nargs="+", type=Path, metavar="FILE_OR_RUN_DIR",
+                        help="experiment files (all their entries) and/or run directories")
+    report.add_argument("-o", "--output", type=Path, default=None,
+                        help="output directory (default: reports/<name of the first target>)")
+    _add_runs_dir(report)
+
+    render = commands.add_parser(
+        "render", help="encode images with a run's best checkpoint and render at any size")
+    render.add_argument("run_dir", type=Path)
+    render.add_argument("--input", nargs="+", type=Path, default=[], metavar="IMAGE")
+    render.add_argument("--size", required=True, help="H or HxW, e.g. 64 or 512x512")
+    render.add_argument("--interpolate", nargs=2, type=Path, default=None, metavar=("A", "B"),
+                        help="render the straight path between the codes of images A and B")
+    render.add_argument("--steps", type=int, default=8,
+                        help="images along the --interpolate path, ends included (default 8)")
+    render.add_argument("-o", "--output", type=Path, default=None,
+                        help="a .png file (one output) or a directory "
+                             "(default: RUN_DIR/renders)")
     return parser
 
 
@@ -158,7 +179,33 @@ def command_results(args: argparse.Namespace) -> int:
     return EXIT_OK
 
 
-COMMANDS = {"run": command_run, "show": command_show, "results": command_results}
+def command_report(args: argparse.Namespace) -> int:
+    from inrlab.report.report import collect_runs, write_report
+
+    runs_dir = args.runs_dir or default_runs_dir()
+    first = args.targets[0]
+    output = args.output or Path("reports") / (first.stem if first.is_file() else first.name)
+    runs = collect_runs(args.targets, runs_dir)
+    written = write_report(runs, output, title=" + ".join(str(t) for t in args.targets))
+    print(f"report of {len(runs)} run{'s' if len(runs) != 1 else ''}: {written['html']}")
+    return EXIT_OK
+
+
+def command_render(args: argparse.Namespace) -> int:
+    from inrlab.report.render import parse_size, render_run
+
+    size = parse_size(args.size)
+    if not args.input and not args.interpolate:
+        raise InrlabError("give images to render with --input IMAGE... and/or "
+                          "--interpolate A B")
+    if not args.run_dir.is_dir():
+        raise InrlabError(f"{args.run_dir} is not a run directory", path=args.run_dir)
+    render_run(args.run_dir, args.input, size, args.output, args.interpolate, args.steps)
+    return EXIT_OK
+
+
+COMMANDS = {"run": command_run, "show": command_show, "results": command_results,
+            "report": command_report, "render": command_render}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

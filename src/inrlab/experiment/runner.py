@@ -12,7 +12,7 @@ import yaml
 
 from inrlab.errors import InrlabError
 from inrlab.experiment.build import BuiltEntry, build_entry
-from inrlab.experiment.spec import RunSpec
+from inrlab.experiment.spec import RunSpec, load_run_spec
 from inrlab.models.layers import count_parameters
 from inrlab.train.checkpoint import atomic_write_bytes, load_checkpoint
 from inrlab.train.rundir import RunDir
@@ -92,6 +92,25 @@ def load_weights(spec: RunSpec, model: torch.nn.Module, source: Any) -> None:
             print(f"loaded weights from {path}")
             return
     raise spec.error("load", f"no checkpoint-best.pt or checkpoint-last.pt in {directory}")
+
+
+def load_trained_model(run_path: str | Path) -> tuple[RunSpec, torch.nn.Module, Path]:
+    """(spec, model in eval mode, checkpoint used) of a run directory: the model rebuilt from
+    its ``config.yaml`` with the best weights (the last ones when no best exists)."""
+    spec = load_run_spec(run_path)
+    model = build_entry(spec, with_data=False).model
+    errors = []
+    for path in (Path(run_path) / "checkpoint-best.pt", Path(run_path) / "checkpoint-last.pt"):
+        if not path.exists():
+            continue
+        try:
+            model.load_state_dict(load_checkpoint(path)["model"])
+        except (ValueError, RuntimeError) as e:
+            errors.append(str(e))
+            continue
+        return spec, model.eval(), path
+    detail = f" ({'; '.join(errors)})" if errors else ""
+    raise InrlabError(f"no readable checkpoint in {run_path}{detail}", path=Path(run_path))
 
 
 def run_entry(spec: RunSpec, options: RunOptions) -> str:

@@ -80,3 +80,21 @@ def load_experiment(path: str | Path) -> list[RunSpec]:
         seen[name] = entry.id
         specs.append(RunSpec(path=path, entry=entry, document=document, experiment_name=name))
     return specs
+
+
+RUN_META_KEY = "inrlab"  # the block config.yaml adds: source file and matrix entry
+
+
+def load_run_spec(run_path: str | Path) -> RunSpec:
+    """The ``RunSpec`` a run directory was trained from, read back from its ``config.yaml``
+    (the entry's resolved values), so a run can be rebuilt without its experiment file."""
+    config = Path(run_path) / "config.yaml"
+    if not config.is_file():
+        raise InrlabError(f"no config.yaml in {run_path}: not an inrlab run directory",
+                          path=Path(run_path))
+    document = load_document(config, {})
+    meta = document.values.pop(RUN_META_KEY, None) or {}
+    entry = MatrixEntry(params=dict(meta.get("matrix_entry") or {}),
+                        slug=str(meta.get("matrix_slug") or ""), id=str(meta.get("matrix_id") or "1"))
+    name = check_experiment_name(document.values.get("experiment_name"))
+    return RunSpec(path=config, entry=entry, document=document, experiment_name=name)

@@ -49,6 +49,11 @@ def save_png(image: torch.Tensor, path: Path, scale: int = 1) -> None:
     picture = Image.fromarray(array)
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)
+    save_picture(picture, path)
+
+
+def save_picture(picture: Image.Image, path: Path) -> None:
+    """Write a PNG through a temporary file, so a crash never leaves half a picture."""
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_name(f".{path.name}.tmp")
     picture.save(tmp, format="PNG")

@@ -20,29 +20,38 @@ def result_rows(specs: Sequence[Any], runs_dir: Path,
     """One row per entry that has a ``result.json``: matrix values first, then figures."""
     rows = []
     for spec in specs:
-        run_dir = RunDir.for_experiment(runs_dir, spec.experiment_name)
-        result = run_dir.read_result()
-        if result is None:
-            continue
-        row: dict[str, Any] = dict(spec.entry.params)
-        row["matrix_slug"] = spec.entry.slug
-        row["matrix_id"] = spec.entry.id
-        row["status"] = result.get("status")
-        row["inputs"] = result.get("num_inputs")
-        row["validation loss"] = result.get("validation_loss")
-        row["best validation loss"] = result.get("best_validation_loss")
-        if result.get("validation_psnr") is not None:
-            row["validation psnr"] = result.get("validation_psnr")
-        row["model params"] = (result.get("parameters") or {}).get("trainable")
-        seconds = result.get("training_time_s")
-        row["train time (minutes)"] = round(seconds / 60, 2) if seconds else None
-        row["throughput"] = result.get("throughput")
-        if include:
-            last = _last_values(run_dir.metrics)
-            for name in include:
-                row[name] = last.get(name)
-        rows.append(row)
+        row = result_row(spec.entry, RunDir.for_experiment(runs_dir, spec.experiment_name),
+                         include)
+        if row is not None:
+            rows.append(row)
     return rows
+
+
+def result_row(entry: Any, run_dir: RunDir, include: Sequence[str] = ()) -> dict[str, Any] | None:
+    """The table row of one run directory (None without ``result.json``); ``entry`` is its
+    ``MatrixEntry`` (params, slug, id)."""
+    result = run_dir.read_result()
+    if result is None:
+        return None
+    row: dict[str, Any] = dict(entry.params)
+    row["matrix_slug"] = entry.slug
+    row["matrix_id"] = entry.id
+    row["status"] = result.get("status")
+    row["inputs"] = result.get("num_inputs")
+    row["validation loss"] = result.get("validation_loss")
+    row["best validation loss"] = result.get("best_validation_loss")
+    if result.get("validation_mse") is not None:
+        row["validation mse"] = result.get("validation_mse")
+        row["validation psnr"] = result.get("validation_psnr")
+    row["model params"] = (result.get("parameters") or {}).get("trainable")
+    seconds = result.get("training_time_s")
+    row["train time (minutes)"] = round(seconds / 60, 2) if seconds else None
+    row["throughput"] = result.get("throughput")
+    if include:
+        last = _last_values(run_dir.metrics)
+        for name in include:
+            row[name] = last.get(name)
+    return row
 
 
 def _last_values(path: Path) -> dict[str, Any]:

@@ -1,0 +1,106 @@
+"""``inrlab render``: encode images with a run's best checkpoint and render them at any size,
+or render the path between two images' codes."""
+
+from __future__ import annotations
+
+import re
+from pathlib import Path
+from typing import Sequence
+
+import numpy as np
+import torch
+from PIL import Image, UnidentifiedImageError
+
+from inrlab.data.images import resize_nearest, set_channels
+from inrlab.errors import InrlabError
+from inrlab.experiment.runner import load_trained_model
+from inrlab.report.grids import image_grid, save_png
+
+SIZE = re.compile(r"^\s*(\d+)\s*(?:[x×,]\s*(\d+))?\s*$")
+
+
+def parse_size(text: str) -> tuple[int, int]:
+    """``"64"`` -> (64, 64), ``"48x64"`` -> (48, 64) as (H, W); both at least 1."""
+    match = SIZE.match(str(text))
+    if not match:
+        raise InrlabError(f"--size must be H or HxW (e.g. 64 or 48x64), got '{text}'",
+                          key="--size")
+    height = int(match.group(1))
+    width = int(match.group(2) or height)
+    if height < 1 or width < 1:
+        raise InrlabError(f"--size must be at least 1x1, got '{text}'", key="--size")
+    return height, width
+
+
+def input_shape(model: torch.nn.Module) -> tuple[int, int, int]:
+    """The (C, H, W) a model was built for: its encoder's or its own ``shape``, else the
+    decoder's channels and default shape."""
+    for owner in (getattr(model, "encoder", None), model):
+        shape = getattr(owner, "shape", None)
+        if isinstance(shape, (tuple, list)) and len(shape) == 3:
+            return tuple(int(s) for s in shape)  # type: ignore[return-value]
+    decoder = getattr(model, "decoder", None)
+    default = getattr(decoder, "default_shape", None)
+    if decoder is not None and default is not None:
+        return (int(decoder.out_channels), *default)  # type: ignore[return-value]
+    raise InrlabError(f"cannot tell which image size {type(model).__name__} encodes "
+                      "(no encoder.shape, shape or decoder.default_shape)")
+
+
+def read_image(path: Path, shape: Sequence[int]) -> torch.Tensor:
+    """An image file as (C, H, W) floats in [0, 1] in the model's channels and size;
+    transparency is composited on black (like the tile sheets)."""
+    try:
+        with Image.open(path) as picture:
+            picture.load()
+            rgba = np.asarray(picture.convert("RGBA"), dtype=np.float32) / 255
+    except FileNotFoundError:
+        raise InrlabError(f"input image {path} does not exist", path=path) from None
+    except (UnidentifiedImageError, OSError, ValueError) as e:
+        raise InrlabError(f"{path} is not a readable image ({type(e).__name__}: {e})",
+                          path=path) from None
+    rgb = torch.from_numpy(rgba[..., :3] * rgba[..., 3:]).permute(2, 0, 1)  # (3, H, W)
+    image = set_channels(rgb, int(shape[0]))
+    if tuple(image.shape[-2:]) != tuple(shape[1:]):
+        print(f"note: {path.name} is {image.shape[-1]}x{image.shape[-2]}, resized (nearest) to "
+              f"the run's {shape[2]}x{shape[1]}")
+        image = resize_nearest(image.unsqueeze(0), tuple(shape[1:]))[0]
+    return image
+
+
+@torch.no_grad()
+def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int],
+               output: Path | None = None, interpolate: Sequence[Path] | None = None,
+               steps: int = 8) -> list[Path]:
+    """Render each input (and the interpolation path, if asked) at ``size``; returns the
+    PNG files written. Rendering goes in pixel chunks, so memory stays bounded."""
+    if steps < 2:
+        raise InrlabError(f"--steps must be at least 2 (both ends), got {steps}", key="--steps")
+    spec, model, checkpoint = load_trained_model(run_path)
+    if not (hasattr(model, "encode") and hasattr(model, "decode")):
+        raise InrlabError(f"{type(model).__name__} has no encode()/decode(code, shape), so it "
+                          "cannot render at other sizes", path=run_path)
+    shape = input_shape(model)
+    print(f"rendering with {checkpoint} ({spec.experiment_name}) at {size[0]}x{size[1]}")
+    jobs = [(f"{Path(p).stem}-{size[0]}x{size[1]}.png", [Path(p)]) for p in inputs]
+    if interpolate:
+        a, b = (Path(p) for p in interpolate)
+        jobs.append((f"interpolate-{a.stem}-{b.stem}-{size[0]}x{size[1]}.png", [a, b]))
+    images = {p: read_image(p, shape) for _, paths in jobs for p in paths}  # fail before writing
+    single_file = output is not None and output.suffix.lower() == ".png" and len(jobs) == 1
+    directory = output if output is not None and not single_file else run_path / "renders"
+    written = []
+    for name, paths in jobs:
+        codes = model.encode(torch.stack([images[p] for p in paths]))
+        if len(paths) == 2:
+            weights = torch.linspace(0, 1, steps).view(-1, *([1] * (codes.dim() - 1)))
+            codes = codes[0] * (1 - weights) + codes[1] * weights  # (steps, *code)
+        rendered = model.decode(codes, size).float().clamp(0, 1)  # (n, C, H, W)
+        picture = rendered[0] if rendered.shape[0] == 1 else image_grid(rendered, steps, 2)
+        if picture.shape[0] == 1:
+            picture = picture.expand(3, -1, -1)
+        path = output if single_file else directory / name
+        save_png(picture, path)
+        written.append(path)
+        print(f"wrote {path}")
+    return written

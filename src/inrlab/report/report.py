@@ -1,0 +1,242 @@
+"""``inrlab report``: loss curves, reproduction sheets, the results table and one static
+HTML page, for the runs of an experiment file or a list of run directories."""
+
+from __future__ import annotations
+
+import base64
+import html
+import time
+import sys
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Sequence
+
+import torch
+from torch.utils.data import Dataset
+
+from inrlab.errors import InrlabError
+from inrlab.experiment.build import build_entry
+from inrlab.experiment.matrix import MatrixEntry
+from inrlab.experiment.spec import RunSpec, load_experiment, load_run_spec
+from inrlab.report.figures import (curves_from_metrics, plot_losses, reproduction_columns,
+                                   reproduction_sheet)
+from inrlab.report.results import format_table, result_row
+from inrlab.train.checkpoint import load_checkpoint
+from inrlab.train.log import read_metrics
+from inrlab.train.rundir import RunDir
+
+NUM_REPRODUCTIONS = 8  # the first validation images, the same for every run of a file
+
+
+def warn(message: str) -> None:
+    print(f"warning: {message}", file=sys.stderr)
+
+
+@dataclass
+class ReportRun:
+    run_dir: RunDir
+    entry: MatrixEntry
+    experiment_name: str
+    spec: RunSpec | None  # None when the run has no readable config.yaml
+    result: dict[str, Any] | None
+    metrics: list[dict[str, Any]]
+    label: str = ""
+    reproductions: Path | None = None
+    notes: list[str] = field(default_factory=list)
+
+
+def collect_runs(targets: Sequence[Path], runs_dir: Path) -> list[ReportRun]:
+    """Runs of experiment files (every matrix entry that has a run directory) and run
+    directories given directly. Entries without a run yet are skipped with a warning."""
+    runs: list[ReportRun] = []
+    for target in targets:
+        target = Path(target)
+        if target.is_dir():
+            runs.append(_run_from_directory(target))
+        elif target.is_file():
+            for spec in load_experiment(target):
+                run_dir = RunDir.for_experiment(runs_dir, spec.experiment_name)
+                if not run_dir.path.is_dir():
+                    warn(f"'{spec.experiment_name}' has no run in {runs_dir} yet; "
+                                  "left out of the report")
+                    continue
+                runs.append(ReportRun(run_dir, spec.entry, spec.experiment_name, spec,
+                                      run_dir.read_result(), read_metrics(run_dir.metrics)))
+        else:
+            raise InrlabError(f"{target} is neither an experiment file nor a run directory",
+                              path=target)
+    if not runs:
+        raise InrlabError("nothing to report: none of the given entries has a run directory "
+                          f"(looked in {runs_dir}; use --runs-dir)")
+    for run, label in zip(runs, short_labels(runs)):
+        run.label = label
+    return runs
+
+
+def _run_from_directory(path: Path) -> ReportRun:
+    run_dir = RunDir(path)
+    result = run_dir.read_result()
+    if result is None and not run_dir.metrics.exists() and not run_dir.config.exists():
+        raise InrlabError(f"{path} is not an inrlab run directory (no result.json, "
+                          "metrics.jsonl or config.yaml)", path=path)
+    spec = None
+    notes = []
+    try:
+        spec = load_run_spec(path)
+        entry, name = spec.entry, spec.experiment_name
+    except InrlabError as e:
+        notes.append(f"config.yaml unusable ({e}); no reproductions")
+        result = result or {}
+        entry = MatrixEntry(dict(result.get("matrix_entry") or {}),
+                            str(result.get("matrix_slug") or ""),
+                            str(result.get("matrix_id") or "1"))
+        name = str(result.get("experiment_name") or path.name)
+    return ReportRun(run_dir, entry, name, spec, run_dir.read_result(),
+                     read_metrics(run_dir.metrics), notes=notes)
+
+
+def short_labels(runs: Sequence[ReportRun]) -> list[str]:
+    """Legend labels: only the matrix values that differ between the runs (else names)."""
+    keys = list(dict.fromkeys(k for run in runs for k in run.entry.params))
+    differing = [k for k in keys
+                 if len({repr(run.entry.params.get(k)) for run in runs}) > 1]
+    labels = [", ".join(f"{k}={run.entry.params.get(k)}" for k in differing)
+              for run in runs]
+    if len(set(labels)) < len(labels) or not all(labels):
+        labels = [run.experiment_name for run in runs]
+    return labels
+
+
+def _validation_images(spec: RunSpec, count: int) -> torch.Tensor:
+    built = build_entry(spec, with_data=True)
+    sets = built.validation_sets or built.train_sets
+    dataset: Dataset = sets[0][1]
+    items = []
+    for index in range(min(count, len(dataset))):  # type: ignore[arg-type]
+        item = dataset[index]
+        items.append(item[0] if isinstance(item, (tuple, list)) else item)
+    if not items:
+        raise ValueError("the validation set is empty")
+    return torch.stack(items).float()
+
+
+def write_reproductions(run: ReportRun, path: Path, count: int = NUM_REPRODUCTIONS) -> bool:
+    """The run's reproduction sheet from its best (else last) checkpoint; False (with a
+    note) when the run cannot be rebuilt or has no checkpoint."""
+    if run.spec is None:
+        return False
+    checkpoints = [p for p in (run.run_dir.best, run.run_dir.last) if p.exists()]
+    if not checkpoints:
+        run.notes.append("no checkpoint yet; no reproductions")
+        return False
+    try:
+        model = build_entry(run.spec, with_data=False).model
+        model.load_state_dict(load_checkpoint(checkpoints[0])["model"])
+        model.eval()
+        images = _validation_images(run.spec, count)
+        reproduction_sheet(reproduction_columns(model, images), path)
+    except (InrlabError, ValueError, RuntimeError, OSError) as e:
+        run.notes.append(f"no reproductions: {e}")
+        warn(f"{run.experiment_name}: no reproductions: {e}")
+        return False
+    run.reproductions = path
+    return True
+
+
+def write_report(runs: Sequence[ReportRun], out_dir: Path, title: str) -> dict[str, Path]:
+    """Write loss.png, runs/<name>/reproductions.png, results.md and report.html."""
+    out_dir.mkdir(parents=True, exist_ok=True)
+    for run in runs:
+        if not run.metrics:
+            run.notes.append("no metrics.jsonl records; no curves")
+            warn(f"{run.run_dir.path} has no metrics; its curves are left out")
+    loss = out_dir / "loss.png"
+    plot_losses([curves_from_metrics(run.label, run.metrics) for run in runs], loss)
+    for run in runs:
+        write_reproductions(run, out_dir / "runs" / run.experiment_name / "reproductions.png")
+    rows = [{"run": run.label, **row} for run in runs
+            if (row := result_row(run.entry, run.run_dir)) is not None]
+    results = out_dir / "results.md"
+    results.write_text(f"# {title}\n\n{format_table(rows)}\n")
+    page = out_dir / "report.html"
+    page.write_text(render_html(runs, rows, loss, title))
+    return {"loss": loss, "results": results, "html": page}
+
+
+# ------------------------------------------------------------------------------- HTML
+STYLE = """
+body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
+       color: #222; padding: 0 1em; }
+img { max-width: 100%; image-rendering: pixelated; }
+table { border-collapse: collapse; font-size: 0.9em; margin: 1em 0; }
+th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
+th { background: #f0f0f0; }
+td.text { text-align: left; }
+pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.85em; }
+.note { color: #a05000; }
+section { border-top: 1px solid #ddd; margin-top: 2em; }
+"""
+
+
+def _embedded(path: Path) -> str:
+    """A PNG as a data URI: the page stays one self-contained file."""
+    data = base64.b64encode(path.read_bytes()).decode("ascii")
+    return f"data:image/png;base64,{data}"
+
+
+def _table(rows: Sequence[dict[str, Any]]) -> str:
+    if not rows:
+        return "<p>(no results yet)</p>"
+    columns = list(dict.fromkeys(k for row in rows for k in row))
+    head = "".join(f"<th>{html.escape(str(c))}</th>" for c in columns)
+    body = []
+    for row in rows:
+        cells = []
+        for column in columns:
+            value = row.get(column)
+            text = "" if value is None else (f"{value:.6g}" if isinstance(value, float)
+                                             else str(value))
+            kind = "" if isinstance(value, (int, float)) else ' class="text"'
+            cells.append(f"<td{kind}>{html.escape(text)}</td>")
+        body.append("<tr>" + "".join(cells) + "</tr>")
+    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+
+
+def _run_section(run: ReportRun) -> str:
+    result = run.result or {}
+    parameters = result.get("parameters") or {}
+    facts = {
+        "status": result.get("status"),
+        "inputs": result.get("num_inputs"),
+        "training time (s)": result.get("training_time_s"),
+        "throughput (images/s)": result.get("throughput"),
+        "device": result.get("device"),
+        **{f"parameters: {k}": v for k, v in parameters.items() if v is not None},
+    }
+    parts = [f"<section><h2>{html.escape(run.label)}</h2>",
+             f"<p><code>{html.escape(str(run.run_dir.path))}</code></p>",
+             _table([{k: v for k, v in facts.items() if v is not None}])]
+    parts += [f'<p class="note">{html.escape(note)}</p>' for note in run.notes]
+    if run.reproductions is not None:
+        parts.append(f'<img alt="reproductions of {html.escape(run.label)}" '
+                     f'src="{_embedded(run.reproductions)}">')
+    if run.run_dir.config.is_file():
+        parts.append("<details><summary>config.yaml</summary><pre>"
+                     f"{html.escape(run.run_dir.config.read_text())}</pre></details>")
+    parts.append("</section>")
+    return "\n".join(parts)
+
+
+def render_html(runs: Sequence[ReportRun], rows: Sequence[dict[str, Any]], loss: Path,
+                title: str) -> str:
+    stamp = time.strftime("%Y-%m-%d %H:%M")
+    return "\n".join([
+        "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
+        f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
+        f"<h1>{html.escape(title)}</h1><p>{len(runs)} runs, written {stamp}</p>",
+        "<h2>Loss</h2>",
+        f'<img alt="train and validation loss by inputs and by time" src="{_embedded(loss)}">',
+        "<h2>Results</h2>", _table(rows),
+        *[_run_section(run) for run in runs],
+        "</body></html>",
+    ])

@@ -1,0 +1,128 @@
+"""``inrlab report`` and ``inrlab render`` on real (tiny) runs, and their bad input."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+from PIL import Image
+
+from conftest import TINY_EXPERIMENT
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
+    """A two-entry tiny matrix trained once for the whole module: (experiment file, runs)."""
+    import textwrap
+
+    from inrlab.cli import main
+
+    root = tmp_path_factory.mktemp("report")
+    path = root / "tiny.yml"
+    path.write_text("matrix:\n  hid: [8, 12]\n" + textwrap.dedent(TINY_EXPERIMENT))
+    runs = root / "runs"
+    assert main(["run", str(path), "--runs-dir", str(runs), "--no-tensorboard"]) == 0
+    return path, runs
+
+
+def test_report_of_an_experiment_file_writes_all_four_outputs(trained, cli, tmp_path) -> None:
+    path, runs = trained
+    out = tmp_path / "report"
+    code, stdout, _ = cli("report", path, "--runs-dir", runs, "-o", out)
+    assert code == 0 and "report.html" in stdout
+    width, height = Image.open(out / "loss.png").size
+    assert width >= 800 and height >= 600
+    for slug in ("hid:8", "hid:12"):
+        sheet = Image.open(out / "runs" / "tiny" / slug / "reproductions.png")
+        # 8 columns (original, reproduction, 3 at 2x, 3 at 4x) of 128 px, 8 rows of 8x8 tiles
+        assert sheet.size[0] >= 8 * 128 and sheet.size[1] >= 8 * 128
+    results = (out / "results.md").read_text()
+    assert "hid:8" in results and "hid:12" in results and "validation psnr" in results
+    page = (out / "report.html").read_text()
+    references = re.findall(r'(?:src|href)\s*=\s*"([^"]*)"', page)
+    assert references and all(r.startswith("data:image/png;base64,") for r in references)
+    assert "http://" not in page and "https://" not in page
+    assert page.count("<section>") == 2 and "config.yaml" in page and "parameters: total" in page
+
+
+def test_report_of_run_directories_labels_runs_by_what_differs(trained, cli, tmp_path) -> None:
+    _, runs = trained
+    out = tmp_path / "dirs"
+    code, _, _ = cli("report", runs / "tiny" / "hid:8", runs / "tiny" / "hid:12", "-o", out)
+    assert code == 0
+    page = (out / "report.html").read_text()
+    assert "<h2>hid=8</h2>" in page and "<h2>hid=12</h2>" in page
+
+
+def test_report_survives_a_half_written_metrics_line_and_missing_metrics(
+        trained, cli, tmp_path) -> None:
+    import shutil
+
+    _, runs = trained
+    broken = tmp_path / "broken"
+    shutil.copytree(runs / "tiny" / "hid:8", broken)
+    with open(broken / "metrics.jsonl", "a") as f:
+        f.write('{"kind": "train", "inputs": 99')  # a crash mid-write
+    empty = tmp_path / "empty"
+    shutil.copytree(runs / "tiny" / "hid:12", empty)
+    (empty / "metrics.jsonl").unlink()
+    code, _, err = cli("report", broken, empty, "-o", tmp_path / "out")
+    assert code == 0 and "has no metrics" in err
+    assert (tmp_path / "out" / "loss.png").is_file()
+
+
+def test_report_bad_targets_are_clear_errors(trained, cli, tmp_path) -> None:
+    path, _ = trained
+    code, _, err = cli("report", tmp_path / "nope", "-o", tmp_path / "o")
+    assert code == 2 and "neither an experiment file nor a run directory" in err
+    (tmp_path / "notarun").mkdir()
+    code, _, err = cli("report", tmp_path / "notarun", "-o", tmp_path / "o")
+    assert code == 2 and "not an inrlab run directory" in err
+    code, _, err = cli("report", path, "--runs-dir", tmp_path / "empty-runs", "-o", tmp_path / "o")
+    assert code == 2 and "nothing to report" in err
+
+
+def test_render_at_several_sizes_and_an_interpolation(trained, cli, tmp_path) -> None:
+    _, runs = trained
+    run = runs / "tiny" / "hid:8"
+    picture = tmp_path / "tile.png"
+    Image.new("RGBA", (8, 8), (200, 40, 40, 255)).save(picture)
+    other = tmp_path / "other.png"
+    Image.new("RGB", (16, 16), (20, 200, 40)).save(other)  # another size: resized, noted
+    for size in ("32", "64x64", "512x512"):
+        code, _, err = cli("render", run, "--input", picture, "--size", size,
+                           "-o", tmp_path / f"out-{size}.png")
+        assert code == 0, err
+        h, _, w = size.partition("x")
+        assert Image.open(tmp_path / f"out-{size}.png").size == (int(w or h), int(h))
+    code, out, _ = cli("render", run, "--input", picture, other, "--size", "24x40",
+                       "--interpolate", picture, other, "--steps", "5", "-o", tmp_path / "many")
+    assert code == 0 and "resized (nearest)" in out
+    assert Image.open(tmp_path / "many" / "tile-24x40.png").size == (40, 24)
+    strip = Image.open(tmp_path / "many" / "interpolate-tile-other-24x40.png")
+    assert strip.size == (5 * (40 + 2) + 2, 24 + 4)
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--size", "0"], "at least 1x1"),
+    (["--size", "big"], "H or HxW"),
+    (["--size", "8"], "--input IMAGE"),
+])
+def test_render_bad_sizes_and_missing_inputs(trained, cli, args, message) -> None:
+    _, runs = trained
+    code, _, err = cli("render", runs / "tiny" / "hid:8", *args)
+    assert code == 2 and message in err
+
+
+def test_render_rejects_a_file_that_is_not_an_image(trained, cli, tmp_path) -> None:
+    _, runs = trained
+    fake = tmp_path / "fake.png"
+    fake.write_text("not a picture")
+    code, _, err = cli("render", runs / "tiny" / "hid:8", "--input", fake, "--size", "16",
+                       "-o", tmp_path / "out")
+    assert code == 2 and "fake.png is not a readable image" in err
+    assert not (tmp_path / "out").exists()
+    result = json.loads((runs / "tiny" / "hid:8" / "result.json").read_text())
+    assert result["status"] == "complete"
