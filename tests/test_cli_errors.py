@@ -108,3 +108,22 @@ def test_truncated_last_checkpoint_falls_back_to_best(tiny_experiment, cli) -> N
     assert code == 0
     assert "cannot resume from checkpoint-last.pt" in out and "resumed from checkpoint-best.pt" in out
     assert json.loads((run / "result.json").read_text())["num_inputs"] >= 320
+
+
+def test_ray_sweeps_without_ray_say_how_to_install_it(tiny_experiment, cli, monkeypatch) -> None:
+    import sys
+
+    monkeypatch.setitem(sys.modules, "ray", None)  # makes `import ray` fail
+    code, _, err = cli("run", tiny_experiment, "--ray")
+    assert code == 2 and "pip install -e '.[ray]'" in err
+
+
+@pytest.mark.parametrize("args, message", [
+    (["--jobs", "0"], "--jobs N (N >= 1)"),
+    (["--ray", "auto", "--jobs", "2"], "cluster's resources decide"),
+    (["--jobs", "2", "--reset"], "--reset is not available"),
+    (["--jobs", "2", "--cpus-per-run", "0"], "--cpus-per-run must be > 0"),
+])
+def test_bad_sweep_options_are_clear_errors(tiny_experiment, cli, args, message) -> None:
+    code, _, err = cli("run", tiny_experiment, *args)
+    assert code == 2 and message in err

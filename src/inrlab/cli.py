@@ -40,6 +40,17 @@ def make_parser() -> argparse.ArgumentParser:
                           "matches one of these glob patterns")
     run.add_argument("--no-tensorboard", action="store_true",
                      help="do not write TensorBoard event files")
+    run.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
+                     help="run the entries as Ray tasks: no ADDRESS starts a local Ray "
+                          "runtime, 'auto' or 'ray://host:10001' joins a cluster")
+    run.add_argument("--jobs", type=int, default=None, metavar="N",
+                     help="train N entries at once on this machine (a local Ray runtime)")
+    run.add_argument("--cpus-per-run", type=float, default=1.0,
+                     help="with --ray/--jobs: CPUs reserved per entry (default 1)")
+    run.add_argument("--gpus-per-run", type=float, default=0.0,
+                     help="with --ray/--jobs: GPUs per entry, fractions allowed (default 0)")
+    run.add_argument("--max-retries", type=int, default=2,
+                     help="with --ray/--jobs: retries of a failed or killed entry (default 2)")
     _add_runs_dir(run)
 
     show = commands.add_parser("show", help="list matrix entries and parameter counts")
@@ -111,6 +122,8 @@ def command_run(args: argparse.Namespace) -> int:
     options = RunOptions(runs_dir=args.runs_dir or default_runs_dir(), device=args.device,
                          reset=args.reset, skip=args.skip, max_inputs=args.max_inputs,
                          tensorboard=not args.no_tensorboard)
+    if args.ray is not None or args.jobs is not None:
+        return _run_sweep(args, specs, options)
     if len(specs) > 1:
         print(f"running {len(specs)} matrix experiments")
     statuses: dict[str, str] = {}
@@ -133,6 +146,33 @@ def command_run(args: argparse.Namespace) -> int:
         print(f"finished {len(specs)} matrix experiments: {summary}")
     if bad_input:
         return EXIT_BAD_INPUT
+    return EXIT_OK if all(s == "complete" for s in statuses.values()) else EXIT_FAILED
+
+
+def _run_sweep(args: argparse.Namespace, specs: list[Any], options: Any) -> int:
+    from inrlab.report.results import format_table, result_rows
+    from inrlab.sweep.ray_sweep import SweepOptions, run_sweep
+
+    address = None if args.ray in (None, "local") else args.ray
+    if args.jobs is not None and (args.jobs < 1 or address is not None):
+        raise InrlabError("--jobs N (N >= 1) sizes a local Ray runtime; with a cluster "
+                          "address the cluster's resources decide", key="--jobs")
+    if args.cpus_per_run <= 0 or args.gpus_per_run < 0 or args.max_retries < 0:
+        raise InrlabError("--cpus-per-run must be > 0, --gpus-per-run and --max-retries >= 0")
+    if args.reset:
+        raise InrlabError("--reset is not available with --ray/--jobs: a sweep resumes "
+                          "unfinished entries; delete run directories to start them over",
+                          key="--reset")
+    sweep = SweepOptions(address=address, jobs=args.jobs, cpus_per_run=args.cpus_per_run,
+                         gpus_per_run=args.gpus_per_run, max_retries=args.max_retries)
+    print(f"sweeping {len(specs)} matrix entr{'y' if len(specs) == 1 else 'ies'} of "
+          f"{args.file} on Ray ({address or 'local runtime'}), runs in {options.runs_dir}")
+    statuses = run_sweep(args.file, specs, options, sweep)
+    from collections import Counter
+
+    summary = ", ".join(f"{n} {s}" for s, n in Counter(statuses.values()).items())
+    print(f"finished {len(specs)} matrix experiments: {summary}")
+    print(format_table(result_rows(specs, options.runs_dir)))
     return EXIT_OK if all(s == "complete" for s in statuses.values()) else EXIT_FAILED
 
 

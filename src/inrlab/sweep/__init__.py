@@ -1,0 +1,1 @@
+"""Sweeps over many machines or processes: matrix entries as Ray tasks."""

@@ -1,0 +1,114 @@
+"""``inrlab run --ray`` / ``--jobs``: matrix entries as Ray tasks on a local runtime."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import textwrap
+import time
+from pathlib import Path
+
+import pytest
+
+from conftest import ROOT, TINY_EXPERIMENT
+
+pytest.importorskip("ray")
+
+FOUR = "matrix:\n  hid: [8, 12, 16, 20]\n" + textwrap.dedent(TINY_EXPERIMENT)
+
+# hid 12 fails in training every time (a batch item is None after the first two, which
+# the pre-flight check reads); hid 16 kills its worker process once, then trains.
+FLAKY = FOUR.replace("""train_set: |
+  kali_patch_dataset(SHAPE, num_images=64)""", """train_set: |
+  import os, pathlib
+  marker = pathlib.Path("MARKER")
+  class Flaky(torch.utils.data.Dataset):
+      def __init__(self, source): self.source = source
+      def __len__(self): return len(self.source)
+      def __getitem__(self, i):
+          if i >= 2 and ${hid} == 12:
+              return None
+          if i >= 2 and ${hid} == 16 and not marker.exists():
+              marker.touch()
+              os._exit(3)
+          return self.source[i]
+  Flaky(kali_patch_dataset(SHAPE, num_images=64))""")
+
+FIELDS = {"experiment_name", "matrix_entry", "matrix_id", "matrix_slug", "status", "num_inputs",
+          "validation_loss", "validation_mse", "validation_psnr", "parameters", "throughput"}
+
+
+def runs_of(runs: Path) -> dict[str, dict]:
+    return {str(p.parent.relative_to(runs)): json.loads(p.read_text())
+            for p in sorted(runs.rglob("result.json"))}
+
+
+def test_ray_sweep_matches_the_sequential_run(write, cli, tmp_path) -> None:
+    path = write("four.yml", FOUR)
+    code, out, _ = cli("run", path, "--jobs", "2", "--runs-dir", tmp_path / "ray",
+                       "--no-tensorboard")
+    assert code == 0, out
+    assert out.count("complete, validation loss") == 4 and "| hid" in out
+    assert cli("run", path, "--runs-dir", tmp_path / "seq", "--no-tensorboard")[0] == 0
+    swept, sequential = runs_of(tmp_path / "ray"), runs_of(tmp_path / "seq")
+    assert sorted(swept) == sorted(sequential) == [f"tiny/hid:{h}" for h in (12, 16, 20, 8)]
+    for name, result in swept.items():
+        assert result["status"] == "complete" and FIELDS <= set(result)
+        assert set(result) == set(sequential[name])
+        assert result["num_inputs"] == sequential[name]["num_inputs"]
+        assert result["parameters"] == sequential[name]["parameters"]
+        files = {p.name for p in (tmp_path / "ray" / name).iterdir()}
+        assert files == {p.name for p in (tmp_path / "seq" / name).iterdir()}
+
+    code, out, _ = cli("run", path, "--ray", "--runs-dir", tmp_path / "ray")
+    assert code == 0 and out.count("already complete") == 4
+
+
+def test_failed_and_killed_entries_are_retried_and_reported(write, cli, tmp_path) -> None:
+    path = write("flaky.yml", FLAKY.replace("MARKER", str(tmp_path / "crashed-once")))
+    code, out, _ = cli("run", path, "--jobs", "2", "--max-retries", "1",
+                       "--runs-dir", tmp_path / "runs", "--no-tensorboard")
+    assert code == 1
+    assert "retrying 'tiny/hid:12' (1 of 1)" in out and "'tiny/hid:12' failed" in out
+    assert "retrying 'tiny/hid:16' (1 of 1)" in out  # the killed worker
+    results = runs_of(tmp_path / "runs")
+    assert results["tiny/hid:12"]["status"] == "failed"
+    assert "error" in results["tiny/hid:12"]
+    for hid in (8, 16, 20):
+        assert results[f"tiny/hid:{hid}"]["status"] == "complete"
+
+
+def test_a_killed_sweep_resumes_only_the_unfinished_entries(write, tmp_path) -> None:
+    slow = FOUR.replace("max_inputs: 256", "max_inputs: 1200")
+    path = write("slow.yml", slow)
+    runs = tmp_path / "runs"
+    command = [sys.executable, "-m", "inrlab", "run", str(path), "--jobs", "1",
+               "--runs-dir", str(runs), "--no-tensorboard"]
+    env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+    sweep = subprocess.Popen(command, env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
+                             stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.monotonic() + 240
+        while time.monotonic() < deadline:
+            done = [n for n, r in runs_of(runs).items() if r["status"] == "complete"]
+            if done:
+                break
+            time.sleep(0.5)
+        assert done, "no entry finished before the deadline"
+    finally:
+        os.killpg(sweep.pid, signal.SIGKILL)  # the driver, its Ray runtime and workers
+        sweep.wait()
+    before = runs_of(runs)
+    finished = {n for n, r in before.items() if r["status"] == "complete"}
+    assert 1 <= len(finished) < 4
+    second = subprocess.run(command, env=env, cwd=ROOT, capture_output=True, text=True,
+                            timeout=400)
+    assert second.returncode == 0, second.stdout + second.stderr
+    assert second.stdout.count("already complete") == len(finished)
+    after = runs_of(runs)
+    assert all(r["status"] == "complete" for r in after.values()) and len(after) == 4
+    for name in finished:  # the finished entries were not trained again
+        assert after[name] == before[name]
