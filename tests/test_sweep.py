@@ -82,7 +82,7 @@ def test_failed_and_killed_entries_are_retried_and_reported(write, cli, tmp_path
 
 
 def test_a_killed_sweep_resumes_only_the_unfinished_entries(write, tmp_path) -> None:
-    slow = FOUR.replace("max_inputs: 256", "max_inputs: 1200")
+    slow = FOUR.replace("max_inputs: 256", "max_inputs: 800")
     path = write("slow.yml", slow)
     runs = tmp_path / "runs"
     command = [sys.executable, "-m", "inrlab", "run", str(path), "--jobs", "1",

@@ -64,7 +64,6 @@ class LocalLatentDecoder(ImplicitDecoder):
         super().__init__()
         self.latent_channels = check_positive_int("latent_channels", latent_channels)
         self.grid = check_shape("grid", grid, 2)
-        self.out_channels = check_positive_int("num_output_channels", num_output_channels)
         check_positive_int("num_hidden", num_hidden)
         check_positive_int("num_layers", num_layers)
         if sampling not in SAMPLINGS:
@@ -73,10 +72,7 @@ class LocalLatentDecoder(ImplicitDecoder):
             raise ValueError(f"sampling '{sampling}' needs a grid of at least 2x2, got {grid!r}")
         self.sampling = sampling
         self.takes_pixel_size = bool(pixel_size)
-        self.code_shape = (self.latent_channels, *self.grid)
-        self.default_shape = (
-            check_shape("default_shape", default_shape, 2) if default_shape is not None else None
-        )
+        self.set_io((self.latent_channels, *self.grid), num_output_channels, default_shape)
         self.encoding = positional_encoding(pos_embedding, pos_embedding_freqs,
                                             pos_embedding_features, pos_embedding_sigma,
                                             pos_embedding_seed)

@@ -11,7 +11,7 @@ from torch import nn
 
 from inrlab.models.decoders.base import ImplicitDecoder
 from inrlab.models.layers import activation as make_activation
-from inrlab.models.layers import check_positive_int, check_shape
+from inrlab.models.layers import check_positive_int
 from inrlab.models.posenc import positional_encoding
 from inrlab.models.registry import register_model
 
@@ -68,8 +68,7 @@ class ImageManifoldDecoder(ImplicitDecoder):
     ) -> None:
         super().__init__()
         self.code_size = check_positive_int("num_input_channels", num_input_channels)
-        self.code_shape = (self.code_size,)
-        self.out_channels = check_positive_int("num_output_channels", num_output_channels)
+        self.set_io((self.code_size,), num_output_channels, default_shape)
         check_positive_int("num_hidden", num_hidden)
         if isinstance(num_blocks, bool) or not isinstance(num_blocks, int) or num_blocks < 0:
             raise ValueError(f"num_blocks must be an integer >= 0, got {num_blocks!r}")
@@ -83,9 +82,6 @@ class ImageManifoldDecoder(ImplicitDecoder):
                     f"concat_residual must be a bool or a list of {num_blocks} bools "
                     f"(one per block), got {concat_residual!r}"
                 )
-        self.default_shape = (
-            check_shape("default_shape", default_shape, 2) if default_shape is not None else None
-        )
         self.encoding = positional_encoding(pos_embedding, pos_embedding_freqs,
                                             pos_embedding_features, pos_embedding_sigma,
                                             pos_embedding_seed)

@@ -10,7 +10,7 @@ from torch import nn
 
 from inrlab.models.decoders.base import ImplicitDecoder
 from inrlab.models.layers import activation as make_activation
-from inrlab.models.layers import check_positive_int, check_shape
+from inrlab.models.layers import check_positive_int
 from inrlab.models.registry import register_model
 
 MODULATIONS = ("film", "shift")
@@ -42,8 +42,7 @@ class ModulatedSirenDecoder(ImplicitDecoder):
     ) -> None:
         super().__init__()
         self.code_size = check_positive_int("num_input_channels", num_input_channels)
-        self.code_shape = (self.code_size,)
-        self.out_channels = check_positive_int("num_output_channels", num_output_channels)
+        self.set_io((self.code_size,), num_output_channels, default_shape)
         check_positive_int("num_hidden", num_hidden)
         self.num_layers = check_positive_int("num_layers", num_layers)
         if modulation not in MODULATIONS:
@@ -54,9 +53,6 @@ class ModulatedSirenDecoder(ImplicitDecoder):
         self.modulation = modulation
         self.w0 = float(w0)
         self.w0_initial = float(w0_initial) if w0_initial is not None else self.w0
-        self.default_shape = (
-            check_shape("default_shape", default_shape, 2) if default_shape is not None else None
-        )
         self.layers = nn.ModuleList(
             nn.Linear(2 if i == 0 else num_hidden, num_hidden) for i in range(num_layers)
         )

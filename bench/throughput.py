@@ -1,0 +1,340 @@
+"""Training throughput of the logs' manifold autoencoders: the seed system's per-image
+algorithm (written here as the reference) against inrlab's default path and its speed
+levers, all in one process with interleaved timing; plus the equal-loss check of each lever
+and the memory and time of a 1024x1024 render.
+
+    python bench/throughput.py                    # all configurations, CPU
+    python bench/throughput.py --device cuda      # on a GPU
+    python bench/throughput.py --compile          # also time torch.compile (slow to warm up)
+    python bench/throughput.py --quality-inputs 0 # skip the equal-loss check
+
+Figures: images/s of full training steps (forward, loss, backward, optimizer) at batch 64;
+ratios to the reference (a); the decoder's achieved FLOP rate as a fraction of this run's
+own fp32 and bf16 GEMM rates (torch.matmul 2048x2048).
+"""
+
+from __future__ import annotations
+
+import argparse
+import contextlib
+import math
+import statistics
+import sys
+import tempfile
+import time
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+import torch
+import torch.nn.functional as F
+
+ROOT = Path(__file__).resolve().parents[1]
+sys.path.insert(0, str(ROOT / "src"))
+
+from inrlab.data.tiles import rpg_tile_dataset  # noqa: E402
+from inrlab.models import (DalleManifoldAutoencoder, EncoderConv2d, EncoderDecoder,  # noqa: E402
+                           ImageManifoldDecoder)
+from inrlab.models.decoders.base import RENDER_CHUNK_ELEMENTS  # noqa: E402
+from inrlab.models.posenc import pixel_grid  # noqa: E402
+from inrlab.train.autoencoder import TrainAutoencoderSpecial  # noqa: E402
+from inrlab.train.rundir import RunDir  # noqa: E402
+from inrlab.train.settings import make_settings  # noqa: E402
+
+BATCH = 64
+
+
+# ------------------------------------------------------------------ the seed's algorithm
+def seed_decode(decoder: ImageManifoldDecoder, codes: torch.Tensor,
+                shape: tuple[int, int]) -> torch.Tensor:
+    """The seed system's decoder forward, on inrlab's parameters: a Python loop over the
+    batch; per image the code is repeated for every pixel and concatenated to the pixel's
+    embedding, one Linear on the concatenation, BatchNorm statistics over that image's
+    pixels only."""
+    coords = pixel_grid(shape, device=codes.device)  # (N, 2)
+    embedding = decoder.encoding(coords)  # (N, P)
+    images = []
+    for code in codes:  # the seed's loop over the batch
+        x = torch.cat([code.expand(embedding.shape[0], -1), embedding], dim=1)  # (N, c + P)
+        x = decoder.act_in(decoder.linear_in(x))
+        x = decoder.blocks(x)  # BatchNorm over this image's N rows
+        x = decoder.act_out(decoder.linear_out(x))  # (N, C)
+        images.append(x.t().reshape(decoder.out_channels, *shape))
+    return torch.stack(images)
+
+
+def decoder_flops_per_image(decoder: ImageManifoldDecoder, pixels: int,
+                            split_first_layer: bool) -> float:
+    """Training FLOPs (forward + backward = 3x forward, 2 per multiply-add) of the decoder's
+    Linear layers for one image."""
+    macs_per_pixel = 0
+    for module in decoder.modules():
+        if isinstance(module, torch.nn.Linear):
+            in_features = module.in_features
+            if module is decoder.linear_in and split_first_layer:
+                in_features = decoder.encoding.out_features  # the code part is per image
+            macs_per_pixel += in_features * module.out_features
+    return 3 * 2 * macs_per_pixel * pixels
+
+
+# ------------------------------------------------------------------------ configurations
+def dalle_small(decoder_blocks: int, decoder_hidden: int) -> torch.nn.Module:
+    return DalleManifoldAutoencoder((1, 32, 32), vocab_size=128, n_hid=64, n_blk_per_group=1,
+                                    act_fn="gelu", space_to_depth=True,
+                                    decoder_n_blk=decoder_blocks, decoder_n_layer=2,
+                                    decoder_n_hid=decoder_hidden)
+
+
+def cnn_manifold() -> torch.nn.Module:
+    return EncoderDecoder(
+        EncoderConv2d((3, 32, 32), 102, channels=(16, 24, 32)),
+        ImageManifoldDecoder(102, 3, num_hidden=256, num_blocks=2, num_layers_per_block=2,
+                             default_shape=(32, 32)))
+
+
+CONFIGS: dict[str, tuple[Callable[[], torch.nn.Module], int]] = {
+    "DalleManifoldAutoencoder small, decoder 4x2x64 (1x32x32)": (lambda: dalle_small(4, 64), 1),
+    "DalleManifoldAutoencoder, decoder 8x2x128 (1x32x32)": (lambda: dalle_small(8, 128), 1),
+    "EncoderConv2d + manifold 2x2x256 (3x32x32, code 102)": (cnn_manifold, 3),
+}
+
+
+@dataclass
+class Mode:
+    name: str
+    precision: str = "fp32"
+    train_pixels: int | None = None
+    compile: bool = False
+    reference: bool = False
+
+
+def make_trainer(model: torch.nn.Module, mode: Mode, device: str, run_path: Path,
+                 images: torch.Tensor) -> TrainAutoencoderSpecial:
+    settings = make_settings({"batch_size": BATCH, "learnrate": 3e-4, "optimizer": "AdamW",
+                              "loss_function": "l2", "precision": mode.precision,
+                              "train_pixels": mode.train_pixels, "compile": mode.compile},
+                             lambda key: {})
+    dataset = torch.utils.data.TensorDataset(images)
+    return TrainAutoencoderSpecial(model=model, train_sets=[(0, dataset)], settings=settings,
+                                   run_dir=RunDir(run_path), device=device, tensorboard=False)
+
+
+def step_function(trainer: TrainAutoencoderSpecial, mode: Mode) -> Callable[[torch.Tensor], float]:
+    """One full training step on a batch, as inrlab's loop does it (or the reference)."""
+    model = trainer.model
+
+    def step(images: torch.Tensor) -> float:
+        with trainer._autocast():
+            if mode.reference:
+                codes = trainer.encode(images)
+                output = seed_decode(model.decoder, codes, tuple(images.shape[-2:]))
+                loss = trainer.losses(images, output, codes)["loss"]
+            else:
+                loss = trainer.train_step((images,))["loss"]
+        trainer.optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        trainer.optimizer.step()
+        return loss
+
+    return step
+
+
+def synchronize(device: str) -> None:
+    if device.startswith("cuda"):
+        torch.cuda.synchronize()
+
+
+def gemm_rates(device: str, seconds: float = 2.0) -> dict[str, float]:
+    """FLOP/s of torch.matmul on 2048x2048 in fp32 and bf16."""
+    rates = {}
+    for dtype in (torch.float32, torch.bfloat16):
+        a = torch.randn(2048, 2048, device=device, dtype=dtype)
+        b = torch.randn(2048, 2048, device=device, dtype=dtype)
+        torch.matmul(a, b)
+        synchronize(device)
+        count, start = 0, time.perf_counter()
+        while time.perf_counter() - start < seconds:
+            torch.matmul(a, b)
+            count += 1
+        synchronize(device)
+        rates[str(dtype).removeprefix("torch.")] = 2 * 2048**3 * count / (time.perf_counter()
+                                                                          - start)
+    return rates
+
+
+def time_modes(steps: dict[str, Callable[[torch.Tensor], Any]], images: torch.Tensor,
+               device: str, rounds: int, steps_per_round: int) -> dict[str, float]:
+    """Median seconds per step of each mode, measured in interleaved rounds."""
+    for step in steps.values():  # warm-up (allocations, autotuning, compilation)
+        for _ in range(3):
+            step(images)
+    synchronize(device)
+    samples: dict[str, list[float]] = {name: [] for name in steps}
+    for _ in range(rounds):
+        for name, step in steps.items():
+            start = time.perf_counter()
+            for _ in range(steps_per_round):
+                loss = step(images)
+            float(loss.detach())
+            synchronize(device)
+            samples[name].append((time.perf_counter() - start) / steps_per_round)
+    return {name: statistics.median(values) for name, values in samples.items()}
+
+
+def equal_loss(build: Callable[[], torch.nn.Module], modes: list[Mode], channels: int,
+               device: str, inputs: int, run_path: Path) -> dict[str, tuple[float, float]]:
+    """Validation MSE (all pixels, fp32, eval mode) after ``inputs`` training images on RLTiles
+    from the same initial weights and data order, per mode; plus the fp32 run with another
+    data order (seed) as the noise scale."""
+    shape = (channels, 32, 32)
+    train = rpg_tile_dataset(shape, validation=False, random_flip=True)
+    validation = rpg_tile_dataset(shape, validation=True).batch(list(range(64))).to(device)
+    torch.manual_seed(0)
+    initial = build().state_dict()
+    results = {}
+    for mode in modes + [Mode("fp32, other data order")]:
+        model = build()
+        model.load_state_dict(initial)
+        trainer = make_trainer(model, mode, device, run_path, validation)
+        step = step_function(trainer, mode)
+        order_seed = 1 if mode.name == "fp32, other data order" else 0
+        generator = torch.Generator().manual_seed(order_seed)
+        seen = 0
+        torch.manual_seed(order_seed)
+        while seen < inputs:
+            index = torch.randperm(len(train), generator=generator)[:BATCH].tolist()
+            step(train.batch(index).to(device))
+            seen += BATCH
+        model.eval()
+        with torch.no_grad():
+            output = model(validation).float().clamp(0, 1)
+        results[mode.name] = F.mse_loss(output, validation).item()
+    return results
+
+
+def _status_bytes(field: str) -> float:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field):
+            return float(line.split()[1]) * 1024
+    return float("nan")
+
+
+@contextlib.contextmanager
+def peak_rss() -> Any:
+    """Peak resident memory (bytes) of the block, on Linux: VmHWM after resetting it."""
+    box: dict[str, float] = {}
+    try:
+        Path("/proc/self/clear_refs").write_text("5")
+        reset = True
+    except OSError:
+        reset = False
+    if reset:
+        box["before"] = _status_bytes("VmRSS:")
+    yield box
+    if reset:
+        box["peak"] = _status_bytes("VmHWM:")
+
+
+def render_1024(device: str, blocks: int, hidden: int) -> str:
+    """Seconds and peak memory of one 1024x1024 render (eval mode, pixel chunks)."""
+    model = dalle_small(blocks, hidden).to(device).eval()
+    code = torch.randn(1, 128, device=device)
+    with torch.no_grad():
+        model.decode(code, (64, 64))  # warm-up
+        synchronize(device)
+        if device.startswith("cuda"):
+            torch.cuda.reset_peak_memory_stats()
+            base = torch.cuda.memory_allocated()
+        with peak_rss() as rss:
+            start = time.perf_counter()
+            model.decode(code, (1024, 1024))
+            synchronize(device)
+            seconds = time.perf_counter() - start
+    if device.startswith("cuda"):
+        above = (torch.cuda.max_memory_allocated() - base) / 2**20
+        memory = f"peak GPU memory above the model {above:.0f} MiB"
+    elif "peak" in rss:
+        memory = f"peak RSS {(rss['peak'] - rss['before']) / 2**20:.0f} MiB above the process's"
+    else:
+        memory = "memory not measurable here"
+    flops = decoder_flops_per_image(model.decoder, 1024 * 1024, True) / 3  # forward only
+    return (f"- decoder {blocks}x2x{hidden}: {seconds:.3f} s ({flops / 1e9:.0f} GFLOP, "
+            f"{flops / seconds / 1e9:.0f} GFLOP/s), {memory}")
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--rounds", type=int, default=5)
+    parser.add_argument("--steps-per-round", type=int, default=2)
+    parser.add_argument("--train-pixels", type=int, nargs="+", default=[256, 128])
+    parser.add_argument("--compile", action="store_true", help="also time compile: true")
+    parser.add_argument("--quality-inputs", type=int, default=6400,
+                        help="training images for the equal-loss check (0: skip it)")
+    parser.add_argument("--only", default=None, help="substring of one configuration name")
+    args = parser.parse_args()
+    device = args.device
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else "CPU"
+    print(f"torch {torch.__version__}, {name}, {torch.get_num_threads()} threads, batch {BATCH}")
+    rates = gemm_rates(device)
+    print(f"GEMM 2048x2048: fp32 {rates['float32'] / 1e9:.0f} GFLOP/s, "
+          f"bf16 {rates['bfloat16'] / 1e9:.0f} GFLOP/s")
+    # bf16 pays only where the hardware has it (AMX/AVX512-BF16 CPUs, GPUs); on others its
+    # GEMM runs far below fp32 and timing it would only take minutes.
+    bf16 = rates["bfloat16"] >= rates["float32"]
+    if not bf16:
+        print("bf16 GEMM is slower than fp32 on this machine: bf16 modes left out")
+    fastest = "bf16" if bf16 else "fp32"
+    modes = [Mode("(a) reference: per-image loop, fp32", reference=True),
+             Mode("(b) inrlab default: batched, fp32")]
+    modes += [Mode(f"(c) train_pixels {n}", train_pixels=n) for n in args.train_pixels]
+    fewest = min(args.train_pixels)
+    if bf16:
+        modes += [Mode("(c) bf16", precision="bf16"),
+                  Mode(f"(c) bf16 + train_pixels {fewest}", precision="bf16", train_pixels=fewest)]
+    if args.compile:
+        modes += [Mode("(c) compile", compile=True),
+                  Mode(f"(c) compile + {fastest} + train_pixels {fewest}", precision=fastest,
+                       train_pixels=fewest, compile=True)]
+    with tempfile.TemporaryDirectory() as tmp:
+        for config, (build, channels) in CONFIGS.items():
+            if args.only and args.only not in config:
+                continue
+            images = torch.rand(BATCH, channels, 32, 32, device=device)
+            torch.manual_seed(0)
+            initial = build().state_dict()
+            steps = {}
+            for mode in modes:
+                model = build()
+                model.load_state_dict(initial)
+                steps[mode.name] = step_function(
+                    make_trainer(model, mode, device, Path(tmp), images), mode)
+            seconds = time_modes(steps, images, device, args.rounds, args.steps_per_round)
+            decoder = build().decoder
+            print(f"\n### {config}\n")
+            print("| mode | images/s | vs (a) | decoder GFLOP/s | of fp32 GEMM | of bf16 GEMM |")
+            print("|---|---:|---:|---:|---:|---:|")
+            reference = seconds[modes[0].name]
+            for mode in modes:
+                pixels = min(mode.train_pixels or 1024, 1024)
+                flops = BATCH * decoder_flops_per_image(decoder, pixels, not mode.reference)
+                rate = flops / seconds[mode.name]
+                of_bf16 = f"{rate / rates['bfloat16']:.0%}" if bf16 else "n/a (no bf16 here)"
+                print(f"| {mode.name} | {BATCH / seconds[mode.name]:,.0f} | "
+                      f"{reference / seconds[mode.name]:.1f}x | {rate / 1e9:.0f} | "
+                      f"{rate / rates['float32']:.0%} | {of_bf16} |")
+            if args.quality_inputs:
+                losses = equal_loss(build, modes, channels, device, args.quality_inputs,
+                                    Path(tmp))
+                print(f"\nvalidation MSE (64 RLTiles validation tiles) after "
+                      f"{args.quality_inputs:,} inputs from the same start:")
+                for mode_name, mse in losses.items():
+                    print(f"- {mode_name}: {mse:.5f} ({10 * math.log10(1 / mse):.2f} dB)")
+    print("\n1024x1024 render from one code (eval, no gradients, chunks of "
+          f"{RENDER_CHUNK_ELEMENTS:,} floats per hidden activation):")
+    for blocks, hidden in ((4, 64), (8, 128)):
+        print(render_1024(device, blocks, hidden))
+
+
+if __name__ == "__main__":
+    main()
