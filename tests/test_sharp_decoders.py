@@ -109,3 +109,29 @@ def test_siren_modulation_starts_neutral_and_then_depends_on_the_code(modulation
     assert not torch.allclose(trained[0], trained[1])
     per_layer = 2 if modulation == "film" else 1
     assert decoder.modulations.out_features == per_layer * 3 * 16
+
+
+def test_resampled_grid_places_high_resolution_pixels_inside_the_low_resolution_ones() -> None:
+    from inrlab.models.posenc import resampled_pixel_grid
+
+    same = resampled_pixel_grid((5, 7), (5, 7))
+    torch.testing.assert_close(same, pixel_grid((5, 7)))
+    double = resampled_pixel_grid((4, 4), (8, 8)).view(8, 8, 2)[0, :, 0]  # x along a row
+    step = 2 / 3  # one low-resolution pixel in coordinates
+    # high pixels 0 and 1 straddle low pixel 0's centre (-1) by a quarter pixel each way
+    torch.testing.assert_close(double[:2], torch.tensor([-1 - step / 4, -1 + step / 4]))
+
+
+def test_area_resampling_averages_tiles(rltiles) -> None:
+    from inrlab.data.images import resize
+    from inrlab.data.tiles import rpg_tile_dataset
+
+    image = torch.tensor([[[[0, 255], [255, 255]]]], dtype=torch.uint8)
+    assert resize(image, (1, 1), "area").item() == 191  # round(3/4 * 255)
+    assert resize(image, (1, 1), "nearest").item() in (0, 255)
+    with pytest.raises(ValueError, match="resample must be one of"):
+        resize(image, (1, 1), "bicubic")
+    small = rpg_tile_dataset((3, 16, 16), validation=True, resample="area")
+    big = rpg_tile_dataset((3, 32, 32), validation=True)
+    averaged = torch.nn.functional.avg_pool2d(big.batch([0]), 2)
+    assert (small.batch([0]) - averaged).abs().max() <= 1 / 255 + 1e-6

@@ -154,7 +154,10 @@ def test_train_pixels_trains_on_a_pixel_subset_and_validates_on_all(tiny_experim
     run = run_path(tiny_experiment, "hid:8")
     result = json.loads((run / "result.json").read_text())
     assert result["status"] == "complete" and result["validation_mse"] is not None
+    assert 0 < result["validation"]["l1"] < 1 and result["validation"]["mse"] < 1
     assert (run / "images" / "reconstruction.png").is_file()
+    code, table, _ = cli("results", tiny_experiment)
+    assert code == 0 and "validation mse" in table and "validation psnr" in table
 
 
 def test_train_pixels_needs_an_implicit_decoder(write, cli) -> None:
