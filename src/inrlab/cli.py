@@ -7,6 +7,7 @@ import fnmatch
 import json
 import sys
 import traceback
+from collections import Counter
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -140,13 +141,16 @@ def command_run(args: argparse.Namespace) -> int:
             statuses[spec.experiment_name] = "failed"
             bad_input = True
     if len(specs) > 1:
-        from collections import Counter
-
-        summary = ", ".join(f"{n} {s}" for s, n in Counter(statuses.values()).items())
-        print(f"finished {len(specs)} matrix experiments: {summary}")
+        print(_finished_line(statuses))
     if bad_input:
         return EXIT_BAD_INPUT
     return EXIT_OK if all(s == "complete" for s in statuses.values()) else EXIT_FAILED
+
+
+def _finished_line(statuses: dict[str, str]) -> str:
+    counts = Counter(statuses.values())
+    summary = ", ".join(f"{n} {status}" for status, n in counts.items())
+    return f"finished {len(statuses)} matrix experiments: {summary}"
 
 
 def _run_sweep(args: argparse.Namespace, specs: list[Any], options: Any) -> int:
@@ -168,10 +172,7 @@ def _run_sweep(args: argparse.Namespace, specs: list[Any], options: Any) -> int:
     print(f"sweeping {len(specs)} matrix entr{'y' if len(specs) == 1 else 'ies'} of "
           f"{args.file} on Ray ({address or 'local runtime'}), runs in {options.runs_dir}")
     statuses = run_sweep(args.file, specs, options, sweep)
-    from collections import Counter
-
-    summary = ", ".join(f"{n} {s}" for s, n in Counter(statuses.values()).items())
-    print(f"finished {len(specs)} matrix experiments: {summary}")
+    print(_finished_line(statuses))
     print(format_table(result_rows(specs, options.runs_dir)))
     return EXIT_OK if all(s == "complete" for s in statuses.values()) else EXIT_FAILED
 
