@@ -106,6 +106,7 @@ class Mode:
     train_pixels: int | None = None
     compile: bool = False
     reference: bool = False
+    batch_norm_images: int | None = None
 
 
 def make_trainer(model: torch.nn.Module, mode: Mode, device: str, run_path: Path,
@@ -114,6 +115,8 @@ def make_trainer(model: torch.nn.Module, mode: Mode, device: str, run_path: Path
                               "loss_function": "l2", "precision": mode.precision,
                               "train_pixels": mode.train_pixels, "compile": mode.compile},
                              lambda key: {})
+    if mode.batch_norm_images:
+        model.decoder.batch_norm_images = mode.batch_norm_images
     dataset = torch.utils.data.TensorDataset(images)
     return TrainAutoencoderSpecial(model=model, train_sets=[(0, dataset)], settings=settings,
                                    run_dir=RunDir(run_path), device=device, tensorboard=False)
@@ -289,6 +292,9 @@ def main() -> None:
              Mode("(b) inrlab default: batched, fp32")]
     modes += [Mode(f"(c) train_pixels {n}", train_pixels=n) for n in args.train_pixels]
     fewest = min(args.train_pixels)
+    modes += [Mode("(c) batch_norm_images 4", batch_norm_images=4),
+              Mode(f"(c) batch_norm_images 4 + train_pixels {fewest}", batch_norm_images=4,
+                   train_pixels=fewest)]
     if bf16:
         modes += [Mode("(c) bf16", precision="bf16"),
                   Mode(f"(c) bf16 + train_pixels {fewest}", precision="bf16", train_pixels=fewest)]

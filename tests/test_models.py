@@ -167,3 +167,18 @@ def test_transformer_attends_within_each_image_only() -> None:
 def test_impossible_arguments_name_the_argument(build, message) -> None:
     with pytest.raises((ValueError, TypeError), match=message.replace("(", r"\(")):
         build()
+
+
+def test_batch_norm_per_image_groups_match_the_seed_semantics() -> None:
+    torch.manual_seed(0)
+    whole = ImageManifoldDecoder(8, 3, num_hidden=16, num_blocks=2, default_shape=(4, 4))
+    grouped = ImageManifoldDecoder(8, 3, num_hidden=16, num_blocks=2, default_shape=(4, 4),
+                                   batch_norm_images=1)
+    grouped.load_state_dict(whole.state_dict())
+    codes = torch.randn(3, 8)
+    one_by_one = torch.cat([whole(codes[i:i + 1]) for i in range(3)])  # the seed's loop
+    torch.testing.assert_close(grouped(codes), one_by_one)
+    assert not torch.allclose(whole(codes), one_by_one)  # whole-batch statistics differ
+    assert count_parameters(grouped) == count_parameters(whole)
+    with pytest.raises(ValueError, match="batch_norm_images"):
+        ImageManifoldDecoder(8, 3, batch_norm_images=0)

@@ -74,6 +74,7 @@ class DalleManifoldAutoencoder(EncoderDecoder):
         decoder_n_layer: int = 2,
         decoder_concat_residual: bool | Sequence[bool] = False,
         decoder_pos_embedding: str = "sin",
+        decoder_batch_norm_images: int | None = None,
     ) -> None:
         shape = check_shape("shape", shape, 3)
         check_positive_int("vocab_size", vocab_size)
@@ -91,6 +92,7 @@ class DalleManifoldAutoencoder(EncoderDecoder):
             num_hidden=decoder_n_hid, num_blocks=decoder_n_blk,
             num_layers_per_block=decoder_n_layer, concat_residual=decoder_concat_residual,
             default_shape=shape[1:], pos_embedding=decoder_pos_embedding,
+            batch_norm_images=decoder_batch_norm_images,
         )
         super().__init__(encoder, decoder)
         self.shape = shape

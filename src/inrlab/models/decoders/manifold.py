@@ -42,6 +42,11 @@ class ResidualLinearBlock(nn.Module):
 class ImageManifoldDecoder(ImplicitDecoder):
     """Implicit decoder ``f(code, pos) -> colour`` with residual MLP blocks.
 
+    ``batch_norm_images``: BatchNorm takes its training statistics over groups of this many
+    images (1 = per image, the seed system's semantics) instead of the whole batch; the
+    groups also run through the blocks one after another, which keeps their activations in
+    cache on a CPU (about 1.7x faster for the 8x2x128 decoder at 4 images per group).
+
     Parameter count (code c, embedding P, hidden h, B add-blocks of L layers, C outputs):
     ``(c+P)h + h + B(2h + L(h^2 + h)) + hC + C`` -- the seed's formula. The first Linear is
     applied in two parts (code part once per image, position part once per pixel), which is
@@ -65,6 +70,7 @@ class ImageManifoldDecoder(ImplicitDecoder):
         pos_embedding_features: int = 64,
         pos_embedding_sigma: float = 4.0,
         pos_embedding_seed: int = 0,
+        batch_norm_images: int | None = None,
     ) -> None:
         super().__init__()
         self.code_size = check_positive_int("num_input_channels", num_input_channels)
@@ -97,6 +103,9 @@ class ImageManifoldDecoder(ImplicitDecoder):
         self.linear_out = nn.Linear(width, self.out_channels)
         self.act_out = make_activation(activation_out)
         self.max_width = width
+        if batch_norm_images is not None:
+            check_positive_int("batch_norm_images", batch_norm_images)
+        self.batch_norm_images = batch_norm_images
 
     def query(self, code: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         # code (B, c); coords (N, 2) or (B, N, 2) -> (B, N, C)
@@ -106,7 +115,11 @@ class ImageManifoldDecoder(ImplicitDecoder):
         pos_part = F.linear(embedding, weight[:, self.code_size:])  # (N, h) or (B, N, h)
         x = self.act_in(code_part.unsqueeze(1) + pos_part)  # (B, N, h)
         batch, pixels, hidden = x.shape
-        x = self.blocks(x.reshape(batch * pixels, hidden))  # (B*N, w)
+        group = self.batch_norm_images
+        if group is None or group >= batch:
+            x = self.blocks(x.reshape(batch * pixels, hidden))  # (B*N, w)
+        else:  # BatchNorm statistics per group of images; each group stays in cache
+            x = torch.cat([self.blocks(part.reshape(-1, hidden)) for part in x.split(group)])
         x = self.act_out(self.linear_out(x))  # (B*N, C)
         return x.view(batch, pixels, self.out_channels)
 
