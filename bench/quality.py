@@ -24,10 +24,9 @@ sys.path.insert(0, str(ROOT / "src"))
 
 from inrlab.data.tiles import load_tiles, split_indices  # noqa: E402
 from inrlab.experiment.build import build_entry  # noqa: E402
-from inrlab.experiment.runner import RunOptions, run_entry  # noqa: E402
+from inrlab.experiment.runner import RunOptions, load_run_weights, run_entry  # noqa: E402
 from inrlab.experiment.spec import RunSpec, load_experiment  # noqa: E402
 from inrlab.models.posenc import resampled_pixel_grid  # noqa: E402
-from inrlab.train.checkpoint import load_checkpoint  # noqa: E402
 from inrlab.train.log import read_metrics  # noqa: E402
 from inrlab.train.rundir import RunDir  # noqa: E402
 
@@ -66,7 +65,7 @@ def curves(runs: list[tuple[RunSpec, RunDir]]) -> None:
 def two_x(spec: RunSpec, run_dir: RunDir) -> None:
     """Encode the 16x16 validation tiles, render 32x32, score against the true 32x32 tiles."""
     model = build_entry(spec, with_data=False).model
-    model.load_state_dict(load_checkpoint(run_dir.best)["model"])
+    load_run_weights(model, run_dir.path)
     model.eval()
     tiles = load_tiles(None, (3, 32, 32))
     keep = split_indices(tiles.shape[0], True, VALIDATION_RATIO)

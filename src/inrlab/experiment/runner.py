@@ -94,11 +94,9 @@ def load_weights(spec: RunSpec, model: torch.nn.Module, source: Any) -> None:
     raise spec.error("load", f"no checkpoint-best.pt or checkpoint-last.pt in {directory}")
 
 
-def load_trained_model(run_path: str | Path) -> tuple[RunSpec, torch.nn.Module, Path]:
-    """(spec, model in eval mode, checkpoint used) of a run directory: the model rebuilt from
-    its ``config.yaml`` with the best weights (the last ones when no best exists)."""
-    spec = load_run_spec(run_path)
-    model = build_entry(spec, with_data=False).model
+def load_run_weights(model: torch.nn.Module, run_path: str | Path) -> Path:
+    """Load a run directory's best weights into ``model`` (its last ones when the best are
+    missing or unreadable); returns the checkpoint used."""
     errors = []
     for path in (Path(run_path) / "checkpoint-best.pt", Path(run_path) / "checkpoint-last.pt"):
         if not path.exists():
@@ -108,9 +106,18 @@ def load_trained_model(run_path: str | Path) -> tuple[RunSpec, torch.nn.Module, 
         except (ValueError, RuntimeError) as e:
             errors.append(str(e))
             continue
-        return spec, model.eval(), path
+        return path
     detail = f" ({'; '.join(errors)})" if errors else ""
     raise InrlabError(f"no readable checkpoint in {run_path}{detail}", path=Path(run_path))
+
+
+def load_trained_model(run_path: str | Path) -> tuple[RunSpec, torch.nn.Module, Path]:
+    """(spec, model in eval mode, checkpoint used) of a run directory: the model rebuilt from
+    its ``config.yaml`` with the best weights (the last ones when no best exists)."""
+    spec = load_run_spec(run_path)
+    model = build_entry(spec, with_data=False).model
+    checkpoint = load_run_weights(model, run_path)
+    return spec, model.eval(), checkpoint
 
 
 def run_entry(spec: RunSpec, options: RunOptions) -> str:

@@ -15,13 +15,13 @@ import torch
 from torch.utils.data import Dataset
 
 from inrlab.errors import InrlabError
-from inrlab.experiment.build import build_entry
+from inrlab.experiment.build import BuiltEntry, build_entry
 from inrlab.experiment.matrix import MatrixEntry
+from inrlab.experiment.runner import load_run_weights
 from inrlab.experiment.spec import RunSpec, load_experiment, load_run_spec
 from inrlab.report.figures import (curves_from_metrics, plot_losses, reproduction_columns,
                                    reproduction_sheet)
 from inrlab.report.results import format_table, result_row
-from inrlab.train.checkpoint import load_checkpoint
 from inrlab.train.log import read_metrics
 from inrlab.train.rundir import RunDir
 
@@ -86,13 +86,13 @@ def _run_from_directory(path: Path) -> ReportRun:
         entry, name = spec.entry, spec.experiment_name
     except InrlabError as e:
         notes.append(f"config.yaml unusable ({e}); no reproductions")
-        result = result or {}
-        entry = MatrixEntry(dict(result.get("matrix_entry") or {}),
-                            str(result.get("matrix_slug") or ""),
-                            str(result.get("matrix_id") or "1"))
-        name = str(result.get("experiment_name") or path.name)
-    return ReportRun(run_dir, entry, name, spec, run_dir.read_result(),
-                     read_metrics(run_dir.metrics), notes=notes)
+        known = result or {}
+        entry = MatrixEntry(dict(known.get("matrix_entry") or {}),
+                            str(known.get("matrix_slug") or ""),
+                            str(known.get("matrix_id") or "1"))
+        name = str(known.get("experiment_name") or path.name)
+    return ReportRun(run_dir, entry, name, spec, result, read_metrics(run_dir.metrics),
+                     notes=notes)
 
 
 def short_labels(runs: Sequence[ReportRun]) -> list[str]:
@@ -107,8 +107,7 @@ def short_labels(runs: Sequence[ReportRun]) -> list[str]:
     return labels
 
 
-def _validation_images(spec: RunSpec, count: int) -> torch.Tensor:
-    built = build_entry(spec, with_data=True)
+def _validation_images(built: BuiltEntry, count: int) -> torch.Tensor:
     sets = built.validation_sets or built.train_sets
     dataset: Dataset = sets[0][1]
     items = []
@@ -122,18 +121,14 @@ def _validation_images(spec: RunSpec, count: int) -> torch.Tensor:
 
 def write_reproductions(run: ReportRun, path: Path, count: int = NUM_REPRODUCTIONS) -> bool:
     """The run's reproduction sheet from its best (else last) checkpoint; False (with a
-    note) when the run cannot be rebuilt or has no checkpoint."""
+    note) when the run cannot be rebuilt or has no readable checkpoint."""
     if run.spec is None:
         return False
-    checkpoints = [p for p in (run.run_dir.best, run.run_dir.last) if p.exists()]
-    if not checkpoints:
-        run.notes.append("no checkpoint yet; no reproductions")
-        return False
     try:
-        model = build_entry(run.spec, with_data=False).model
-        model.load_state_dict(load_checkpoint(checkpoints[0])["model"])
-        model.eval()
-        images = _validation_images(run.spec, count)
+        built = build_entry(run.spec, with_data=True)
+        load_run_weights(built.model, run.run_dir.path)
+        model = built.model.eval()
+        images = _validation_images(built, count)
         reproduction_sheet(reproduction_columns(model, images), path)
     except (InrlabError, ValueError, RuntimeError, OSError) as e:
         run.notes.append(f"no reproductions: {e}")

@@ -72,13 +72,13 @@ class TrainAutoencoder(Trainer):
             output, target, codes = self.reconstruct_pixels(images, self.settings.train_pixels)
             return self.losses(target, output, codes)
         output, codes = self.reconstruct(images)
-        _check_shapes(images, output)
+        _check_shapes(images, output, codes)
         return self.losses(images, output, codes)
 
     def validation_step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         images = batch[0]
         output, codes = self.reconstruct(images)
-        _check_shapes(images, output)
+        _check_shapes(images, output, codes)
         losses = self.losses(images, output, codes)
         clamped = output.float().clamp(0, 1)
         losses["l1"] = F.l1_loss(clamped, images.float())

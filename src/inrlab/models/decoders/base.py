@@ -58,6 +58,12 @@ class ImplicitDecoder(nn.Module):
         self.default_shape = (check_shape("default_shape", default_shape, 2)
                               if default_shape is not None else None)
 
+    @staticmethod
+    def _pixel_grid(code: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """``pixel_grid`` on the code's device, in its dtype (float32 for integer codes)."""
+        dtype = code.dtype if code.is_floating_point() else torch.float32
+        return pixel_grid((height, width), device=code.device, dtype=dtype)
+
     def _query_options(self, height: int, width: int) -> dict[str, tuple[float, float]]:
         if not self.takes_pixel_size:
             return {}
@@ -68,8 +74,7 @@ class ImplicitDecoder(nn.Module):
         """Colours (B, n, C) of the pixels at flat (row-major) indices ``index`` (B, n) of an
         (H, W) render: what ``forward(code, shape)`` gives there, computed for those only."""
         height, width = self.resolve_shape(shape)
-        dtype = code.dtype if code.is_floating_point() else torch.float32
-        coords = pixel_grid((height, width), device=code.device, dtype=dtype)[index]  # (B, n, 2)
+        coords = self._pixel_grid(code, height, width)[index]  # (B, n, 2)
         return self.query(code, coords, **self._query_options(height, width))
 
     def forward(self, code: torch.Tensor, shape: Sequence[int] | None = None) -> torch.Tensor:
@@ -82,8 +87,7 @@ class ImplicitDecoder(nn.Module):
                 f"{', '.join(map(str, self.code_shape))}), got {tuple(code.shape)}"
             )
         height, width = self.resolve_shape(shape)
-        dtype = code.dtype if code.is_floating_point() else torch.float32
-        coords = pixel_grid((height, width), device=code.device, dtype=dtype)  # (N, 2)
+        coords = self._pixel_grid(code, height, width)  # (N, 2)
         batch = code.shape[0]
         options = self._query_options(height, width)
         if torch.is_grad_enabled() or self.training:
