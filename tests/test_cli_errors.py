@@ -106,7 +106,8 @@ def test_truncated_last_checkpoint_falls_back_to_best(tiny_experiment, cli) -> N
     last.write_bytes(last.read_bytes()[:100])
     code, out, _ = cli("run", tiny_experiment, "--only", "hid:8", "--max-inputs", "320")
     assert code == 0
-    assert "cannot resume from checkpoint-last.pt" in out and "resumed from checkpoint-best.pt" in out
+    assert "cannot resume from checkpoint-last.pt" in out
+    assert "resumed from checkpoint-best.pt" in out
     assert json.loads((run / "result.json").read_text())["num_inputs"] >= 320
 
 

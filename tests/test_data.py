@@ -141,10 +141,11 @@ def test_data_error_in_an_experiment_exits_2_naming_both_files(tmp_path, write, 
     from conftest import TINY_EXPERIMENT
 
     config = write("tiles.ndjson", '{"name": "x", "url": "/no/sheet.png", "shape": [8, 8]}\n')
+    snippet = f"rpg_tile_dataset(SHAPE, tile_config='{config}')"
     text = TINY_EXPERIMENT.replace("${hid}", "8").replace(
-        "kali_patch_dataset(SHAPE, num_images=64)", f"rpg_tile_dataset(SHAPE, tile_config='{config}')")
+        "kali_patch_dataset(SHAPE, num_images=64)", snippet)
     path = write("data.yml", text)
     code, _, err = cli("run", path)
-    line = text.lstrip("\n").splitlines().index(f"  rpg_tile_dataset(SHAPE, tile_config='{config}')") + 1
+    line = text.lstrip("\n").splitlines().index(f"  {snippet}") + 1
     assert code == 2
     assert f"{path}, line {line}, key 'train_set'" in err and "/no/sheet.png" in err

@@ -51,7 +51,7 @@ def image_folder_dataset(
                 continue
             top = torch.randint(0, image.shape[1] - height + 1, (patches,), generator=generator)
             left = torch.randint(0, image.shape[2] - width + 1, (patches,), generator=generator)
-            parts += [image[:, t:t + height, l:l + width] for t, l in zip(top, left)]
+            parts += [image[:, t:t + height, x:x + width] for t, x in zip(top, left)]
         else:
             resized = torch.nn.functional.interpolate(
                 image[None].float(), size=(height, width), mode="bilinear", antialias=True)

@@ -95,6 +95,7 @@ def load_run_spec(run_path: str | Path) -> RunSpec:
     document = load_document(config, {})
     meta = document.values.pop(RUN_META_KEY, None) or {}
     entry = MatrixEntry(params=dict(meta.get("matrix_entry") or {}),
-                        slug=str(meta.get("matrix_slug") or ""), id=str(meta.get("matrix_id") or "1"))
+                        slug=str(meta.get("matrix_slug") or ""),
+                        id=str(meta.get("matrix_id") or "1"))
     name = check_experiment_name(document.values.get("experiment_name"))
     return RunSpec(path=config, entry=entry, document=document, experiment_name=name)

@@ -53,7 +53,8 @@ CHOICES = {"precision": ("fp32", "bf16")}
 
 def check_value(name: str, value: Any, annotation: Any) -> Any:
     """``value`` converted to ``annotation`` (int, float, str, bool, Optional), or ValueError."""
-    hints = typing.get_args(annotation) if isinstance(annotation, types.UnionType) else (annotation,)
+    union = isinstance(annotation, types.UnionType)
+    hints = typing.get_args(annotation) if union else (annotation,)
     if value is None:
         if type(None) in hints:
             return None

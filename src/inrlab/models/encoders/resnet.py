@@ -80,7 +80,8 @@ def resnet18_open(weights: Any = None) -> ResNet18Open:
     elif hasattr(weights, "get_state_dict"):
         state = weights.get_state_dict(progress=False)
     else:
-        raise TypeError(f"weights must be None, a file path or torchvision weights, got {weights!r}")
+        raise TypeError(
+            f"weights must be None, a file path or torchvision weights, got {weights!r}")
     model.load_state_dict(state)
     return model
 
