@@ -26,6 +26,8 @@ from inrlab.data.tiles import load_tiles, split_indices  # noqa: E402
 from inrlab.experiment.build import build_entry  # noqa: E402
 from inrlab.experiment.runner import RunOptions, load_run_weights, run_entry  # noqa: E402
 from inrlab.experiment.spec import RunSpec, load_experiment  # noqa: E402
+from inrlab.models import UpscalingAutoencoder  # noqa: E402
+from inrlab.report.figures import reproduction_sheet  # noqa: E402
 from inrlab.models.posenc import resampled_pixel_grid  # noqa: E402
 from inrlab.train.log import read_metrics  # noqa: E402
 from inrlab.train.rundir import RunDir  # noqa: E402
@@ -40,7 +42,12 @@ def psnr(mse: float) -> float:
     return 10 * math.log10(1 / max(mse, 1e-12))
 
 
-def train(paths: list[Path], options: RunOptions, report_only: bool) -> list[tuple[RunSpec, RunDir]]:
+def image_psnr(images: torch.Tensor, truth: torch.Tensor) -> float:
+    return psnr(F.mse_loss(images.clamp(0, 1), truth).item())
+
+
+def train(paths: list[Path], options: RunOptions,
+          report_only: bool) -> list[tuple[RunSpec, RunDir]]:
     runs = []
     for path in paths:
         for spec in load_experiment(path):
@@ -61,6 +68,34 @@ def curves(runs: list[tuple[RunSpec, RunDir]]) -> None:
                       f"{record['mse']:.5f} | {record['psnr']:.2f} |")
 
 
+CODE_BUDGET = 102  # the log's code size for 3x32x32 (32 * 32 // 10)
+
+
+@torch.no_grad()
+def linear_bound() -> None:
+    """The best any linear code can do: PCA fit on the training tiles (no augmentation),
+    validation tiles projected on the first k components, at the code budget and beyond."""
+    tiles = load_tiles(None, (3, 32, 32)).float() / 255
+    count = tiles.shape[0]
+    train_tiles = tiles[split_indices(count, False, VALIDATION_RATIO)].flatten(1)  # (n, 3072)
+    valid = tiles[split_indices(count, True, VALIDATION_RATIO)].flatten(1)
+    mean = train_tiles.mean(0)
+    components = torch.linalg.svd(train_tiles - mean, full_matrices=False).Vh  # (n, 3072)
+    print(f"\nLinear bound: PCA on the {train_tiles.shape[0]} training tiles, "
+          "validation tiles projected on the first k components (clamped to [0, 1])")
+    print("| k (floats per tile) | val L1 | val MSE | val PSNR (dB) | train PSNR (dB) |")
+    print("|---:|---:|---:|---:|---:|")
+    for k in (CODE_BUDGET, 4 * CODE_BUDGET, components.shape[0]):
+        basis = components[:k]
+        scores = []
+        for images in (valid, train_tiles):
+            projected = ((images - mean) @ basis.T @ basis + mean).clamp(0, 1)
+            scores.append(((projected - images).abs().mean().item(),
+                           F.mse_loss(projected, images).item()))
+        (l1, mse), (_, train_mse) = scores
+        print(f"| {k} | {l1:.4f} | {mse:.5f} | {psnr(mse):.2f} | {psnr(train_mse):.2f} |")
+
+
 @torch.no_grad()
 def two_x(spec: RunSpec, run_dir: RunDir) -> None:
     """Encode the 16x16 validation tiles, render 32x32, score against the true 32x32 tiles."""
@@ -71,25 +106,38 @@ def two_x(spec: RunSpec, run_dir: RunDir) -> None:
     keep = split_indices(tiles.shape[0], True, VALIDATION_RATIO)
     truth = tiles[keep].float() / 255  # (B, 3, 32, 32)
     low = load_tiles(None, (3, 16, 16), "area")[keep].float() / 255  # as rltiles-2x.yml reads
-    codes = model.encode(low)
-    decoder = model.decoder
-    own = model.decode(codes, (16, 16)).clamp(0, 1)
-    coords = resampled_pixel_grid((16, 16), (32, 32))  # area geometry, like bicubic below
-    area = decoder.query(codes, coords).transpose(1, 2).reshape(truth.shape).clamp(0, 1)
-    corner = model.decode(codes, (32, 32)).clamp(0, 1)  # pixel_grid's corner-aligned geometry
-    bicubic = F.interpolate(low, size=(32, 32), mode="bicubic", align_corners=False).clamp(0, 1)
-    bilinear = F.interpolate(low, size=(32, 32), mode="bilinear", align_corners=False)
-    nearest = F.interpolate(low, size=(32, 32), mode="nearest")
+    if isinstance(model, UpscalingAutoencoder):
+        # trained to render 16x16 from 8x8; here it encodes the 16x16 input as it is
+        renders = [("upscaler render (16x16 encoded as is)", model.upscale(low, (32, 32)))]
+        own = ("8x8 -> 16x16 upscale of the same tiles", model(low))
+    else:
+        codes = model.encode(low)
+        coords = resampled_pixel_grid((16, 16), (32, 32))  # area geometry, like bicubic below
+        area = model.decoder.query(codes, coords).transpose(1, 2).reshape(truth.shape)
+        renders = [("decoder render, area geometry", area),
+                   ("decoder render, corner-aligned grid", model.decode(codes, (32, 32)))]
+        own = ("own 16x16 reconstruction", model.decode(codes, (16, 16)))
+    sheet = run_dir.path.parent / "two-x.png"
+    reproduction_sheet([("16x16 input", low[:8]), ("bicubic 2x", renders_bicubic(low[:8])),
+                        ("model 2x", renders[0][1][:8]), ("true 32x32", truth[:8])], sheet)
     print(f"\n2x test: {truth.shape[0]} validation tiles, 16x16 (area) -> 32x32, "
           f"run {run_dir.path}")
     print("| method | PSNR vs true 32x32 (dB) |\n|---|---:|")
-    for name, image in [("decoder render, area geometry", area),
-                        ("decoder render, corner-aligned grid", corner),
-                        ("bicubic upscale of the 16x16 input", bicubic),
-                        ("bilinear upscale of the 16x16 input", bilinear),
-                        ("nearest upscale of the 16x16 input", nearest)]:
-        print(f"| {name} | {psnr(F.mse_loss(image, truth).item()):.2f} |")
-    print(f"(the decoder's own 16x16 reconstruction: {psnr(F.mse_loss(own, low).item()):.2f} dB)")
+    for name, image in renders + [
+            ("bicubic upscale of the 16x16 input", renders_bicubic(low)),
+            ("bilinear upscale of the 16x16 input",
+             F.interpolate(low, size=(32, 32), mode="bilinear", align_corners=False)),
+            ("nearest upscale of the 16x16 input", F.interpolate(low, size=(32, 32)))]:
+        print(f"| {name} | {image_psnr(image, truth):.2f} |")
+    half = F.interpolate(low, scale_factor=0.5, mode="area")
+    print(f"(the model's {own[0]}: {image_psnr(own[1], low):.2f} dB; "
+          f"bicubic 8x8 -> 16x16: {image_psnr(renders_bicubic(half), low):.2f} dB)")
+    print(f"first 8 tiles side by side: {sheet}")
+
+
+def renders_bicubic(images: torch.Tensor, factor: int = 2) -> torch.Tensor:
+    size = (images.shape[-2] * factor, images.shape[-1] * factor)
+    return F.interpolate(images, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
 def main() -> None:
@@ -112,6 +160,7 @@ def main() -> None:
         two_x(*runs[0])
     else:
         curves(train(args.experiments, options, args.report))
+        linear_bound()
 
 
 if __name__ == "__main__":

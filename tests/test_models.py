@@ -19,8 +19,13 @@ def build_tiny(name: str) -> nn.Module:
 def image_shape(model: nn.Module, args: dict) -> tuple[int, ...]:
     if "shape" in args:
         return tuple(args["shape"])
+    if "in_channels" in args:  # a fully convolutional encoder takes any size
+        return (args["in_channels"], 8, 8)
     encoder = args.get("encoder", {}).get("args", {})
-    return tuple(encoder["shape"])
+    if "shape" in encoder:
+        return tuple(encoder["shape"])
+    decoder = args["decoder"]["args"]
+    return (encoder["in_channels"], *decoder["default_shape"])
 
 
 @pytest.mark.parametrize("name", MODELS.names())

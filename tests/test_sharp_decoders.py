@@ -5,9 +5,11 @@ from __future__ import annotations
 import pytest
 import torch
 
-from inrlab.models import (EncoderConvGrid, EncoderDecoder, ImageManifoldDecoder,
-                           LocalLatentDecoder, ModulatedSirenDecoder, count_parameters)
+from inrlab.models import (EncoderConvGrid, EncoderConvMap, EncoderDecoder, ImageManifoldDecoder,
+                           LocalLatentDecoder, ModulatedSirenDecoder, UpscalingAutoencoder,
+                           count_parameters)
 from inrlab.models.posenc import FourierFeatures, pixel_grid, positional_encoding
+from inrlab.report.figures import reproduction_columns
 
 
 def local_decoder(sampling: str, **kwargs) -> LocalLatentDecoder:
@@ -135,3 +137,59 @@ def test_area_resampling_averages_tiles(rltiles) -> None:
     big = rpg_tile_dataset((3, 32, 32), validation=True)
     averaged = torch.nn.functional.avg_pool2d(big.batch([0]), 2)
     assert (small.batch([0]) - averaged).abs().max() <= 1 / 255 + 1e-6
+
+
+def test_latent_map_encoder_and_any_grid_decoder_take_any_image_size() -> None:
+    torch.manual_seed(0)
+    encoder = EncoderConvMap(3, latent_channels=5, channels=8, num_blocks=2)
+    decoder = LocalLatentDecoder(5, grid=None, num_hidden=8, num_layers=2, default_shape=(8, 8))
+    for size in [(8, 8), (12, 20)]:
+        code = encoder(torch.rand(2, 3, *size))
+        assert code.shape == (2, 5, *size)  # one latent per input pixel
+        assert decoder(code, (2 * size[0], 2 * size[1])).shape == (2, 3, 2 * size[0], 2 * size[1])
+    with pytest.raises(ValueError, match=r"codes of shape \(B, 5, any, any\)"):
+        decoder(torch.randn(2, 4, 8, 8))
+    with pytest.raises(ValueError, match="at least 2x2"):
+        decoder(torch.randn(2, 5, 1, 8))
+
+
+@pytest.mark.parametrize("geometry", ["areas", "corners"])
+def test_area_geometry_puts_each_rendered_pixel_inside_its_low_resolution_pixel(
+        geometry: str) -> None:
+    torch.manual_seed(0)
+    decoder = LocalLatentDecoder(4, grid=None, num_hidden=16, num_layers=2, sampling="nearest",
+                                 pixel_geometry=geometry)
+    with torch.no_grad():
+        decoder.position_in.weight.zero_()  # the colour then depends on the latent alone
+    code = torch.randn(1, 4, 6, 6)
+    low = decoder(code, (6, 6))
+    high = decoder(code, (18, 18))
+    inside = torch.allclose(high, low.repeat_interleave(3, -1).repeat_interleave(3, -2))
+    # "areas": every 3x3 block of the 3x render takes the latent of the pixel it came from;
+    # "corners" stretches the grid corner to corner, so some pixels take a neighbour's.
+    assert inside == (geometry == "areas")
+    with pytest.raises(ValueError, match="pixel_geometry"):
+        LocalLatentDecoder(4, pixel_geometry="centres")
+
+
+def test_upscaling_autoencoder_learns_from_the_half_size_image() -> None:
+    torch.manual_seed(0)
+    model = UpscalingAutoencoder(
+        EncoderConvMap(3, latent_channels=4, channels=8, num_blocks=1),
+        LocalLatentDecoder(4, grid=None, num_hidden=8, num_layers=2, pixel_geometry="areas"),
+        factor=2)
+    images = torch.rand(2, 3, 16, 16)
+    assert model.encode(images).shape == (2, 4, 8, 8)  # the code of the 8x8 area average
+    changed = images.clone()
+    changed[:, :, 0, 0] += 0.2  # a change the 2x2 average keeps
+    changed[:, :, 0, 1] -= 0.2
+    torch.testing.assert_close(model.encode(changed), model.encode(images))
+    assert model(images).shape == images.shape
+    assert model.upscale(images, (32, 32)).shape == (2, 3, 32, 32)
+    with pytest.raises(ValueError, match="multiples of it, got 15x16"):
+        model(torch.rand(1, 3, 15, 16))
+    # the report's (and inrlab render's) renders upscale the image as it is
+    model.eval()
+    with torch.no_grad():
+        columns = dict(reproduction_columns(model, images, scales=(2,)))
+    torch.testing.assert_close(columns["render 2x"], model.upscale(images, (32, 32)).clamp(0, 1))

@@ -1,12 +1,14 @@
 """Models: importing this package registers every model (see ``registry.MODELS``)."""
 
 from inrlab.models import autoencoders, transformer  # noqa: F401  (registration)
-from inrlab.models.autoencoders import DalleManifoldAutoencoder, EncoderDecoder
+from inrlab.models.autoencoders import (DalleManifoldAutoencoder, EncoderDecoder,
+                                        UpscalingAutoencoder)
 from inrlab.models.decoders.base import ImplicitDecoder
 from inrlab.models.decoders.local import LocalLatentDecoder
 from inrlab.models.decoders.manifold import ImageManifoldDecoder
 from inrlab.models.decoders.siren import ModulatedSirenDecoder
-from inrlab.models.encoders.conv import EncoderConv2d, EncoderConvGrid, EncoderMLP
+from inrlab.models.encoders.conv import (EncoderConv2d, EncoderConvGrid, EncoderConvMap,
+                                         EncoderMLP)
 from inrlab.models.encoders.dalle import DalleEncoder
 from inrlab.models.encoders.resnet import ResNetEncoder, resnet18_open
 from inrlab.models.layers import activation, count_parameters
@@ -16,6 +18,7 @@ from inrlab.models.transformer import TransformerAutoencoder
 __all__ = [
     "MODELS", "register_model", "activation", "count_parameters", "ImplicitDecoder",
     "ImageManifoldDecoder", "LocalLatentDecoder", "ModulatedSirenDecoder", "EncoderConv2d",
-    "EncoderConvGrid", "EncoderMLP", "DalleEncoder", "ResNetEncoder",
-    "resnet18_open", "EncoderDecoder", "DalleManifoldAutoencoder", "TransformerAutoencoder",
+    "EncoderConvGrid", "EncoderConvMap", "EncoderMLP", "DalleEncoder", "ResNetEncoder",
+    "resnet18_open", "EncoderDecoder", "UpscalingAutoencoder", "DalleManifoldAutoencoder",
+    "TransformerAutoencoder",
 ]

@@ -5,6 +5,7 @@ from __future__ import annotations
 from typing import Any, Sequence
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from inrlab.models.decoders.base import ImplicitDecoder
@@ -40,6 +41,11 @@ class EncoderDecoder(nn.Module):
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         return self.encoder(x)
 
+    def render_code(self, images: torch.Tensor) -> torch.Tensor:
+        """The code that renders of ``images`` at other sizes start from (``inrlab render``
+        and the report's renders): the encoding, unless a subclass says otherwise."""
+        return self.encode(images)
+
     def decode(self, code: torch.Tensor, shape: Sequence[int] | None = None) -> torch.Tensor:
         if isinstance(self.decoder, ImplicitDecoder):
             return self.decoder(code, shape)
@@ -47,6 +53,45 @@ class EncoderDecoder(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(x), x.shape[-2:])
+
+
+@register_model("autoencoder", tiny=dict(
+    encoder={"name": "EncoderConvMap", "args": {"in_channels": 3, "latent_channels": 4,
+                                                 "channels": 4, "num_blocks": 1}},
+    decoder={"name": "LocalLatentDecoder", "args": {"latent_channels": 4, "grid": None,
+             "num_output_channels": 3, "num_hidden": 8, "num_layers": 2,
+             "default_shape": (8, 8)}},
+))
+class UpscalingAutoencoder(EncoderDecoder):
+    """Learns to upscale with training images only (LIIF's self-supervised recipe): ``encode(x)``
+    encodes ``x`` area-downsampled by ``factor``, and the loss compares the render at ``x``'s
+    size with ``x``. The decoder thus learns the detail between the low-resolution pixels.
+
+    To upscale an image, encode it as it is and render larger: ``upscale(images, shape)``
+    (``render_code`` gives that code, so ``inrlab render`` and the report's renders upscale).
+    The encoder must accept both sizes (e.g. ``EncoderConvMap`` with
+    ``LocalLatentDecoder(grid=None)``). Image sides must be multiples of ``factor``.
+    """
+
+    def __init__(self, encoder: Any, decoder: Any, factor: int = 2) -> None:
+        super().__init__(encoder, decoder)
+        self.factor = check_positive_int("factor", factor)
+
+    def encode(self, x: torch.Tensor) -> torch.Tensor:
+        height, width = x.shape[-2:]
+        if height % self.factor or width % self.factor:
+            raise ValueError(f"{type(self).__name__} downsamples by {self.factor}: image sides "
+                             f"must be multiples of it, got {height}x{width}")
+        return self.encoder(F.avg_pool2d(x, self.factor))  # area downsampling
+
+    def render_code(self, images: torch.Tensor) -> torch.Tensor:
+        """The latent map of ``images`` at their own size (no downsampling): renders at
+        ``factor`` times that size are the upscales the model was trained for."""
+        return self.encoder(images)
+
+    def upscale(self, images: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
+        """Render ``images`` (B, C, h, w), encoded at their own size, at ``shape`` (H, W)."""
+        return self.decode(self.render_code(images), shape)
 
 
 @register_model("autoencoder", tiny=dict(shape=(1, 16, 16), vocab_size=8, n_hid=8,

@@ -105,7 +105,7 @@ def reproduction_columns(model: torch.nn.Module, images: torch.Tensor,
     can_render = hasattr(model, "encode") and hasattr(model, "decode")
     if not can_render:
         return columns
-    codes = model.encode(images)
+    codes = render_code(model, images)
     for scale in scales:
         size = (height * scale, width * scale)
         columns += [
@@ -115,6 +115,12 @@ def reproduction_columns(model: torch.nn.Module, images: torch.Tensor,
                                                 align_corners=False).clamp(0, 1)),
         ]
     return columns
+
+
+def render_code(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """The code to render ``images`` from at other sizes: ``model.render_code`` where the model
+    has one (an upscaler encodes the image as it is), else ``model.encode``."""
+    return getattr(model, "render_code", model.encode)(images)
 
 
 def _font(size: int) -> ImageFont.ImageFont:

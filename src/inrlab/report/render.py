@@ -14,6 +14,7 @@ from PIL import Image, UnidentifiedImageError
 from inrlab.data.images import resize_nearest, set_channels
 from inrlab.errors import InrlabError
 from inrlab.experiment.runner import load_trained_model
+from inrlab.report.figures import render_code
 from inrlab.report.grids import image_grid, save_png
 
 SIZE = re.compile(r"^\s*(\d+)\s*(?:[x×,]\s*(\d+))?\s*$")
@@ -91,7 +92,7 @@ def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int],
     directory = output if output is not None and not single_file else run_path / "renders"
     written = []
     for name, paths in jobs:
-        codes = model.encode(torch.stack([images[p] for p in paths]))
+        codes = render_code(model, torch.stack([images[p] for p in paths]))
         if len(paths) == 2:
             weights = torch.linspace(0, 1, steps).view(-1, *([1] * (codes.dim() - 1)))
             codes = codes[0] * (1 - weights) + codes[1] * weights  # (steps, *code)

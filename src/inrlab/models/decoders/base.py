@@ -5,6 +5,9 @@ all images, or (B, N, 2) per image, to colours (B, N, C). ``forward(code, shape)
 whole (H, W) images from the pixel grid; without gradients and in eval mode it goes in
 chunks of pixels so memory stays bounded at any resolution.
 
+A ``None`` in ``code_shape`` means any size along that axis (a latent grid that follows the
+encoder's feature map).
+
 A decoder that also wants the size of the rendered pixels (LIIF's "cell") sets
 ``takes_pixel_size = True`` and gets ``pixel_size=(width, height)`` in coordinate units.
 """
@@ -28,7 +31,7 @@ RENDER_CHUNK_ELEMENTS = 2**20
 class ImplicitDecoder(nn.Module):
     out_channels: int
     default_shape: tuple[int, int] | None
-    code_shape: tuple[int, ...]  # one image's code: (C,) for a global code
+    code_shape: tuple[int | None, ...]  # one image's code: (C,) for a global code
     max_width: int = 1  # widest hidden layer times queries per pixel, sizes render chunks
     takes_pixel_size: bool = False
 
@@ -49,7 +52,7 @@ class ImplicitDecoder(nn.Module):
             raise ValueError(f"render shape must be (H, W) with positive sizes, got {tuple(shape)}")
         return int(shape[0]), int(shape[1])
 
-    def set_io(self, code_shape: tuple[int, ...], out_channels: int,
+    def set_io(self, code_shape: tuple[int | None, ...], out_channels: int,
                default_shape: Sequence[int] | None) -> None:
         """Record (and check) what every decoder declares: one image's code shape, the
         output channels and the optional default render size."""
@@ -58,9 +61,9 @@ class ImplicitDecoder(nn.Module):
         self.default_shape = (check_shape("default_shape", default_shape, 2)
                               if default_shape is not None else None)
 
-    @staticmethod
-    def _pixel_grid(code: torch.Tensor, height: int, width: int) -> torch.Tensor:
-        """``pixel_grid`` on the code's device, in its dtype (float32 for integer codes)."""
+    def _pixel_grid(self, code: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        """The coordinates (H*W, 2) at which ``forward`` renders an (H, W) image:
+        ``pixel_grid`` on the code's device, in its dtype (float32 for integer codes)."""
         dtype = code.dtype if code.is_floating_point() else torch.float32
         return pixel_grid((height, width), device=code.device, dtype=dtype)
 
@@ -81,11 +84,12 @@ class ImplicitDecoder(nn.Module):
         single = code.dim() == self.code_dims - 1
         if single:
             code = code.unsqueeze(0)
-        if tuple(code.shape[1:]) != tuple(self.code_shape):
-            raise ValueError(
-                f"{type(self).__name__} expects codes of shape (B, "
-                f"{', '.join(map(str, self.code_shape))}), got {tuple(code.shape)}"
-            )
+        given = tuple(code.shape[1:])
+        if len(given) != len(self.code_shape) or any(
+                want is not None and want != size for want, size in zip(self.code_shape, given)):
+            expected = ", ".join("any" if size is None else str(size) for size in self.code_shape)
+            raise ValueError(f"{type(self).__name__} expects codes of shape (B, {expected}), "
+                             f"got {tuple(code.shape)}")
         height, width = self.resolve_shape(shape)
         coords = self._pixel_grid(code, height, width)  # (N, 2)
         batch = code.shape[0]

@@ -16,10 +16,11 @@ from torch import nn
 from inrlab.models.decoders.base import ImplicitDecoder
 from inrlab.models.layers import activation as make_activation
 from inrlab.models.layers import check_positive_int, check_shape
-from inrlab.models.posenc import positional_encoding
+from inrlab.models.posenc import positional_encoding, resampled_pixel_grid
 from inrlab.models.registry import register_model
 
 SAMPLINGS = ("ensemble", "nearest", "bilinear")
+PIXEL_GEOMETRIES = ("corners", "areas")
 
 
 @register_model("decoder", tiny=dict(latent_channels=3, grid=(3, 3), num_output_channels=3,
@@ -35,6 +36,15 @@ class LocalLatentDecoder(ImplicitDecoder):
         at cell borders, a quarter of the cost);
       - ``"bilinear"``: one MLP call on the bilinearly interpolated latent and the encoded
         absolute position.
+    ``grid=None`` accepts latent grids of any size (at least 2x2 for "ensemble" and
+    "nearest"), e.g. the per-pixel latent map of ``EncoderConvMap``.
+    ``pixel_geometry`` says where ``forward(code, (H, W))`` puts the pixels: ``"corners"``
+    stretches any render size over the latent grid corner to corner (``pixel_grid``);
+    ``"areas"`` treats each latent as the centre of one cell of an image the grid's size
+    and each rendered pixel as an area of that image (``resampled_pixel_grid``, the
+    geometry of area downsampling: an (H, W) render of an (h, w) latent map places pixels
+    exactly where averaging (H, W) down to (h, w) took them from). ``"areas"`` suits
+    latent maps with one latent per input pixel, as ``EncoderConvMap`` gives.
     ``pixel_size=True`` also feeds the rendered pixel's size in cell units (LIIF's cell
     decoding). Trained at one resolution that input is a constant, and rendering at another
     size extrapolates it, so it is off by default.
@@ -46,12 +56,13 @@ class LocalLatentDecoder(ImplicitDecoder):
     def __init__(
         self,
         latent_channels: int,
-        grid: Sequence[int] = (4, 4),
+        grid: Sequence[int] | None = (4, 4),
         num_output_channels: int = 3,
         num_hidden: int = 128,
         num_layers: int = 3,
         sampling: str = "ensemble",
         pixel_size: bool = False,
+        pixel_geometry: str = "corners",
         default_shape: Sequence[int] | None = None,
         activation: Any = "gelu",
         activation_out: Any = "sigmoid",
@@ -63,16 +74,21 @@ class LocalLatentDecoder(ImplicitDecoder):
     ) -> None:
         super().__init__()
         self.latent_channels = check_positive_int("latent_channels", latent_channels)
-        self.grid = check_shape("grid", grid, 2)
+        self.grid = check_shape("grid", grid, 2) if grid is not None else None
         check_positive_int("num_hidden", num_hidden)
         check_positive_int("num_layers", num_layers)
         if sampling not in SAMPLINGS:
             raise ValueError(f"sampling must be one of {', '.join(SAMPLINGS)}, got {sampling!r}")
-        if sampling != "bilinear" and min(self.grid) < 2:
+        if sampling != "bilinear" and self.grid is not None and min(self.grid) < 2:
             raise ValueError(f"sampling '{sampling}' needs a grid of at least 2x2, got {grid!r}")
         self.sampling = sampling
+        if pixel_geometry not in PIXEL_GEOMETRIES:
+            raise ValueError(f"pixel_geometry must be one of {', '.join(PIXEL_GEOMETRIES)}, "
+                             f"got {pixel_geometry!r}")
+        self.pixel_geometry = pixel_geometry
         self.takes_pixel_size = bool(pixel_size)
-        self.set_io((self.latent_channels, *self.grid), num_output_channels, default_shape)
+        self.set_io((self.latent_channels, *(self.grid or (None, None))), num_output_channels,
+                    default_shape)
         self.encoding = positional_encoding(pos_embedding, pos_embedding_freqs,
                                             pos_embedding_features, pos_embedding_sigma,
                                             pos_embedding_seed)
@@ -92,6 +108,9 @@ class LocalLatentDecoder(ImplicitDecoder):
         # code (B, C, gh, gw); coords (N, 2) or (B, N, 2) -> (B, N, out)
         batch = code.shape[0]
         grid_h, grid_w = code.shape[-2:]
+        if self.sampling != "bilinear" and min(grid_h, grid_w) < 2:
+            raise ValueError(f"sampling '{self.sampling}' needs a latent grid of at least 2x2, "
+                             f"got {grid_h}x{grid_w}")
         coords = coords.to(self.latent_in.weight.dtype)
         latent = F.conv2d(code, self.latent_in.weight[:, :, None, None],
                           self.latent_in.bias)  # (B, h, gh, gw)
@@ -133,6 +152,12 @@ class LocalLatentDecoder(ImplicitDecoder):
                 weights.append((1 - (frac - corner).abs()).prod(-1, keepdim=True))  # (.., N, 1)
         blended = sum(w * o for w, o in zip(weights, outputs))  # (B, N, out)
         return self.act_out(blended)
+
+    def _pixel_grid(self, code: torch.Tensor, height: int, width: int) -> torch.Tensor:
+        if self.pixel_geometry == "corners":
+            return super()._pixel_grid(code, height, width)
+        return resampled_pixel_grid(code.shape[-2:], (height, width), device=code.device,
+                                    dtype=self.latent_in.weight.dtype)
 
     def _position(self, offset: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
         features = self.encoding(offset)  # (..., N, P)

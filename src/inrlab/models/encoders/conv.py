@@ -130,3 +130,45 @@ class EncoderConvGrid(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         # (B, C, H, W) -> (B, latent_channels, gh, gw)
         return self.layers(x)
+
+
+class _ResidualConvBlock(nn.Module):
+    """x + conv(act(conv(x))), 3x3 'same' convolutions (EDSR's block without scaling)."""
+
+    def __init__(self, channels: int, act_fn: Any) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), activation(act_fn),
+                                  nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)
+
+
+@register_model("encoder", tiny=dict(in_channels=3, latent_channels=3, channels=4, num_blocks=1))
+class EncoderConvMap(nn.Module):
+    """A fully convolutional encoder that keeps the resolution: its code is a latent map with
+    one ``latent_channels`` vector per input pixel (LIIF's feature-map encoder, after EDSR's
+    residual blocks, no BatchNorm), for ``LocalLatentDecoder(grid=None)``. It takes images of
+    any size, so a model trained on small images encodes larger ones unchanged.
+
+    3x3 convolution to ``channels``, ``num_blocks`` residual blocks, a 1x1 convolution to
+    ``latent_channels``.
+    """
+
+    def __init__(self, in_channels: int, latent_channels: int, channels: int = 64,
+                 num_blocks: int = 4, act_fn: Any = "gelu") -> None:
+        super().__init__()
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.latent_channels = check_positive_int("latent_channels", latent_channels)
+        check_positive_int("channels", channels)
+        if int(num_blocks) < 0:
+            raise ValueError(f"num_blocks must be >= 0, got {num_blocks!r}")
+        self.layers = nn.Sequential(
+            nn.Conv2d(self.in_channels, channels, 3, padding=1),
+            *[_ResidualConvBlock(channels, act_fn) for _ in range(int(num_blocks))],
+            nn.Conv2d(channels, self.latent_channels, 1),
+        )
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        # (B, C, H, W) -> (B, latent_channels, H, W)
+        return self.layers(x)
