@@ -134,6 +134,19 @@ def test_large_render_goes_in_chunks_and_matches_unchunked() -> None:
     assert isinstance(decoder, ImplicitDecoder)
 
 
+def test_rendering_folds_batch_norm_into_the_linear_and_gives_the_same_images() -> None:
+    torch.manual_seed(0)
+    decoder = ImageManifoldDecoder(8, 3, 16, num_blocks=2, num_layers_per_block=2,
+                                   concat_residual=[False, True], default_shape=(12, 12))
+    decoder(torch.randn(4, 8)).sum().backward()  # training mode: running statistics move
+    decoder.eval()
+    code = torch.randn(2, 8)
+    layered = decoder(code)  # with gradients: BatchNorm runs as its own layer
+    with torch.no_grad():
+        folded = decoder(code)
+    torch.testing.assert_close(folded, layered.detach(), atol=1e-5, rtol=1e-5)
+
+
 def test_every_transformer_entry_of_the_log_trains_a_step() -> None:
     torch.manual_seed(0)
     images = torch.rand(2, 1, 28, 28)
