@@ -215,6 +215,23 @@ def equal_loss(build: Callable[[], torch.nn.Module], modes: list[Mode], channels
     return results
 
 
+def encoder_share(trainer: TrainAutoencoderSpecial, images: torch.Tensor, device: str,
+                  seconds_per_step: float, repeats: int = 5) -> str:
+    """Where a step's time goes: the encoder's forward + backward alone on the same batch,
+    against the whole step."""
+    encoder = trainer.model.encoder
+    encoder(images).sum().backward()  # warm-up
+    synchronize(device)
+    start = time.perf_counter()
+    for _ in range(repeats):
+        encoder(images).sum().backward()
+    synchronize(device)
+    encoder_seconds = (time.perf_counter() - start) / repeats
+    trainer.optimizer.zero_grad(set_to_none=True)
+    return (f"encoder forward + backward {encoder_seconds * 1000:.0f} ms of the "
+            f"{seconds_per_step * 1000:.0f} ms step ({encoder_seconds / seconds_per_step:.0%})")
+
+
 def _status_bytes(field: str) -> float:
     for line in Path("/proc/self/status").read_text().splitlines():
         if line.startswith(field):
@@ -309,12 +326,12 @@ def main() -> None:
             images = torch.rand(BATCH, channels, 32, 32, device=device)
             torch.manual_seed(0)
             initial = build().state_dict()
-            steps = {}
+            steps, trainers = {}, {}
             for mode in modes:
                 model = build()
                 model.load_state_dict(initial)
-                steps[mode.name] = step_function(
-                    make_trainer(model, mode, device, Path(tmp), images), mode)
+                trainers[mode.name] = make_trainer(model, mode, device, Path(tmp), images)
+                steps[mode.name] = step_function(trainers[mode.name], mode)
             seconds = time_modes(steps, images, device, args.rounds, args.steps_per_round)
             decoder = build().decoder
             print(f"\n### {config}\n")
@@ -329,6 +346,9 @@ def main() -> None:
                 print(f"| {mode.name} | {BATCH / seconds[mode.name]:,.0f} | "
                       f"{reference / seconds[mode.name]:.1f}x | {rate / 1e9:.0f} | "
                       f"{rate / rates['float32']:.0%} | {of_bf16} |")
+            fastest_mode = min(modes, key=lambda m: seconds[m.name])
+            print(f"\n{fastest_mode.name}: " + encoder_share(
+                trainers[fastest_mode.name], images, device, seconds[fastest_mode.name]))
             if args.quality_inputs:
                 losses = equal_loss(build, modes, channels, device, args.quality_inputs,
                                     Path(tmp))
