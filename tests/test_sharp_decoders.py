@@ -186,10 +186,14 @@ def test_upscaling_autoencoder_learns_from_the_half_size_image() -> None:
     torch.testing.assert_close(model.encode(changed), model.encode(images))
     assert model(images).shape == images.shape
     assert model.upscale(images, (32, 32)).shape == (2, 3, 32, 32)
-    with pytest.raises(ValueError, match="multiples of it, got 15x16"):
-        model(torch.rand(1, 3, 15, 16))
-    # the report's (and inrlab render's) renders upscale the image as it is
+    model.max_factor = 4.0
+    sizes = {model.encode(images).shape[-1] for _ in range(40)}  # training: random factors
+    assert sizes <= set(range(4, 9)) and len(sizes) >= 3
     model.eval()
+    assert model.encode(images).shape[-2:] == (8, 8)  # validation: always factor
+    with pytest.raises(ValueError, match="max_factor must be a number >= factor"):
+        UpscalingAutoencoder(model.encoder, model.decoder, factor=2, max_factor=1.5)
+    # the report's (and inrlab render's) renders upscale the image as it is
     with torch.no_grad():
         columns = dict(reproduction_columns(model, images, scales=(2,)))
     torch.testing.assert_close(columns["render 2x"], model.upscale(images, (32, 32)).clamp(0, 1))

@@ -64,25 +64,41 @@ class EncoderDecoder(nn.Module):
 ))
 class UpscalingAutoencoder(EncoderDecoder):
     """Learns to upscale with training images only (LIIF's self-supervised recipe): ``encode(x)``
-    encodes ``x`` area-downsampled by ``factor``, and the loss compares the render at ``x``'s
-    size with ``x``. The decoder thus learns the detail between the low-resolution pixels.
+    encodes ``x`` area-downsampled by ``factor`` (each side to ``round(side / factor)``),
+    and the loss compares the render at ``x``'s size with ``x``. The decoder thus learns the
+    detail between the low-resolution pixels.
+
+    ``max_factor``: in training mode each call draws the factor uniformly from
+    ``[factor, max_factor]`` (one per batch), as LIIF does, so the decoder learns every
+    sub-pixel offset and renders cleanly at any scale in that range, not only at ``factor``
+    (a decoder trained at exactly 2x shows a grid pattern at 4x). Eval mode (validation)
+    always uses ``factor``.
 
     To upscale an image, encode it as it is and render larger: ``upscale(images, shape)``
     (``render_code`` gives that code, so ``inrlab render`` and the report's renders upscale).
-    The encoder must accept both sizes (e.g. ``EncoderConvMap`` with
-    ``LocalLatentDecoder(grid=None)``). Image sides must be multiples of ``factor``.
+    The encoder must accept any size (e.g. ``EncoderConvMap`` with
+    ``LocalLatentDecoder(grid=None, pixel_geometry="areas")``).
     """
 
-    def __init__(self, encoder: Any, decoder: Any, factor: int = 2) -> None:
+    def __init__(self, encoder: Any, decoder: Any, factor: float = 2,
+                 max_factor: float | None = None) -> None:
         super().__init__(encoder, decoder)
-        self.factor = check_positive_int("factor", factor)
+        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1:
+            raise ValueError(f"factor must be a number >= 1, got {factor!r}")
+        if max_factor is not None and (isinstance(max_factor, bool)
+                                       or not isinstance(max_factor, (int, float))
+                                       or max_factor < factor):
+            raise ValueError(f"max_factor must be a number >= factor ({factor}), "
+                             f"got {max_factor!r}")
+        self.factor = float(factor)
+        self.max_factor = None if max_factor is None else float(max_factor)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        height, width = x.shape[-2:]
-        if height % self.factor or width % self.factor:
-            raise ValueError(f"{type(self).__name__} downsamples by {self.factor}: image sides "
-                             f"must be multiples of it, got {height}x{width}")
-        return self.encoder(F.avg_pool2d(x, self.factor))  # area downsampling
+        factor = self.factor
+        if self.training and self.max_factor is not None:
+            factor += (self.max_factor - factor) * torch.rand(()).item()
+        size = [max(1, round(side / factor)) for side in x.shape[-2:]]
+        return self.encoder(F.interpolate(x, size=size, mode="area"))  # (B, C, h, w) averages
 
     def render_code(self, images: torch.Tensor) -> torch.Tensor:
         """The latent map of ``images`` at their own size (no downsampling): renders at
