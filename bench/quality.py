@@ -35,7 +35,7 @@ from inrlab.train.rundir import RunDir  # noqa: E402
 
 EXPERIMENTS = [ROOT / "experiments" / "rltiles-baseline.yml",
                ROOT / "experiments" / "rltiles-best.yml"]
-TWO_X = ROOT / "experiments" / "rltiles-2x.yml"
+TWO_X = [ROOT / "experiments" / "rltiles-2x.yml", ROOT / "experiments" / "rltiles-upscale.yml"]
 VALIDATION_RATIO = 9  # the experiment files' split: every 10th tile validates
 
 
@@ -118,7 +118,7 @@ def two_x(spec: RunSpec, run_dir: RunDir) -> None:
         renders = [("decoder render, area geometry", area),
                    ("decoder render, corner-aligned grid", model.decode(codes, (32, 32)))]
         own = ("own 16x16 reconstruction", model.decode(codes, (16, 16)))
-    sheet = run_dir.path.parent / "two-x.png"
+    sheet = run_dir.path.parent / f"two-x-{run_dir.path.name}.png"
     reproduction_sheet([("16x16 input", low[:8]), ("bicubic 2x", renders_bicubic(low[:8])),
                         ("model 2x", renders[0][1][:8]), ("true 32x32", truth[:8])], sheet)
     print(f"\n2x test: {truth.shape[0]} validation tiles, 16x16 (area) -> 32x32, "
@@ -167,7 +167,9 @@ def refine(spec: RunSpec, run_dir: RunDir, steps: int, learnrate: float = 0.01) 
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("experiments", nargs="*", type=Path, default=EXPERIMENTS)
+    parser.add_argument("experiments", nargs="*", type=Path,
+                        help="experiment files (default: the quality rows, or with --two-x "
+                             "rltiles-2x.yml and rltiles-upscale.yml)")
     parser.add_argument("--max-inputs", type=int, default=None,
                         help="training budget per run (default: each file's max_inputs)")
     parser.add_argument("--runs-dir", type=Path, default=ROOT / "runs-bench")
@@ -182,11 +184,12 @@ def main() -> None:
     print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
           f"budget {args.max_inputs or 'per file'} inputs")
     if args.two_x:
-        runs = train([TWO_X], options, args.report)
+        runs = train(args.experiments or TWO_X, options, args.report)
         curves(runs)
-        two_x(*runs[0])
+        for spec, run_dir in runs:
+            two_x(spec, run_dir)
     else:
-        runs = train(args.experiments, options, args.report)
+        runs = train(args.experiments or EXPERIMENTS, options, args.report)
         curves(runs)
         linear_bound()
         for spec, run_dir in runs if args.refine_steps else []:

@@ -7,6 +7,7 @@ and the memory and time of a 1024x1024 render.
     python bench/throughput.py --device cuda      # on a GPU
     python bench/throughput.py --compile          # also time torch.compile (slow to warm up)
     python bench/throughput.py --quality-inputs 0 # skip the equal-loss check
+    python bench/throughput.py --bf16             # bf16 modes even without bf16 hardware
 
 Figures: images/s of full training steps (forward, loss, backward, optimizer) at batch 64;
 ratios to the reference (a); the decoder's achieved FLOP rate as a fraction of this run's
@@ -292,6 +293,8 @@ def main() -> None:
     parser.add_argument("--quality-inputs", type=int, default=6400,
                         help="training images for the equal-loss check (0: skip it)")
     parser.add_argument("--only", default=None, help="substring of one configuration name")
+    parser.add_argument("--bf16", action="store_true",
+                        help="time and check bf16 even where its GEMM is slower than fp32")
     args = parser.parse_args()
     device = args.device
     name = torch.cuda.get_device_name() if device.startswith("cuda") else "CPU"
@@ -301,10 +304,11 @@ def main() -> None:
           f"bf16 {rates['bfloat16'] / 1e9:.0f} GFLOP/s")
     # bf16 pays only where the hardware has it (AMX/AVX512-BF16 CPUs, GPUs); on others its
     # GEMM runs far below fp32 and timing it would only take minutes.
-    bf16 = rates["bfloat16"] >= rates["float32"]
+    bf16 = args.bf16 or rates["bfloat16"] >= rates["float32"]
     if not bf16:
-        print("bf16 GEMM is slower than fp32 on this machine: bf16 modes left out")
-    fastest = "bf16" if bf16 else "fp32"
+        print("bf16 GEMM is slower than fp32 on this machine: bf16 modes left out (--bf16 "
+              "keeps them)")
+    fastest = "bf16" if rates["bfloat16"] >= rates["float32"] else "fp32"
     modes = [Mode("(a) reference: per-image loop, fp32", reference=True),
              Mode("(b) inrlab default: batched, fp32")]
     modes += [Mode(f"(c) train_pixels {n}", train_pixels=n) for n in args.train_pixels]
