@@ -28,8 +28,8 @@ from inrlab.experiment.build import build_entry  # noqa: E402
 from inrlab.experiment.runner import RunOptions, load_run_weights, run_entry  # noqa: E402
 from inrlab.experiment.spec import RunSpec, load_experiment  # noqa: E402
 from inrlab.models import UpscalingAutoencoder  # noqa: E402
-from inrlab.report.figures import reproduction_sheet  # noqa: E402
 from inrlab.models.posenc import resampled_pixel_grid  # noqa: E402
+from inrlab.report.figures import reproduction_sheet  # noqa: E402
 from inrlab.train.log import read_metrics  # noqa: E402
 from inrlab.train.rundir import RunDir  # noqa: E402
 
@@ -58,6 +58,19 @@ def train(paths: list[Path], options: RunOptions,
     return runs
 
 
+def split_tiles(size: int, validation: bool, resample: str = "nearest") -> torch.Tensor:
+    """The experiment files' training or validation tiles, (n, 3, size, size) in [0, 1]."""
+    tiles = load_tiles(None, (3, size, size), resample)
+    return tiles[split_indices(tiles.shape[0], validation, VALIDATION_RATIO)].float() / 255
+
+
+def trained_model(spec: RunSpec, run_dir: RunDir) -> torch.nn.Module:
+    """The run's model with its best (else last) weights, in eval mode."""
+    model = build_entry(spec, with_data=False).model
+    load_run_weights(model, run_dir.path)
+    return model.eval()
+
+
 def curves(runs: list[tuple[RunSpec, RunDir]]) -> None:
     print("\n| run | inputs | train time (s) | val L1 | val MSE | val PSNR (dB) |")
     print("|---|---:|---:|---:|---:|---:|")
@@ -76,10 +89,8 @@ CODE_BUDGET = 102  # the log's code size for 3x32x32 (32 * 32 // 10)
 def linear_bound() -> None:
     """The best any linear code can do: PCA fit on the training tiles (no augmentation),
     validation tiles projected on the first k components, at the code budget and beyond."""
-    tiles = load_tiles(None, (3, 32, 32)).float() / 255
-    count = tiles.shape[0]
-    train_tiles = tiles[split_indices(count, False, VALIDATION_RATIO)].flatten(1)  # (n, 3072)
-    valid = tiles[split_indices(count, True, VALIDATION_RATIO)].flatten(1)
+    train_tiles = split_tiles(32, False).flatten(1)  # (n, 3072)
+    valid = split_tiles(32, True).flatten(1)
     mean = train_tiles.mean(0)
     components = torch.linalg.svd(train_tiles - mean, full_matrices=False).Vh  # (n, 3072)
     print(f"\nLinear bound: PCA on the {train_tiles.shape[0]} training tiles, "
@@ -100,13 +111,9 @@ def linear_bound() -> None:
 @torch.no_grad()
 def two_x(spec: RunSpec, run_dir: RunDir) -> None:
     """Encode the 16x16 validation tiles, render 32x32, score against the true 32x32 tiles."""
-    model = build_entry(spec, with_data=False).model
-    load_run_weights(model, run_dir.path)
-    model.eval()
-    tiles = load_tiles(None, (3, 32, 32))
-    keep = split_indices(tiles.shape[0], True, VALIDATION_RATIO)
-    truth = tiles[keep].float() / 255  # (B, 3, 32, 32)
-    low = load_tiles(None, (3, 16, 16), "area")[keep].float() / 255  # as rltiles-2x.yml reads
+    model = trained_model(spec, run_dir)
+    truth = split_tiles(32, True)  # (B, 3, 32, 32)
+    low = split_tiles(16, True, "area")  # as rltiles-2x.yml reads them
     if isinstance(model, UpscalingAutoencoder):
         # trained to render 16x16 from 8x8; here it encodes the 16x16 input as it is
         renders = [("upscaler render (16x16 encoded as is)", model.upscale(low, (32, 32)))]
@@ -144,11 +151,8 @@ def renders_bicubic(images: torch.Tensor, factor: int = 2) -> torch.Tensor:
 def refine(spec: RunSpec, run_dir: RunDir, steps: int, learnrate: float = 0.01) -> None:
     """The amortisation gap: optimise each validation tile's code by Adam on its own
     reconstruction MSE (decoder fixed, all pixels), starting from the encoder's code."""
-    model = build_entry(spec, with_data=False).model
-    load_run_weights(model, run_dir.path)
-    model.eval().requires_grad_(False)
-    tiles = load_tiles(None, (3, 32, 32))
-    valid = tiles[split_indices(tiles.shape[0], True, VALIDATION_RATIO)].float() / 255
+    model = trained_model(spec, run_dir).requires_grad_(False)
+    valid = split_tiles(32, True)
     with torch.no_grad():
         code = model.encode(valid)
     code.requires_grad_(True)
@@ -159,6 +163,8 @@ def refine(spec: RunSpec, run_dir: RunDir, steps: int, learnrate: float = 0.01) 
         if step in (0, 10, 30, 100, 300, 1000) or step == steps:
             with torch.no_grad():
                 print(f"| {step} | {image_psnr(model.decode(code, (32, 32)), valid):.2f} |")
+        if step == steps:
+            break
         loss = F.mse_loss(model.decode(code, (32, 32)), valid)
         optimizer.zero_grad()
         loss.backward()

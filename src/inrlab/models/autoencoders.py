@@ -55,6 +55,12 @@ class EncoderDecoder(nn.Module):
         return self.decode(self.encode(x), x.shape[-2:])
 
 
+def _check_at_least(name: str, value: Any, minimum: float, says: str) -> float:
+    if isinstance(value, bool) or not isinstance(value, (int, float)) or value < minimum:
+        raise ValueError(f"{name} must be a number >= {says}, got {value!r}")
+    return float(value)
+
+
 @register_model("autoencoder", tiny=dict(
     encoder={"name": "EncoderConvMap", "args": {"in_channels": 3, "latent_channels": 4,
                                                  "channels": 4, "num_blocks": 1}},
@@ -83,15 +89,9 @@ class UpscalingAutoencoder(EncoderDecoder):
     def __init__(self, encoder: Any, decoder: Any, factor: float = 2,
                  max_factor: float | None = None) -> None:
         super().__init__(encoder, decoder)
-        if isinstance(factor, bool) or not isinstance(factor, (int, float)) or factor < 1:
-            raise ValueError(f"factor must be a number >= 1, got {factor!r}")
-        if max_factor is not None and (isinstance(max_factor, bool)
-                                       or not isinstance(max_factor, (int, float))
-                                       or max_factor < factor):
-            raise ValueError(f"max_factor must be a number >= factor ({factor}), "
-                             f"got {max_factor!r}")
-        self.factor = float(factor)
-        self.max_factor = None if max_factor is None else float(max_factor)
+        self.factor = _check_at_least("factor", factor, 1.0, "1")
+        self.max_factor = None if max_factor is None else _check_at_least(
+            "max_factor", max_factor, self.factor, f"factor ({factor})")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         factor = self.factor
