@@ -140,7 +140,6 @@ def test_filter_can_use_slug_and_id(write) -> None:
     ("matrix:\n  matrix_id: [1]\nexperiment_name: x\n", "reserved", 1),
     ("matrix:\n  a: [1]\nexperiment_name: x\n# ${nope}\n", "${nope} is not defined", 4),
     ("experiment_name: x_${b}\n", "${b} is not defined", 1),
-    ("matrix:\n  a: [1, 2]\nexperiment_name: x\n", "both get experiment_name", 3),
     ("experiment_name: ../escape\n", "relative path inside the runs", 1),
 ])
 def test_matrix_and_name_errors(write, text: str, message: str, line: int) -> None:
@@ -149,3 +148,93 @@ def test_matrix_and_name_errors(write, text: str, message: str, line: int) -> No
         load_experiment(path)
     assert message in str(info.value)
     assert info.value.path == str(path) and info.value.line == line
+
+
+# Every matrix rule of the seed system (seed-system-spec.md, section 1.2 and decision 1), with
+# values of every YAML type. Expected slugs are the seed's: str(value)[:96], then only
+# letters, digits and .,-_: kept.
+EVERY_TYPE = """
+matrix:
+  flag: [true, false]
+  none: [null]
+  lr: [1e-3, 0.5, 2.0e-4]
+  ks: [[3, 5], {a: 1, b: "x y"}]
+  name: ["with space/and slash", "k.e,p-t_ü!"]
+experiment_name: types/${matrix_slug}
+value: "${flag}|${none}|${lr}|${ks}|${name}"
+"""
+
+
+def test_matrix_values_of_every_yaml_type(write, cli) -> None:
+    path = write("types.yml", EVERY_TYPE)
+    code, out, _ = cli("show", path, "--no-build", "--json")
+    rows = json.loads(out)
+    assert code == 0 and len(rows) == 2 * 1 * 3 * 2 * 2
+    assert [r["matrix_id"] for r in rows[:3]] == ["01", "02", "03"]  # 24 -> 2 digits
+    assert rows[0]["matrix_slug"] == "flag:True_none:None_lr:1e-3_ks:3,5_name:withspaceandslash"
+    assert rows[1]["matrix_slug"].endswith("_name:k.e,p-t_ü")
+    # The last key varies fastest, then ks, then lr (1e-3 is YAML 1.1's string "1e-3").
+    assert [r["matrix_slug"].split("_")[2:4] for r in rows[:8:2]] == [
+        ["lr:1e-3", "ks:3,5"], ["lr:1e-3", "ks:a:1,b:xy"], ["lr:0.5", "ks:3,5"],
+        ["lr:0.5", "ks:a:1,b:xy"]]
+    assert rows[4]["matrix_slug"].split("_")[2] == "lr:0.5"
+    assert rows[8]["matrix_slug"].split("_")[2] == "lr:0.0002"  # str(2.0e-4)
+    assert rows[12]["experiment_name"] == "types/" + rows[12]["matrix_slug"]
+    assert rows[12]["matrix_slug"].startswith("flag:False_")
+    specs = load_experiment(path)
+    assert specs[0].entry.params == {"flag": True, "none": None, "lr": "1e-3", "ks": [3, 5],
+                                     "name": "with space/and slash"}
+    # ${var} inserts str(value) into the text, which YAML then reads again.
+    assert specs[0].values["value"] == "True|None|1e-3|[3, 5]|with space/and slash"
+    assert specs[2].values["value"].startswith("True|None|1e-3|{'a': 1, 'b': 'x y'}|")
+
+
+def test_substituted_numbers_are_typed_by_yaml(write) -> None:
+    path = write("lr.yml", """
+        matrix:
+          lr: [1e-3, 5e-4]
+          hid: [64]
+        experiment_name: lr/${matrix_slug}
+        learnrate: ${lr}
+        nested:
+          deep: [${hid}, "${lr}"]
+        text: "lr=${lr} hid=${hid}"
+        """)
+    specs = load_experiment(path)
+    assert [s.experiment_name for s in specs] == ["lr/lr:1e-3_hid:64", "lr/lr:5e-4_hid:64"]
+    assert specs[1].values["learnrate"] == 0.0005  # a float once substituted
+    assert specs[1].values["nested"] == {"deep": [64, "5e-4"]}
+    assert specs[1].values["text"] == "lr=5e-4 hid=64"
+
+
+def test_ids_are_counted_before_filter_and_keys_may_be_any_text(write) -> None:
+    path = write("keys.yml", """
+        matrix:
+          $filter: |
+            ${learn-rate} > 0.01
+            and '${matrix_id}' != '09'
+          learn-rate: [0.1, 0.001, 0.5]
+          2: [a, b, c, d]
+        experiment_name: k/${matrix_id}_${matrix_slug}
+        value: ${learn-rate}
+        """)
+    specs = load_experiment(path)
+    # 12 entries (2 digits); lr 0.001 (ids 05-08) and id 09 are filtered out, no renumbering.
+    assert [s.entry.id for s in specs] == ["01", "02", "03", "04", "10", "11", "12"]
+    assert specs[0].experiment_name == "k/01_learn-rate:0.1_2:a"
+    assert specs[-1].entry.params == {"learn-rate": 0.5, "2": "d"}
+    assert specs[-1].values["value"] == 0.5
+
+
+def test_entries_sharing_a_run_directory_list_but_do_not_run(write, cli) -> None:
+    path = write("dup.yml", """
+        matrix:
+          act: ["gelu", "'gelu'"]
+        experiment_name: dup/${matrix_slug}
+        """)
+    code, out, err = cli("show", path, "--no-build", "--json")
+    rows = json.loads(out)
+    assert code == 0 and [r["matrix_slug"] for r in rows] == ["act:gelu", "act:gelu"]
+    assert "both get experiment_name 'dup/act:gelu'" in err
+    code, _, err = cli("run", path)
+    assert code == 2 and "both get experiment_name" in err and "line 3" in err

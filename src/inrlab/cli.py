@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import argparse
-import fnmatch
 import json
 import sys
 import traceback
@@ -101,14 +100,6 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
-def _select(specs: list[Any], patterns: Sequence[str] | None) -> list[Any]:
-    if not patterns:
-        return specs
-    return [s for s in specs if any(
-        fnmatch.fnmatchcase(value, pattern)
-        for pattern in patterns for value in (s.entry.id, s.entry.slug, s.experiment_name))]
-
-
 def _print_entry_header(spec: Any) -> None:
     print(f"--- matrix experiment '{spec.experiment_name}' ---")
     width = max((len(k) for k in spec.entry.params), default=0)
@@ -118,8 +109,12 @@ def _print_entry_header(spec: Any) -> None:
 
 def command_run(args: argparse.Namespace) -> int:
     from inrlab.experiment import RunOptions, load_experiment, run_entry
+    from inrlab.experiment.spec import select_entries, shared_name_error
 
-    specs = _select(load_experiment(args.file), args.only)
+    specs = select_entries(load_experiment(args.file), args.only)
+    shared = shared_name_error(specs)
+    if shared is not None:
+        raise shared
     options = RunOptions(runs_dir=args.runs_dir or default_runs_dir(), device=args.device,
                          reset=args.reset, skip=args.skip, max_inputs=args.max_inputs,
                          tensorboard=not args.no_tensorboard)
@@ -180,8 +175,12 @@ def _run_sweep(args: argparse.Namespace, specs: list[Any], options: Any) -> int:
 def command_show(args: argparse.Namespace) -> int:
     from inrlab.experiment import build_entry, load_experiment
     from inrlab.experiment.runner import parameter_counts
+    from inrlab.experiment.spec import select_entries, shared_name_error
 
-    specs = _select(load_experiment(args.file), args.only)
+    specs = select_entries(load_experiment(args.file), args.only)
+    shared = shared_name_error(specs)
+    if shared is not None:
+        print(f"warning: {shared}", file=sys.stderr)
     rows = []
     for spec in specs:
         row: dict[str, Any] = {"matrix_id": spec.entry.id, "matrix_slug": spec.entry.slug,

@@ -3,7 +3,10 @@
 
 The loader is PyYAML's ``SafeLoader`` (YAML 1.1) with two additions: ``!include PATH``
 (relative to the including file) and floats written without a dot (``1e-3`` is a float here,
-where plain YAML 1.1 reads it as a string).
+where plain YAML 1.1 reads it as a string). The raw pass that reads the ``matrix`` keeps plain
+YAML 1.1 (``1e-3`` stays the text ``1e-3``), as the seed system did: slugs, run directory
+names and ``${...}`` substitutions then match it; the substituted ``learnrate: 1e-3`` is read
+as a float in the second pass.
 """
 
 from __future__ import annotations
@@ -21,8 +24,8 @@ PLACEHOLDER = re.compile(r"\$\{([^}]*)\}")
 _FLOAT_WITHOUT_DOT = re.compile(r"^[-+]?(?:\d[\d_]*(?:\.[\d_]*)?|\.\d[\d_]*)[eE][-+]?\d+$")
 
 
-class _Loader(yaml.SafeLoader):
-    """SafeLoader plus ``!include`` and dot-less exponent floats.
+class _RawLoader(yaml.SafeLoader):
+    """SafeLoader plus ``!include``: the seed system's YAML, used for the raw (matrix) pass.
 
     Per-load context (directory, variables, include stack) lives on the loader *instance*.
     """
@@ -32,10 +35,14 @@ class _Loader(yaml.SafeLoader):
     inrlab_stack: tuple[Path, ...]
 
 
+class _Loader(_RawLoader):
+    """The raw loader plus dot-less exponent floats (``1e-3``), for the substituted pass."""
+
+
 _Loader.add_implicit_resolver("tag:yaml.org,2002:float", _FLOAT_WITHOUT_DOT, list("-+0123456789."))
 
 
-def _construct_include(loader: _Loader, node: yaml.Node) -> Any:
+def _construct_include(loader: _RawLoader, node: yaml.Node) -> Any:
     if not isinstance(node, yaml.ScalarNode):
         raise InrlabError(
             "!include takes a file path, e.g. '!include parts/model.yml'",
@@ -48,7 +55,7 @@ def _construct_include(loader: _Loader, node: yaml.Node) -> Any:
     return doc.values
 
 
-_Loader.add_constructor("!include", _construct_include)
+_RawLoader.add_constructor("!include", _construct_include)
 
 
 @dataclass(frozen=True)
@@ -128,8 +135,11 @@ def substitute(text: str, variables: dict[str, Any], path: Path) -> str:
 
 def parse_yaml(text: str, path: Path, variables: dict[str, Any] | None = None,
                _stack: tuple[Path, ...] = ()) -> tuple[Any, dict[str, Origin]]:
-    """Parse YAML text; return the data and, for a top-level mapping, each key's origin."""
-    loader = _Loader(text)
+    """Parse YAML text; return the data and, for a top-level mapping, each key's origin.
+
+    ``variables=None`` (the raw pass) parses plain YAML 1.1, else ``1e-3`` is a float too.
+    """
+    loader = (_RawLoader if variables is None else _Loader)(text)
     loader.inrlab_dir = path.parent
     loader.inrlab_variables = variables
     loader.inrlab_stack = (*_stack, path.resolve())

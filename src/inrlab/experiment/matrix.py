@@ -63,25 +63,29 @@ def expand_matrix(
     expression = matrix.get(FILTER_KEY)
     if expression is not None and not isinstance(expression, (str, bool)):
         raise error("matrix", "$filter must be a Python expression written as a string")
-    names: list[str] = []
-    for name, values in matrix.items():
-        if name == FILTER_KEY:
+    # Any key is a parameter (the seed system took them as written: ``learn-rate`` is
+    # reached as ``${learn-rate}``); keys YAML reads as numbers or booleans count as text.
+    columns: dict[str, list[Any]] = {}
+    for key, values in matrix.items():
+        if key == FILTER_KEY:
             continue
+        name = str(key)
         if name in RESERVED_KEYS:
             raise error("matrix", f"'{name}' is reserved and cannot be a matrix key")
-        if not isinstance(name, str) or not name.isidentifier():
-            raise error("matrix", f"matrix key {name!r} must be a name (letters, digits, _)")
+        if not name.strip() or "}" in name or name in columns:
+            raise error("matrix", f"matrix key {key!r} cannot be used as a ${{name}}")
         if not isinstance(values, list) or not values:
             raise error(
                 "matrix",
                 f"matrix value of '{name}' must be a non-empty list, got {values!r} "
                 f"(write '{name}: [{values!r}]' for a single value)",
             )
-        names.append(name)
-    if not names:
+        columns[name] = values
+    if not columns:
         return [MatrixEntry(params={}, slug="", id="1")]
 
-    combinations = list(itertools.product(*(matrix[name] for name in names)))
+    names = list(columns)
+    combinations = list(itertools.product(*columns.values()))
     entries = []
     for index, values in enumerate(combinations, start=1):
         params = dict(zip(names, values))

@@ -7,10 +7,11 @@ again (``$extends``/``!include`` resolved with the same values).
 
 from __future__ import annotations
 
+import fnmatch
 import os
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 from inrlab.errors import InrlabError
 from inrlab.experiment.files import Document, load_document, substitute
@@ -52,14 +53,14 @@ def load_experiment(path: str | Path) -> list[RunSpec]:
 
     def keep(expression: str, entry: MatrixEntry) -> bool:
         origin = raw.origins.get("matrix.$filter") or raw.origins.get("matrix")
-        text = substitute(expression, entry_variables(entry), path)
+        # One expression, possibly written over several lines (as the seed system read it).
+        text = substitute(expression, entry_variables(entry), path).replace("\n", " ")
         line = origin.code_line if origin else 1
         return bool(evaluate(text, snippet_namespace(), path=path, first_line=line,
                              key="$filter"))
 
     entries = expand_matrix(raw.values.get("matrix"), error=raw.error, keep=keep)
     specs: list[RunSpec] = []
-    seen: dict[str, str] = {}
     for entry in entries:
         document = load_document(path, entry_variables(entry))
         document.values.pop("matrix", None)
@@ -71,15 +72,38 @@ def load_experiment(path: str | Path) -> list[RunSpec]:
             name = check_experiment_name(name)
         except InrlabError as e:
             raise e.located(**document.where("experiment_name")) from None
-        if name in seen:
-            raise document.error(
-                "experiment_name",
-                f"matrix entries {seen[name]} and {entry.id} both get experiment_name "
-                f"'{name}'; include ${{matrix_slug}} or ${{matrix_id}} in it",
-            )
-        seen[name] = entry.id
         specs.append(RunSpec(path=path, entry=entry, document=document, experiment_name=name))
     return specs
+
+
+def select_entries(specs: list[RunSpec], patterns: Sequence[str] | None) -> list[RunSpec]:
+    """The entries whose ``matrix_id``, ``matrix_slug`` or ``experiment_name`` matches one of
+    the glob ``patterns`` (all entries when there are none)."""
+    if not patterns:
+        return specs
+    return [s for s in specs if any(
+        fnmatch.fnmatchcase(value, pattern)
+        for pattern in patterns for value in (s.entry.id, s.entry.slug, s.experiment_name))]
+
+
+def shared_name_error(specs: list[RunSpec]) -> InrlabError | None:
+    """The error for two entries that would share one run directory, or None.
+
+    Listing such a file works (``inrlab show``, as in the seed system, where slugs of values
+    that differ only in dropped characters coincide); training it would mix two runs.
+    """
+    seen: dict[str, str] = {}
+    for spec in specs:
+        if spec.experiment_name in seen:
+            return spec.error(
+                "experiment_name",
+                f"matrix entries {seen[spec.experiment_name]} and {spec.entry.id} both get "
+                f"experiment_name '{spec.experiment_name}' (one run directory); include "
+                "${matrix_id} in it, or ${matrix_slug} when the values differ in letters "
+                "or digits",
+            )
+        seen[spec.experiment_name] = spec.entry.id
+    return None
 
 
 RUN_META_KEY = "inrlab"  # the block config.yaml adds: source file and matrix entry
