@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from pathlib import Path
 
 import pytest
 
@@ -86,17 +87,44 @@ def test_debug_shows_traceback(write, cli) -> None:
     assert code == 2 and "Traceback" in err
 
 
-def test_failing_rerun_never_overwrites_a_finished_run(tiny_experiment, write, cli) -> None:
-    code, _, _ = cli("run", tiny_experiment, "--only", "hid:8")
-    assert code == 0
-    result_path = tiny_experiment.parent / "runs" / "tiny" / "hid:8" / "result.json"
-    before = result_path.read_bytes()
-    broken = tiny_experiment.read_text().replace("optimizer: Adam", "optimizer: Nope")
-    tiny_experiment.write_text(broken)
-    code, _, err = cli("run", tiny_experiment, "--only", "hid:8", "--reset")
-    assert code == 2 and "unknown optimizer" in err
-    assert result_path.read_bytes() == before
-    assert json.loads(before)["status"] == "complete"
+def _snapshot(run: Path) -> dict[str, bytes]:
+    """Every file of a run directory, by relative path."""
+    return {str(f.relative_to(run)): f.read_bytes() for f in sorted(run.rglob("*"))
+            if f.is_file()}
+
+
+@pytest.mark.parametrize("change, message", [
+    (("optimizer: Adam", "optimizer: Nope"), "unknown optimizer"),
+    (("batch_size: 16", "batch_size: 16\nloss_function: nope"), "unknown loss_function"),
+    # A real loss, but one that cannot take an image and its target: found before training.
+    (("batch_size: 16", "batch_size: 16\nloss_function: nll_loss"),
+     "loss_function 'nll_loss' fails on the model's output"),
+])
+@pytest.mark.parametrize("flags", [[], ["--reset"]])
+def test_failing_rerun_leaves_every_file_of_a_finished_run(tiny_experiment, cli, change,
+                                                           message, flags) -> None:
+    assert cli("run", tiny_experiment, "--only", "hid:8")[0] == 0
+    run = tiny_experiment.parent / "runs" / "tiny" / "hid:8"
+    before = _snapshot(run)
+    assert json.loads(before["result.json"])["status"] == "complete"
+    tiny_experiment.write_text(tiny_experiment.read_text().replace(*change))
+    code, _, err = cli("run", tiny_experiment, "--only", "hid:8", *flags)
+    assert code == 2 and message in err and "Traceback" not in err
+    assert _snapshot(run) == before
+
+
+def test_plain_rerun_of_a_complete_entry_changes_nothing(tiny_experiment, cli) -> None:
+    assert cli("run", tiny_experiment, "--only", "hid:8")[0] == 0
+    run = tiny_experiment.parent / "runs" / "tiny" / "hid:8"
+    before = _snapshot(run)
+    code, out, _ = cli("run", tiny_experiment, "--only", "hid:8")
+    assert code == 0 and "is complete (256 inputs): nothing to train" in out
+    assert _snapshot(run) == before
+    # A larger budget continues the run from its last checkpoint.
+    code, out, _ = cli("run", tiny_experiment, "--only", "hid:8", "--max-inputs", "320")
+    assert code == 0 and "from 256 inputs" in out
+    result = json.loads((run / "result.json").read_text())
+    assert result["status"] == "complete" and result["num_inputs"] >= 320
 
 
 def test_truncated_last_checkpoint_falls_back_to_best(tiny_experiment, cli) -> None:

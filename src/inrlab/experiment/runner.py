@@ -80,7 +80,7 @@ def locate(error: InrlabError, spec: RunSpec) -> InrlabError:
     return error.located(path=spec.path)
 
 
-def load_weights(spec: RunSpec, model: torch.nn.Module, source: Any) -> None:
+def load_weights(model: torch.nn.Module, source: Any) -> None:
     """The experiment key ``load``: start from another run's best (else last) weights."""
     directory = Path(str(source)).expanduser()
     for path in (directory / "checkpoint-best.pt", directory / "checkpoint-last.pt"):
@@ -88,10 +88,10 @@ def load_weights(spec: RunSpec, model: torch.nn.Module, source: Any) -> None:
             try:
                 model.load_state_dict(load_checkpoint(path)["model"])
             except (ValueError, RuntimeError) as e:
-                raise spec.error("load", f"cannot load weights from {path}: {e}") from None
+                raise InrlabError(f"cannot load weights from {path}: {e}", key="load") from None
             print(f"loaded weights from {path}")
             return
-    raise spec.error("load", f"no checkpoint-best.pt or checkpoint-last.pt in {directory}")
+    raise InrlabError(f"no checkpoint-best.pt or checkpoint-last.pt in {directory}", key="load")
 
 
 def load_run_weights(model: torch.nn.Module, run_path: str | Path) -> Path:
@@ -134,18 +134,36 @@ def run_entry(spec: RunSpec, options: RunOptions) -> str:
     print_parameters(built.model)
     trainer = make_trainer(spec, built, run_dir, options)
     try:
-        trainer.check_data()
+        return fit_run(trainer, resolved_config(spec), options, load=spec.values.get("load"))
     except InrlabError as e:
         raise locate(e, spec) from None
 
+
+def fit_run(trainer: Trainer, config: dict[str, Any], options: RunOptions,
+            load: Any = None) -> str:
+    """Check, then train a run that ``trainer`` writes (``--reset``, resume, ``load``);
+    returns its status. ``config`` becomes the run's ``config.yaml``.
+
+    Nothing of an earlier run in the directory changes before the data, the model and the
+    loss have been checked; a plain re-run of a complete run whose budget is spent changes
+    nothing at all.
+    """
+    run_dir = trainer.run_dir
+    trainer.check_data()
+    name = config.get("experiment_name") or run_dir.path.name
     previous = run_dir.read_result()
+    if not options.reset and previous and previous.get("status") == "complete" \
+            and trainer.budget_spent_by(previous):
+        print(f"'{name}' is complete ({previous.get('num_inputs', 0):,} inputs): nothing to "
+              "train; --reset starts it over, a larger max_inputs continues it")
+        return "complete"
     if options.reset:
         run_dir.remove()
         previous = None
     fresh = not run_dir.last.exists() and not run_dir.best.exists()
-    if fresh and spec.values.get("load"):
-        load_weights(spec, trainer.model, spec.values["load"])
-    config_text = yaml.safe_dump(resolved_config(spec), sort_keys=False, allow_unicode=True)
+    if fresh and load:
+        load_weights(trainer.model, load)
+    config_text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
     atomic_write_bytes(run_dir.config, lambda f: f.write(config_text.encode()))
     try:
         return trainer.fit(resume=not options.reset)
@@ -157,6 +175,6 @@ def run_entry(spec: RunSpec, options: RunOptions) -> str:
             result["error"] = f"{type(e).__name__}: {e}"
             run_dir.write_result(result)
         if isinstance(e, InrlabError):
-            raise locate(e, spec) from None
+            raise
         traceback.print_exc()
         return "failed"

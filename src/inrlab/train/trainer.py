@@ -128,17 +128,47 @@ class Trainer:
         return self.train_step(batch)
 
     def check_data(self) -> None:
-        """Run two training items through the model once, before anything is written, so
-        empty datasets and shape mismatches fail fast with a clear error."""
-        for start, dataset in self.train_sets:
-            items = _first_items(dataset, 2, f"train_set{start or ''}")
-            batch = self._to_device(default_collate(items))
-            self.model.eval()
-            with torch.no_grad(), self._autocast():
-                self.train_step(batch)
+        """Run two training items through the model and the loss once, before anything is
+        written, so empty datasets, shape mismatches and losses that cannot take the model's
+        output fail fast with a clear error."""
+        loss = self.loss_function
+
+        def checked_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            try:
+                return loss(output, target)
+            except Exception as e:  # noqa: BLE001 - the loss named in the file is bad input
+                raise InrlabError(
+                    f"loss_function '{self.settings.loss_function}' fails on the model's "
+                    f"output {tuple(output.shape)} and target {tuple(target.shape)}: "
+                    f"{type(e).__name__}: {e}", key="loss_function") from e
+
+        self.loss_function = checked_loss
+        try:
+            for start, dataset in self.train_sets:
+                key = f"train_set{start or ''}"
+                batch = self._to_device(default_collate(_first_items(dataset, 2, key)))
+                self.model.eval()
+                with torch.no_grad(), self._autocast():
+                    self.train_step(batch)
+        except InrlabError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a model that cannot take the data
+            raise InrlabError(f"the first training batch fails in the model: "
+                              f"{type(e).__name__}: {e}", key="model") from e
+        finally:
+            self.loss_function = loss
             self.model.train()
         for start, dataset in self.validation_sets:
             _first_items(dataset, 1, f"validation_set{start or ''}")
+
+    def budget_spent_by(self, result: dict[str, Any]) -> bool:
+        """Whether a run whose ``result.json`` reads ``result`` has nothing left to train
+        under these settings (a larger ``max_inputs`` or ``max_epoch`` leaves some)."""
+        best = result.get("best_validation_loss")
+        progress = Progress(num_inputs=int(result.get("num_inputs") or 0),
+                            epoch=int(result.get("epoch") or 0),
+                            best_validation_loss=float(best) if best is not None else None)
+        return self._finished(progress)
 
     def write_images(self) -> None:
         """Called after each validation; the autoencoder trainer draws reproductions."""
@@ -234,8 +264,8 @@ class Trainer:
         if self.progress.last_validation_inputs != self.progress.num_inputs:
             self.validate()
 
-    def _finished(self) -> bool:
-        p, s = self.progress, self.settings
+    def _finished(self, progress: Progress | None = None) -> bool:
+        p, s = progress or self.progress, self.settings
         if s.max_inputs is not None and p.num_inputs >= s.max_inputs:
             return True
         if s.max_epoch is not None and p.epoch >= s.max_epoch:
