@@ -11,6 +11,7 @@ import torch.nn.functional as F
 from inrlab.errors import InrlabError
 from inrlab.models.decoders.base import ImplicitDecoder
 from inrlab.report.grids import reconstruction_grid, save_png
+from inrlab.train.image_metrics import ssim
 from inrlab.train.trainer import Trainer
 
 NUM_IMAGES_SHOWN = 32
@@ -21,8 +22,9 @@ class TrainAutoencoder(Trainer):
 
     With ``train_pixels: N`` a training step decodes only N random pixels of each image
     (the model needs ``encode()`` and an implicit ``decoder``); validation always decodes
-    every pixel. Validation also reports ``l1`` and ``mse`` (and from it ``psnr``) over all
-    pixels of the output clamped to [0, 1], and after each validation draws the first 32
+    every pixel. Validation also reports ``l1``, ``mse`` (and from it ``psnr``), ``ssim``
+    and ``output_std`` (the spread of each output over its pixels, ~0 for a constant output)
+    of the output clamped to [0, 1], and after each validation draws the first 32
     validation images above their reproductions to ``images/reconstruction.png`` and
     TensorBoard ``validation_reconstruction``.
     """
@@ -83,6 +85,9 @@ class TrainAutoencoder(Trainer):
         clamped = output.float().clamp(0, 1)
         losses["l1"] = F.l1_loss(clamped, images.float())
         losses["mse"] = F.mse_loss(clamped, images.float())
+        losses["ssim"] = ssim(clamped, images).mean()
+        # Spread of each output image over its pixels: ~0 for a constant (collapsed) output.
+        losses["output_std"] = clamped.flatten(2).std(2, correction=0).mean()
         return losses
 
     def losses(self, target: torch.Tensor, output: torch.Tensor,
