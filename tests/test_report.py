@@ -126,3 +126,44 @@ def test_render_rejects_a_file_that_is_not_an_image(trained, cli, tmp_path) -> N
     assert not (tmp_path / "out").exists()
     result = json.loads((runs / "tiny" / "hid:8" / "result.json").read_text())
     assert result["status"] == "complete"
+
+
+def test_report_never_puts_two_loss_functions_on_one_axis(write, cli, tmp_path) -> None:
+    from inrlab.report.figures import curves_from_metrics, shared_metrics
+    from inrlab.report.report import collect_runs, loss_function_of
+
+    text = TINY_EXPERIMENT.replace("max_inputs: 256", "max_inputs: 128\nloss_function: ${loss}")
+    path = write("losses.yml", "matrix:\n  loss: [l1, mse]\n  hid: [8]\n" + text)
+    assert cli("run", path, "--no-tensorboard")[0] == 0
+    runs = collect_runs([path], tmp_path / "runs")
+    assert [loss_function_of(run) for run in runs] == ["l1", "mse"]
+    curves = [curves_from_metrics(r.label, r.metrics, loss_function_of(r)) for r in runs]
+    assert shared_metrics(curves) == ["psnr", "ssim"]
+
+    one = tmp_path / "one"
+    code, _, _ = cli("report", path, "-o", one)
+    assert code == 0
+    # Two loss panels (l1, mse) + PSNR + SSIM, each a row of (by inputs, by time).
+    mixed_height = Image.open(one / "loss.png").size[1]
+    single = tmp_path / "single"
+    assert cli("report", runs[0].run_dir.path, "-o", single)[0] == 0
+    single_height = Image.open(single / "loss.png").size[1]
+    assert mixed_height > single_height * 1.25
+
+    page = (one / "report.html").read_text()
+    table = page[page.index("<h2>Best validation PSNR</h2>"):page.index("<h2>Curves</h2>")]
+    values = [float(v) for v in re.findall(r"<tr><td class=\"text\">[^<]*</td><td>([\d.]+)",
+                                            table)]
+    assert len(values) == 2 and values == sorted(values, reverse=True)
+    assert "throughput (images/s)" in table and "<th>loss</th>" in table
+
+
+def test_report_shows_a_stuck_run(write, cli, tmp_path) -> None:
+    from test_training import stuck_experiment
+
+    path = stuck_experiment(write, -60.0)
+    assert cli("run", path, "--no-tensorboard")[0] == 0
+    code, _, _ = cli("report", path, "-o", tmp_path / "stuck")
+    page = (tmp_path / "stuck" / "report.html").read_text()
+    assert code == 0 and "warning: stuck at a constant output since 32 inputs" in page
+    assert "stuck from 32" in (tmp_path / "stuck" / "results.md").read_text()

@@ -34,8 +34,9 @@ def test_run_writes_the_run_directory_and_results(tiny_experiment, cli) -> None:
     assert result["matrix_entry"] == {"hid": 8}
     assert set(result["parameters"]) == {"total", "trainable", "encoder", "decoder"}
     for key in ("train_loss", "validation_loss", "best_validation_loss", "training_time_s",
-                "throughput", "validation_psnr", "validation_mse"):
+                "throughput", "validation_psnr", "validation_mse", "validation_ssim"):
         assert isinstance(result[key], float), key
+    assert result["warnings"] == [] and 0 < result["validation_ssim"] < 1
     assert result["device"] == "cpu"
     kinds = {r["kind"] for r in read_metrics(run / "metrics.jsonl")}
     assert kinds == {"train", "validation"}
@@ -176,3 +177,51 @@ def test_train_pixels_needs_an_implicit_decoder(write, cli) -> None:
         """)
     code, _, err = cli("run", path)
     assert code == 2 and "train_pixels" in err and "implicit decoder" in err
+
+
+# A model forced into a constant output: the sigmoid of a huge negative bias is 0 everywhere
+# and passes no gradient, the logs' "all-black start" that never ends.
+STUCK_MODEL = """model: |
+  m = EncoderDecoder(
+      EncoderConv2d(SHAPE, 6, channels=(4,)),
+      ImageManifoldDecoder(6, 3, num_hidden=8, num_blocks=1, default_shape=SHAPE[1:]),
+  )
+  nn.init.constant_(m.decoder.linear_out.bias, ${bias})
+  m
+num_inputs_between_validations: 32
+"""
+
+
+def stuck_experiment(write, bias: float) -> Path:
+    from conftest import TINY_EXPERIMENT
+
+    text = TINY_EXPERIMENT[:TINY_EXPERIMENT.index("model: |")] + STUCK_MODEL
+    return write("stuck.yml", f"matrix:\n  bias: [{bias}]\n" + text)
+
+
+def test_a_run_stuck_at_a_constant_output_is_reported(write, cli) -> None:
+    path = stuck_experiment(write, -60.0)
+    code, out, _ = cli("run", path)
+    assert code == 0
+    warnings = [line for line in out.splitlines() if line.startswith("warning: stuck")]
+    assert len(warnings) == 1  # once, not at every validation
+    assert "since 32 inputs" in warnings[0] and "over the last 3 validations" in warnings[0]
+    run = path.parent / "runs" / "tiny" / "bias:-60.0"
+    result = json.loads((run / "result.json").read_text())
+    assert [w["kind"] for w in result["warnings"]] == ["stuck"]
+    assert result["warnings"][0]["inputs"] == 32 and result["warnings"][0]["detected"] == 96
+    assert result["validation"]["output_std"] < 1e-6
+    records = [r for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "warning"]
+    assert [(r["inputs"], r["warning"]) for r in records] == [(96, "stuck")]
+    code, out, _ = cli("results", path)
+    assert code == 0 and " warnings " in out.splitlines()[0] and "stuck from 32" in out
+
+
+def test_a_slow_start_that_recovers_is_not_stuck(write, cli) -> None:
+    path = stuck_experiment(write, -3.0)  # dark at first, but gradients flow
+    code, out, _ = cli("run", path)
+    assert code == 0 and "warning: stuck" not in out
+    run = path.parent / "runs" / "tiny" / "bias:-3.0"
+    assert json.loads((run / "result.json").read_text())["warnings"] == []
+    losses = [r["loss"] for r in read_metrics(run / "metrics.jsonl") if r["kind"] == "validation"]
+    assert losses[-1] < 0.99 * losses[0]  # learning, though the outputs are still dark

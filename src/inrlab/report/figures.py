@@ -15,27 +15,43 @@ from PIL import Image, ImageDraw, ImageFont
 from inrlab.report.grids import save_picture
 
 
+SHARED_METRICS = {"psnr": "validation PSNR (dB)", "ssim": "validation SSIM"}
+
+
 @dataclass
 class Curves:
-    """One run's losses: (inputs, seconds, loss) per logged train and validation record."""
+    """One run's curves: (inputs, seconds, value) per logged train and validation record of
+    the loss, and of each validation metric in ``SHARED_METRICS``."""
 
     label: str
+    loss_function: str = ""
     train: list[tuple[int, float, float]] = field(default_factory=list)
     validation: list[tuple[int, float, float]] = field(default_factory=list)
+    metrics: dict[str, list[tuple[int, float, float]]] = field(default_factory=dict)
 
 
-def curves_from_metrics(label: str, records: Sequence[dict[str, Any]]) -> Curves:
-    curves = Curves(label)
+def curves_from_metrics(label: str, records: Sequence[dict[str, Any]],
+                        loss_function: str = "") -> Curves:
+    curves = Curves(label, loss_function)
     for record in records:
-        loss, inputs, seconds = record.get("loss"), record.get("inputs"), record.get("time_s")
-        if not all(isinstance(v, (int, float)) for v in (loss, inputs, seconds)):
+        kind, inputs, seconds = record.get("kind"), record.get("inputs"), record.get("time_s")
+        if not all(isinstance(v, (int, float)) for v in (inputs, seconds)):
             continue
-        if not math.isfinite(loss) or loss <= 0:
-            continue  # a log axis cannot show it
-        target = {"train": curves.train, "validation": curves.validation}.get(record.get("kind"))
-        if target is not None:
+        loss = record.get("loss")
+        target = {"train": curves.train, "validation": curves.validation}.get(kind)
+        # A log axis cannot show a loss of 0 or less.
+        if target is not None and _finite(loss) and loss > 0:
             target.append((int(inputs), float(seconds), float(loss)))
+        if kind == "validation":
+            for name in SHARED_METRICS:
+                if _finite(record.get(name)):
+                    curves.metrics.setdefault(name, []).append(
+                        (int(inputs), float(seconds), float(record[name])))
     return curves
+
+
+def _finite(value: Any) -> bool:
+    return isinstance(value, (int, float)) and math.isfinite(value)
 
 
 def _time_unit(seconds: float) -> tuple[str, float]:
@@ -46,41 +62,77 @@ def _time_unit(seconds: float) -> tuple[str, float]:
     return "s", 1.0
 
 
+def shared_metrics(runs: Sequence[Curves]) -> list[str]:
+    """The validation metrics every run with validation records has (PSNR, SSIM): the
+    panels that compare runs whatever loss each one trained with."""
+    validated = [run for run in runs if run.validation or run.metrics]
+    return [name for name in SHARED_METRICS
+            if validated and all(run.metrics.get(name) for run in validated)]
+
+
 def plot_losses(runs: Sequence[Curves], path: Path) -> None:
-    """Train (solid) and validation (dashed, dots) loss of every run against inputs (top)
-    and training time (bottom), log y, one colour per run, legend outside the axes."""
+    """Curves of every run against inputs (left) and training time (right), one colour per
+    run, legend below: a loss panel per loss function (train solid, validation dashed, log
+    y), then a panel per validation metric all runs share. Losses of different functions
+    never share an axis: an L1 curve below an MSE curve says nothing about which is better."""
     import matplotlib
 
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
+    groups: dict[str, list[int]] = {}
+    for index, run in enumerate(runs):
+        groups.setdefault(run.loss_function or "?", []).append(index)
+    metrics = shared_metrics(runs)
+    rows = len(groups) + len(metrics)
     longest = max((p[1] for run in runs for p in run.train + run.validation), default=0.0)
     unit, scale = _time_unit(longest)
-    legend_rows = len(runs)
-    figure, (top, bottom) = plt.subplots(2, 1, figsize=(10, 7.5 + 0.12 * legend_rows),
-                                         constrained_layout=True)
+    figure, axes = plt.subplots(rows, 2, figsize=(13, 3.4 * rows + 0.5 + 0.12 * len(runs)),
+                                constrained_layout=True, squeeze=False)
     colours = plt.get_cmap("tab10" if len(runs) <= 10 else "tab20")
-    for index, run in enumerate(runs):
-        colour = colours(index % colours.N)
-        for points, style, suffix in ((run.train, "-", "train"),
-                                      (run.validation, "--", "validation")):
-            if not points:
-                continue
-            inputs, seconds, losses = zip(*points)
-            marker = "o" if style == "--" else None
-            label = f"{run.label} ({suffix})"
-            top.plot(inputs, losses, style, color=colour, marker=marker, markersize=3,
-                     linewidth=1.2, label=label)
-            bottom.plot([s / scale for s in seconds], losses, style, color=colour,
-                        marker=marker, markersize=3, linewidth=1.2)
-    for axes, xlabel in ((top, "inputs (images seen)"), (bottom, f"training time ({unit})")):
-        axes.set_yscale("log")
-        axes.set_xlabel(xlabel)
-        axes.set_ylabel("loss (log scale)")
-        axes.grid(True, which="both", alpha=0.3)
-    top.set_title("train (solid) and validation (dashed) loss")
+    colour = [colours(index % colours.N) for index in range(len(runs))]
+    several = len(groups) > 1
+
+    def draw(row: int, points: Sequence[tuple[int, float, float]], style: str, index: int,
+             label: str | None) -> None:
+        if not points:
+            return
+        inputs, seconds, values = zip(*points)
+        marker = "o" if style == "--" else None
+        axes[row][0].plot(inputs, values, style, color=colour[index], marker=marker,
+                          markersize=3, linewidth=1.2, label=label)
+        axes[row][1].plot([s / scale for s in seconds], values, style, color=colour[index],
+                          marker=marker, markersize=3, linewidth=1.2)
+
+    for row, (loss_function, members) in enumerate(groups.items()):
+        for index in members:
+            run = runs[index]
+            name = f"{run.label} [{loss_function}]" if several else run.label
+            draw(row, run.train, "-", index, name)
+            draw(row, run.validation, "--", index, None if run.train else name)
+        title = f"{loss_function} loss: train (solid), validation (dashed)"
+        if several:
+            title += (f" -- {len(members)} of {len(runs)} runs; the loss functions differ, "
+                      "compare runs by the metric panels below")
+        axes[row][0].set_title(title, loc="left", fontsize="medium")
+        for axis in axes[row]:
+            axis.set_yscale("log")
+            axis.set_ylabel(f"{loss_function} loss (log)")
+    for offset, name in enumerate(metrics):
+        row = len(groups) + offset
+        for index, run in enumerate(runs):
+            draw(row, run.metrics.get(name, []), "--", index, None)
+        axes[row][0].set_title(f"{SHARED_METRICS[name]}, every run (higher is better)",
+                               loc="left", fontsize="medium")
+        for axis in axes[row]:
+            axis.set_ylabel(SHARED_METRICS[name])
+    for row in range(rows):
+        axes[row][0].set_xlabel("inputs (images seen)")
+        axes[row][1].set_xlabel(f"training time ({unit})")
+        for axis in axes[row]:
+            axis.grid(True, which="both", alpha=0.3)
     if any(run.train or run.validation for run in runs):
-        figure.legend(loc="outside lower center", ncol=2 if legend_rows > 4 else 1,
+        figure.legend(loc="outside lower center", ncol=2 if len(runs) > 4 else 1,
                       fontsize="small", frameon=False)
     path.parent.mkdir(parents=True, exist_ok=True)
     figure.savefig(path, dpi=100)

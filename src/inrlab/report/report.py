@@ -21,9 +21,10 @@ from inrlab.experiment.runner import load_run_weights
 from inrlab.experiment.spec import RunSpec, load_experiment, load_run_spec
 from inrlab.report.figures import (curves_from_metrics, plot_losses, reproduction_columns,
                                    reproduction_sheet)
-from inrlab.report.results import format_table, result_row
+from inrlab.report.results import format_table, result_row, warnings_text
 from inrlab.train.log import read_metrics
 from inrlab.train.rundir import RunDir
+from inrlab.train.settings import TrainSettings
 
 NUM_REPRODUCTIONS = 8  # the first validation images, the same for every run of a file
 
@@ -146,7 +147,8 @@ def write_report(runs: Sequence[ReportRun], out_dir: Path, title: str) -> dict[s
             run.notes.append("no metrics.jsonl records; no curves")
             warn(f"{run.run_dir.path} has no metrics; its curves are left out")
     loss = out_dir / "loss.png"
-    plot_losses([curves_from_metrics(run.label, run.metrics) for run in runs], loss)
+    plot_losses([curves_from_metrics(run.label, run.metrics, loss_function_of(run))
+                 for run in runs], loss)
     for run in runs:
         write_reproductions(run, out_dir / "runs" / run.experiment_name / "reproductions.png")
     rows = [{"run": run.label, **row} for run in runs
@@ -156,6 +158,40 @@ def write_report(runs: Sequence[ReportRun], out_dir: Path, title: str) -> dict[s
     page = out_dir / "report.html"
     page.write_text(render_html(runs, rows, loss, title))
     return {"loss": loss, "results": results, "html": page}
+
+
+def loss_function_of(run: ReportRun) -> str:
+    """The loss function a run trained with (the settings' default when its file has none),
+    or '?' when its config.yaml is unusable."""
+    if run.spec is None:
+        return "?"
+    return str(run.spec.values.get("loss_function") or TrainSettings.loss_function)
+
+
+def best_psnr_rows(runs: Sequence[ReportRun]) -> list[dict[str, Any]]:
+    """One row per run with validation PSNR records, best first: the best PSNR, where it was
+    reached, the SSIM there, the run's matrix values, size, throughput and warnings."""
+    rows = []
+    for run in runs:
+        records = [r for r in run.metrics if r.get("kind") == "validation"
+                   and isinstance(r.get("psnr"), (int, float))]
+        if not records:
+            continue
+        best = max(records, key=lambda r: r["psnr"])
+        result = run.result or {}
+        rows.append({
+            "run": run.label, "best validation psnr (dB)": round(float(best["psnr"]), 3),
+            "at inputs": best.get("inputs"),
+            "ssim there": round(float(best["ssim"]), 4)
+            if isinstance(best.get("ssim"), (int, float)) else None,
+            "loss": loss_function_of(run),
+            **{str(k): v if isinstance(v, (int, float, str)) or v is None else str(v)
+               for k, v in run.entry.params.items()},
+            "model params": (result.get("parameters") or {}).get("trainable"),
+            "throughput (images/s)": result.get("throughput"),
+            "warnings": warnings_text(result.get("warnings") or []) or None,
+        })
+    return sorted(rows, key=lambda row: -row["best validation psnr (dB)"])
 
 
 # ------------------------------------------------------------------------------- HTML
@@ -211,6 +247,10 @@ def _run_section(run: ReportRun) -> str:
     parts = [f"<section><h2>{html.escape(run.label)}</h2>",
              f"<p><code>{html.escape(str(run.run_dir.path))}</code></p>",
              _table([{k: v for k, v in facts.items() if v is not None}])]
+    warnings = [(w.get("message", "") + (f"; left it at {w['until']:,} inputs"
+                                         if isinstance(w.get("until"), int) else ""))
+                if isinstance(w, dict) else str(w) for w in result.get("warnings") or []]
+    parts += [f'<p class="note">warning: {html.escape(text)}</p>' for text in warnings]
     parts += [f'<p class="note">{html.escape(note)}</p>' for note in run.notes]
     if run.reproductions is not None:
         parts.append(f'<img alt="reproductions of {html.escape(run.label)}" '
@@ -229,8 +269,9 @@ def render_html(runs: Sequence[ReportRun], rows: Sequence[dict[str, Any]], loss:
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
         f"<h1>{html.escape(title)}</h1><p>{len(runs)} runs, written {stamp}</p>",
-        "<h2>Loss</h2>",
-        f'<img alt="train and validation loss by inputs and by time" src="{_embedded(loss)}">',
+        "<h2>Best validation PSNR</h2>", _table(best_psnr_rows(runs)),
+        "<h2>Curves</h2>",
+        f'<img alt="loss and validation metrics by inputs and by time" src="{_embedded(loss)}">',
         "<h2>Results</h2>", _table(rows),
         *[_run_section(run) for run in runs],
         "</body></html>",

@@ -43,15 +43,38 @@ def result_row(entry: Any, run_dir: RunDir, include: Sequence[str] = ()) -> dict
     if result.get("validation_mse") is not None:
         row["validation mse"] = result.get("validation_mse")
         row["validation psnr"] = result.get("validation_psnr")
+    if result.get("validation_ssim") is not None:
+        row["validation ssim"] = result.get("validation_ssim")
     row["model params"] = (result.get("parameters") or {}).get("trainable")
     seconds = result.get("training_time_s")
     row["train time (minutes)"] = round(seconds / 60, 2) if seconds else None
     row["throughput"] = result.get("throughput")
+    if result.get("warnings"):
+        row["warnings"] = warnings_text(result["warnings"])
     if include:
         last = _last_values(run_dir.metrics)
         for name in include:
             row[name] = last.get(name)
     return row
+
+
+def warnings_text(warnings: Sequence[Any]) -> str:
+    """``result.json`` warnings in a few words: ``stuck 0-540,000`` (inputs), ``stuck from
+    12,000`` while it lasts."""
+    parts = []
+    for warning in warnings:
+        if not isinstance(warning, dict):
+            parts.append(str(warning))
+            continue
+        kind, start, until = warning.get("kind", "warning"), warning.get("inputs"), \
+            warning.get("until")
+        if isinstance(start, int) and isinstance(until, int):
+            parts.append(f"{kind} {start:,}-{until:,}")
+        elif isinstance(start, int):
+            parts.append(f"{kind} from {start:,}")
+        else:
+            parts.append(str(kind))
+    return "; ".join(parts)
 
 
 def _last_values(path: Path) -> dict[str, Any]:

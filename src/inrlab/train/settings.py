@@ -37,6 +37,12 @@ class TrainSettings:
     precision: str = "fp32"  # "fp32" or "bf16" (autocast, fp32 master weights)
     train_pixels: int | None = None  # autoencoders: decode N random pixels per image in training
     compile: bool = False  # torch.compile the model (and implicit decoders' query)
+    # A run is "stuck" when its validation loss stayed within stuck_tolerance (relative) over
+    # the last stuck_validations validations while its outputs are near constant (pixel std
+    # at most stuck_output_std); 0 validations turns the check off.
+    stuck_validations: int = 3
+    stuck_tolerance: float = 1e-3
+    stuck_output_std: float = 0.01
 
     def __post_init__(self) -> None:
         if self.validation_batch_size is None:
@@ -45,6 +51,7 @@ class TrainSettings:
 
 REQUIRED = tuple(f.name for f in dataclasses.fields(TrainSettings)
                  if f.default is dataclasses.MISSING)
+NON_NEGATIVE = {"stuck_validations", "stuck_tolerance", "stuck_output_std"}
 POSITIVE = {"batch_size", "validation_batch_size", "max_inputs", "max_epoch",
             "num_epochs_between_validations", "num_inputs_between_validations",
             "num_inputs_between_checkpoints", "num_train_loss_steps", "learnrate", "train_pixels"}
@@ -89,6 +96,8 @@ def make_settings(values: dict[str, Any], where: Any) -> TrainSettings:
             value = check_value(name, value, hints[name])
             if name in POSITIVE and value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value!r}")
+            if name in NON_NEGATIVE and value < 0:
+                raise ValueError(f"{name} must be 0 or more, got {value!r}")
             if name in CHOICES and value not in CHOICES[name]:
                 raise ValueError(f"{name} must be one of {CHOICES[name]}, got {value!r}")
         except ValueError as e:

@@ -26,6 +26,7 @@ from inrlab.errors import InrlabError
 from inrlab.models.decoders.base import ImplicitDecoder
 from inrlab.models.layers import count_parameters
 from inrlab.train.checkpoint import load_checkpoint, save_checkpoint
+from inrlab.train.image_metrics import psnr
 from inrlab.train.log import MetricsLog
 from inrlab.train.losses import loss_function
 from inrlab.train.rundir import RunDir
@@ -65,6 +66,9 @@ class Progress:
     last_checkpoint_inputs: int = 0
     validation: dict[str, float] = field(default_factory=dict)
     train: dict[str, float] = field(default_factory=dict)
+    recent_validations: list[tuple[int, float]] = field(default_factory=list)  # inputs, loss
+    stuck: bool = False
+    warnings: list[dict[str, Any]] = field(default_factory=list)
 
 
 def resolve_device(device: str | None) -> torch.device:
@@ -347,7 +351,7 @@ class Trainer:
             return {}
         means = {key: float(value) / count for key, value in sums.items()}
         if "mse" in means:
-            means["psnr"] = 10 * math.log10(1.0 / max(means["mse"], 1e-12))
+            means["psnr"] = psnr(means["mse"])
         p.validation = means
         loss = means["loss"]
         print(f"validation @ {p.num_inputs:,}: " + ", ".join(f"{k} {v:.6g}"
@@ -358,9 +362,46 @@ class Trainer:
                                     or loss < p.best_validation_loss):
             p.best_validation_loss = loss
             self.save(best=True)
+        self._check_stuck(means)
         self.write_images()
         self._write_result("running")
         return means
+
+    def _check_stuck(self, means: dict[str, float]) -> None:
+        """Warn once when the run sits at a constant output: the validation loss flat over
+        the last ``stuck_validations`` validations and the outputs' pixel std near 0 (the
+        sigmoid's all-black start, a collapse). Recorded in metrics.jsonl and result.json's
+        ``warnings``; when the run leaves the plateau, the warning gets ``until``."""
+        s, p = self.settings, self.progress
+        if not s.stuck_validations:
+            return
+        window = [*p.recent_validations, (p.num_inputs, means["loss"])]
+        window = window[-s.stuck_validations:]
+        p.recent_validations = window
+        spread = means.get("output_std")
+        if spread is None:
+            return  # only image trainers report the outputs' spread
+        losses = [loss for _, loss in window]
+        level = max(abs(sum(losses) / len(losses)), 1e-12)
+        flat = len(window) == s.stuck_validations and max(losses) - min(losses) \
+            <= s.stuck_tolerance * level
+        stuck = flat and spread <= s.stuck_output_std
+        if stuck and not p.stuck:
+            since = window[0][0]
+            message = (f"stuck at a constant output since {since:,} inputs: validation loss "
+                       f"{means['loss']:.6g} within {s.stuck_tolerance:g} (relative) over the "
+                       f"last {s.stuck_validations} validations, output pixel std {spread:.2g}")
+            print(f"warning: {message}")
+            p.warnings.append({"kind": "stuck", "inputs": since, "detected": p.num_inputs,
+                               "message": message})
+            self.log.write("warning", p.num_inputs, {"warning": "stuck", "message": message})
+        elif p.stuck and not stuck and p.warnings:
+            p.warnings[-1]["until"] = p.num_inputs
+            message = f"left the constant output at {p.num_inputs:,} inputs"
+            print(message)
+            self.log.write("warning", p.num_inputs, {"warning": "stuck_ended",
+                                                     "message": message})
+        p.stuck = stuck
 
     def _accumulate(self, losses: dict[str, torch.Tensor], size: int) -> None:
         for key, value in losses.items():
@@ -462,7 +503,9 @@ class Trainer:
             "best_validation_loss": p.best_validation_loss,
             "validation_mse": p.validation.get("mse"),
             "validation_psnr": p.validation.get("psnr"),
+            "validation_ssim": p.validation.get("ssim"),
             "validation": p.validation,
+            "warnings": p.warnings,
             "parameters": parameters,
             "training_time_s": round(p.training_time, 3),
             "throughput": round(p.num_inputs / p.training_time, 3) if p.training_time else None,
