@@ -8,6 +8,9 @@ and the memory and time of a 1024x1024 render.
     python bench/throughput.py --compile          # also time torch.compile (slow to warm up)
     python bench/throughput.py --quality-inputs 0 # skip the equal-loss check
     python bench/throughput.py --bf16             # bf16 modes even without bf16 hardware
+    python bench/throughput.py --end-to-end experiments/rltiles-baseline.yml \
+        experiments/rltiles-best.yml --device cuda --max-inputs 200000 [--set batch_size=512]
+                                                  # whole `inrlab run` steps (end_to_end.py)
 
 Figures: images/s of full training steps (forward, loss, backward, optimizer) at batch 64;
 ratios to the reference (a); the decoder's achieved FLOP rate as a fraction of this run's
@@ -36,7 +39,7 @@ sys.path.insert(0, str(ROOT / "src"))
 from inrlab.data.tiles import rpg_tile_dataset  # noqa: E402
 from inrlab.models import (DalleManifoldAutoencoder, EncoderConv2d, EncoderDecoder,  # noqa: E402
                            ImageManifoldDecoder)
-from inrlab.models.decoders.base import RENDER_CHUNK_ELEMENTS  # noqa: E402
+from inrlab.models.decoders.base import render_chunk_elements  # noqa: E402
 from inrlab.models.posenc import pixel_grid  # noqa: E402
 from inrlab.train.autoencoder import TrainAutoencoderSpecial  # noqa: E402
 from inrlab.train.rundir import RunDir  # noqa: E402
@@ -146,6 +149,21 @@ def step_function(trainer: TrainAutoencoderSpecial, mode: Mode) -> Callable[[tor
 def synchronize(device: str) -> None:
     if device.startswith("cuda"):
         torch.cuda.synchronize()
+
+
+def cpu_summary() -> str:
+    """The CPU's model and the flags that decide GEMM speed (AVX2/AVX-512, bf16, AMX)."""
+    model, flags = "CPU", set()
+    try:
+        for line in Path("/proc/cpuinfo").read_text().splitlines():
+            if line.startswith("model name") and model == "CPU":
+                model = line.split(":", 1)[1].strip()
+            elif line.startswith("flags"):
+                flags = set(line.split(":", 1)[1].split())
+    except OSError:
+        pass
+    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
+    return f"{model} (flags: {' '.join(f for f in wanted if f in flags) or 'none of note'})"
 
 
 def gemm_rates(device: str, seconds: float = 2.0) -> dict[str, float]:
@@ -295,13 +313,27 @@ def main() -> None:
     parser.add_argument("--only", default=None, help="substring of one configuration name")
     parser.add_argument("--bf16", action="store_true",
                         help="time and check bf16 even where its GEMM is slower than fp32")
+    parser.add_argument("--end-to-end", nargs="+", type=Path, default=None, metavar="FILE",
+                        help="time whole `inrlab run` steps of these experiment files instead")
+    parser.add_argument("--max-inputs", type=int, default=100_000,
+                        help="with --end-to-end: training images per file (default 100,000)")
+    parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
+                        help="with --end-to-end: override experiment keys, e.g. batch_size=512")
+    parser.add_argument("--entry", default=None,
+                        help="with --end-to-end: matrix_id or slug (default: the first entry)")
     args = parser.parse_args()
     device = args.device
-    name = torch.cuda.get_device_name() if device.startswith("cuda") else "CPU"
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else cpu_summary()
     print(f"torch {torch.__version__}, {name}, {torch.get_num_threads()} threads, batch {BATCH}")
     rates = gemm_rates(device)
     print(f"GEMM 2048x2048: fp32 {rates['float32'] / 1e9:.0f} GFLOP/s, "
           f"bf16 {rates['bfloat16'] / 1e9:.0f} GFLOP/s")
+    if args.end_to_end:
+        from end_to_end import end_to_end, parse_overrides
+
+        end_to_end(args.end_to_end, device, args.max_inputs, parse_overrides(args.set),
+                   args.entry, rates, seed_decode)
+        return
     # bf16 pays only where the hardware has it (AMX/AVX512-BF16 CPUs, GPUs); on others its
     # GEMM runs far below fp32 and timing it would only take minutes.
     bf16 = args.bf16 or rates["bfloat16"] >= rates["float32"]
@@ -360,8 +392,9 @@ def main() -> None:
                       f"{args.quality_inputs:,} inputs from the same start:")
                 for mode_name, mse in losses.items():
                     print(f"- {mode_name}: {mse:.5f} ({10 * math.log10(1 / mse):.2f} dB)")
+    chunk = render_chunk_elements(torch.device(device))
     print("\n1024x1024 render from one code (eval, no gradients, chunks of "
-          f"{RENDER_CHUNK_ELEMENTS:,} floats per hidden activation):")
+          f"{chunk:,} floats per hidden activation):")
     for blocks, hidden in ((4, 64), (8, 128)):
         print(render_1024(device, blocks, hidden))
 

@@ -149,3 +149,64 @@ def test_data_error_in_an_experiment_exits_2_naming_both_files(tmp_path, write, 
     line = text.lstrip("\n").splitlines().index(f"  {snippet}") + 1
     assert code == 2
     assert f"{path}, line {line}, key 'train_set'" in err and "/no/sheet.png" in err
+
+
+def _trainer(dataset, tmp_path, **settings):
+    from inrlab.models import EncoderDecoder, EncoderMLP, ImageManifoldDecoder
+    from inrlab.train import TrainAutoencoder
+    from inrlab.train.rundir import RunDir
+    from inrlab.train.settings import make_settings
+
+    model = EncoderDecoder(EncoderMLP((3, 8, 8), 4, hidden=(8,)),
+                           ImageManifoldDecoder(4, 3, num_hidden=8, num_blocks=1,
+                                                default_shape=(8, 8)))
+    values = {"batch_size": 5, "learnrate": 0.01, "optimizer": "Adam", **settings}
+    return TrainAutoencoder(model=model, train_sets=[(0, dataset)],
+                            validation_sets=[(0, dataset)],
+                            settings=make_settings(values, lambda key: {}),
+                            run_dir=RunDir(tmp_path / "run"), device="cpu", tensorboard=False)
+
+
+@pytest.mark.parametrize("make", [
+    lambda: kali_patch_dataset((3, 8, 8), num_images=23),
+    lambda: __import__("inrlab").ImageTensorDataset(
+        torch.randint(0, 256, (23, 3, 8, 8), dtype=torch.uint8), num_repeat=2),
+])
+def test_whole_batches_on_the_device_match_the_data_loader(make, tmp_path) -> None:
+    """The trainer takes batches straight from datasets that make them (no DataLoader,
+    no collate): the same images in the same order, the last batch smaller."""
+    from torch.utils.data import DataLoader
+
+    from inrlab.train.trainer import EpochSampler
+
+    dataset = make()
+    trainer = _trainer(dataset, tmp_path)
+    assert trainer._batches_directly(dataset)
+    direct = [batch[0] for batch in trainer._train_batches()]
+    sampler = EpochSampler(len(dataset), 0, 0)
+    loaded = [batch[0] for batch in DataLoader(dataset, batch_size=5, sampler=sampler)]
+    assert [b.shape[0] for b in direct] == [b.shape[0] for b in loaded]
+    assert all(torch.equal(a, b) for a, b in zip(direct, loaded))
+    validation = [batch[0] for batch in trainer._validation_batches()]
+    assert torch.equal(torch.cat(validation), torch.stack([dataset[i][0]
+                                                           for i in range(len(dataset))]))
+    workers = _trainer(dataset, tmp_path, num_workers=1)
+    assert not workers._batches_directly(dataset)  # worker processes use a DataLoader
+
+
+def test_augmentation_runs_where_the_images_are() -> None:
+    from inrlab.data import ImageTensorDataset
+
+    images = torch.arange(2 * 3 * 6 * 6, dtype=torch.float32).view(2, 3, 6, 6) / 216
+    dataset = ImageTensorDataset(images, random_shift=2, random_flip=True)
+    moved = dataset.on_device("cpu")
+    assert moved is dataset  # already there
+    torch.manual_seed(3)
+    first = dataset.batch(torch.tensor([0, 1, 1]))
+    torch.manual_seed(3)
+    second = dataset.batch([0, 1, 1])
+    assert torch.equal(first, second) and first.device.type == "cpu"
+    # Shifted copies keep their pixels (padding with 0 aside) and stay in [0, 1].
+    assert first.shape == (3, 3, 6, 6) and 0 <= float(first.min()) and float(first.max()) <= 1
+    kali = kali_patch_dataset((3, 8, 8), num_images=4).on_device("cpu")
+    assert kali.batch(torch.arange(4)).shape == (4, 3, 8, 8)

@@ -1,7 +1,7 @@
 """Image tensor helpers shared by the datasets: channels, resizing, batched augmentation.
 
 Augmentations take batches (B, C, H, W) and draw one random decision per image, so a
-whole batch is augmented with a few tensor operations.
+whole batch is augmented with a few tensor operations, on the device the batch is on.
 """
 
 from __future__ import annotations
@@ -19,7 +19,7 @@ def set_channels(images: torch.Tensor, channels: int) -> torch.Tensor:
     if have > 3:
         images, have = images[..., :3, :, :], 3
     if channels == 1 and have == 3:
-        weights = torch.tensor([0.2989, 0.587, 0.114], dtype=torch.float32)
+        weights = torch.tensor([0.2989, 0.587, 0.114], dtype=torch.float32, device=images.device)
         luma = (images.float() * weights.view(3, 1, 1)).sum(-3, keepdim=True)
         return luma.round().to(images.dtype) if not images.is_floating_point() else luma
     if channels == 3 and have in (1, 2):
@@ -54,9 +54,9 @@ def random_flip(images: torch.Tensor, p_horizontal: float, p_vertical: float,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Flip each image of (B, C, H, W) left-right with ``p_horizontal``, up-down with
     ``p_vertical``."""
-    batch = images.shape[0]
-    flip_h = torch.rand(batch, generator=generator) < p_horizontal
-    flip_v = torch.rand(batch, generator=generator) < p_vertical
+    batch, device = images.shape[0], images.device
+    flip_h = torch.rand(batch, generator=generator, device=device) < p_horizontal
+    flip_v = torch.rand(batch, generator=generator, device=device) < p_vertical
     images = torch.where(flip_h.view(-1, 1, 1, 1), images.flip(-1), images)
     return torch.where(flip_v.view(-1, 1, 1, 1), images.flip(-2), images)
 
@@ -67,12 +67,12 @@ def random_shift(images: torch.Tensor, pixels: int,
     (the seed's pad-then-random-crop)."""
     if pixels <= 0:
         return images
-    batch, _, height, width = images.shape
+    (batch, channels, height, width), device = images.shape, images.device
     padded = F.pad(images, (pixels, pixels, pixels, pixels))
-    dy = torch.randint(0, 2 * pixels + 1, (batch,), generator=generator)
-    dx = torch.randint(0, 2 * pixels + 1, (batch,), generator=generator)
-    rows = (dy.view(-1, 1) + torch.arange(height)).view(batch, 1, height, 1)  # (B, 1, H, 1)
-    cols = (dx.view(-1, 1) + torch.arange(width)).view(batch, 1, 1, width)  # (B, 1, 1, W)
-    batch_index = torch.arange(batch).view(-1, 1, 1, 1)
-    channel_index = torch.arange(images.shape[1]).view(1, -1, 1, 1)
+    dy = torch.randint(0, 2 * pixels + 1, (batch,), generator=generator, device=device)
+    dx = torch.randint(0, 2 * pixels + 1, (batch,), generator=generator, device=device)
+    rows = (dy.view(-1, 1) + torch.arange(height, device=device)).view(batch, 1, height, 1)
+    cols = (dx.view(-1, 1) + torch.arange(width, device=device)).view(batch, 1, 1, width)
+    batch_index = torch.arange(batch, device=device).view(-1, 1, 1, 1)
+    channel_index = torch.arange(channels, device=device).view(1, -1, 1, 1)
     return padded[batch_index, channel_index, rows, cols]

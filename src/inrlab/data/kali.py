@@ -8,6 +8,7 @@ render is computed directly at the same pixel spacing. Nearly flat renders are r
 
 from __future__ import annotations
 
+import copy
 import math
 from typing import Sequence
 
@@ -43,10 +44,15 @@ def render_kali(
     shape: tuple[int, int],
     render_size: int = 128,
     max_iterations: int = 37,
+    device: torch.device | str = "cpu",
 ) -> torch.Tensor:
-    """RGB crops (B, 3, H, W) in [0, 1] of the kali renders of items ``index``."""
+    """RGB crops (B, 3, H, W) in [0, 1] of the kali renders of items ``index``, rendered on
+    ``device`` (the per-item parameters are hashed on the host: a few numbers per item)."""
     batch, (height, width) = len(index), shape
-    u = lambda stream, n: torch.from_numpy(hash_uniform(seed, index, stream, n)).float()  # noqa: E731
+
+    def u(stream: int, n: int) -> torch.Tensor:
+        return torch.from_numpy(hash_uniform(seed, index, stream, n)).float().to(device)
+
     offset = u(1, 3) * 4.0 - 2.0  # (B, 3) in [-2, 2]
     scale = u(2, 1) ** 2 * 0.9 + 0.05  # (B, 1) size of the rendered square
     param = u(3, 3) * 1.2  # (B, 3)
@@ -59,9 +65,9 @@ def render_kali(
     left = (u(10, 1)[:, 0] * (render_size - width + 1)).long()
 
     step = 2.0 / (render_size - 1)
-    ys = -1 + step * (top.view(-1, 1).float() + torch.arange(height).float())  # (B, H)
-    xs = -1 + step * (left.view(-1, 1).float() + torch.arange(width).float())  # (B, W)
-    p = torch.zeros(batch, 3, height, width)
+    ys = -1 + step * (top.view(-1, 1).float() + torch.arange(height, device=device))  # (B, H)
+    xs = -1 + step * (left.view(-1, 1).float() + torch.arange(width, device=device))  # (B, W)
+    p = torch.zeros(batch, 3, height, width, device=device)
     p[:, 0] = xs.view(batch, 1, width)
     p[:, 1] = ys.view(batch, height, 1)
     p = p * scale.view(-1, 1, 1, 1) + offset.view(-1, 3, 1, 1)  # (B, 3, H, W)
@@ -70,8 +76,9 @@ def render_kali(
     high = torch.full_like(p, -math.inf)
     low = torch.full_like(p, math.inf)
     last = torch.zeros_like(p)
-    for step_index in range(int(iterations.max())):
-        active = (step_index < iterations).view(-1, 1, 1, 1)
+    active_until = iterations.view(-1, 1, 1, 1)
+    for step_index in range(max_iterations if iterations.is_cuda else int(iterations.max())):
+        active = step_index < active_until
         p = p.abs() / (p.square().sum(1, keepdim=True) + 1e-6)
         last = torch.where(active, p, last)
         total = torch.where(active, total + p, total)
@@ -79,7 +86,7 @@ def render_kali(
         low = torch.where(active, torch.minimum(low, p), low)
         p = p - param.view(-1, 3, 1, 1)
     value = torch.stack([last, total / iterations.view(-1, 1, 1, 1), high, low])  # (4, B, 3, H, W)
-    value = value[mode, torch.arange(batch)]  # (B, 3, H, W)
+    value = value[mode, torch.arange(batch, device=device)]  # (B, 3, H, W)
     rgb = torch.einsum("bchw,bcd->bdhw", value, mix)
     return rgb.clamp(0.0, 1.0)
 
@@ -113,21 +120,31 @@ class KaliPatchDataset(Dataset):
         self.seed = int(seed) * 2 + (1 if validation else 0)
         self.flip = random_flip
         self.min_std = min_std
+        self.device = torch.device("cpu")
 
     def __len__(self) -> int:
         return self.num_images
 
-    def batch(self, indices: Sequence[int]) -> torch.Tensor:
+    def on_device(self, device: torch.device | str) -> "KaliPatchDataset":
+        """The same patches, rendered on ``device`` (the same images up to float rounding)."""
+        moved = copy.copy(self)
+        moved.device = torch.device(device)
+        return moved
+
+    def batch(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        if isinstance(indices, torch.Tensor):
+            indices = indices.cpu()
         index = np.asarray(indices, dtype=np.int64)
         if index.size and (index.min() < 0 or index.max() >= self.num_images):
             raise IndexError(f"index out of range for {self.num_images} kali patches")
-        images = render_kali(self.seed, index, self.shape[1:])
+        images = render_kali(self.seed, index, self.shape[1:], device=self.device)
         for attempt in range(1, 8):
-            redo = _boring(images, self.min_std)  # (B,)
-            if not bool(redo.any()):
+            redo = _boring(images, self.min_std).cpu().numpy()  # (B,)
+            if not redo.any():
                 break
-            retry = index[redo.numpy()] + np.int64(attempt) * np.int64(1 << 40)
-            images[redo] = render_kali(self.seed, retry, self.shape[1:])
+            retry = index[redo] + np.int64(attempt) * np.int64(1 << 40)
+            images[torch.from_numpy(redo).to(self.device)] = render_kali(
+                self.seed, retry, self.shape[1:], device=self.device)
         images = set_channels(images, self.shape[0])
         return random_flip(images, 0.5, 0.5) if self.flip else images
 

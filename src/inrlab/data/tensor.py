@@ -10,13 +10,24 @@ from torch.utils.data import Dataset
 from inrlab.data.images import random_flip, random_shift
 
 
+def fits_on(device: torch.device, nbytes: int, share: float = 0.25) -> bool:
+    """Whether ``nbytes`` take at most ``share`` of the free memory of a CUDA ``device``
+    (always true elsewhere: the data is in host memory already)."""
+    if device.type != "cuda":
+        return True
+    free, _ = torch.cuda.mem_get_info(device)
+    return nbytes <= share * free
+
+
 class ImageTensorDataset(Dataset):
     """Items ``(image,)``: float (C, H, W) in [0, 1] from a uint8 or float (N, C, H, W) tensor.
 
     ``random_shift`` (pixels) and ``random_flip`` (probabilities ``flip_probs`` for
     horizontal, vertical; the seed's 0.4 / 0.2) augment anew on every read. ``num_repeat``
-    repeats every image (each copy augmented independently). A DataLoader fetches whole
-    batches through ``__getitems__``, so augmentation runs batched.
+    repeats every image (each copy augmented independently). ``batch(indices)`` gives a
+    whole augmented batch in a few tensor operations; the trainer calls it directly (a
+    DataLoader goes through ``__getitems__``), after ``on_device`` put the images on the
+    training device, so indexing, conversion and augmentation run there.
     """
 
     def __init__(
@@ -38,9 +49,20 @@ class ImageTensorDataset(Dataset):
     def __len__(self) -> int:
         return self.images.shape[0] * self.num_repeat
 
+    def on_device(self, device: torch.device | str) -> "ImageTensorDataset":
+        """The same dataset with its images on ``device`` (kept where they are when they
+        would take over a quarter of the device's free memory)."""
+        device = torch.device(device)
+        if self.images.device == device or not fits_on(device, self.images.nbytes):
+            return self
+        return ImageTensorDataset(self.images.to(device), random_shift=self.shift,
+                                  random_flip=self.flip, flip_probs=self.flip_probs,
+                                  num_repeat=self.num_repeat)
+
     def batch(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
-        """Augmented float images (B, C, H, W) for ``indices``."""
-        index = torch.as_tensor(indices, dtype=torch.long) // self.num_repeat
+        """Augmented float images (B, C, H, W) for ``indices``, on the images' device."""
+        index = torch.as_tensor(indices, dtype=torch.long)
+        index = index.to(self.images.device, non_blocking=True) // self.num_repeat
         images = self.images[index]
         images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         if self.shift:

@@ -4,10 +4,13 @@ from __future__ import annotations
 
 import importlib
 import inspect
+import random
 import re
 from dataclasses import dataclass, field
 from typing import Any
 
+import numpy as np
+import torch
 from torch import nn
 from torch.utils.data import Dataset, IterableDataset
 
@@ -140,9 +143,23 @@ def trainer_option_names(cls: type[Trainer]) -> list[str]:
     return names
 
 
+def seed_everything(seed: Any) -> None:
+    """Seed torch, numpy and random (a seed that is no integer is reported by the settings
+    check later; the generators then get 0)."""
+    value = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+    torch.manual_seed(value)
+    np.random.seed(value % 2**32)
+    random.seed(value)
+
+
 def build_entry(spec: RunSpec, *, with_data: bool = True,
                 overrides: dict[str, Any] | None = None) -> BuiltEntry:
-    """Evaluate everything a run needs. ``with_data=False`` builds the model only (show)."""
+    """Evaluate everything a run needs. ``with_data=False`` builds the model only (show).
+
+    The random generators (torch, numpy, random) are seeded with the entry's ``seed``
+    first, so the model's initial weights are the same in every process.
+    """
+    seed_everything(spec.values.get("seed", 0))
     namespace = build_namespace(spec)
     cls = trainer_class(spec, namespace)
     model = build_model(spec, namespace)

@@ -36,7 +36,8 @@ class TrainSettings:
     seed: int = 0
     precision: str = "fp32"  # "fp32" or "bf16" (autocast, fp32 master weights)
     train_pixels: int | None = None  # autoencoders: decode N random pixels per image in training
-    compile: bool = False  # torch.compile the model (and implicit decoders' query)
+    # torch.compile the model (and implicit decoders' query): true, or a torch.compile mode
+    compile: bool | str = False
     # A run is "stuck" when its validation loss stayed within stuck_tolerance (relative) over
     # the last stuck_validations validations while its outputs are near constant (pixel std
     # at most stuck_output_std); 0 validations turns the check off.
@@ -55,7 +56,8 @@ NON_NEGATIVE = {"stuck_validations", "stuck_tolerance", "stuck_output_std"}
 POSITIVE = {"batch_size", "validation_batch_size", "max_inputs", "max_epoch",
             "num_epochs_between_validations", "num_inputs_between_validations",
             "num_inputs_between_checkpoints", "num_train_loss_steps", "learnrate", "train_pixels"}
-CHOICES = {"precision": ("fp32", "bf16")}
+COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
+CHOICES = {"precision": ("fp32", "bf16"), "compile": (True, False, *COMPILE_MODES)}
 
 
 def check_value(name: str, value: Any, annotation: Any) -> Any:

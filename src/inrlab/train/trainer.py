@@ -10,6 +10,7 @@ checkpoints, resume, logs, ``result.json`` -- lives here once.
 from __future__ import annotations
 
 import contextlib
+import inspect
 import math
 import random
 import signal
@@ -43,7 +44,8 @@ class EpochSampler(Sampler[int]):
 
     def __init__(self, size: int, seed: int, epoch: int, start: int = 0) -> None:
         generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        self.order = torch.randperm(size, generator=generator)[start:].tolist()
+        self.permutation = torch.randperm(size, generator=generator)[start:]  # (n,)
+        self.order = self.permutation.tolist()
 
     def __iter__(self) -> Iterator[int]:
         return iter(self.order)
@@ -102,7 +104,7 @@ class Trainer:
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device)
         if settings.compile:
-            compile_model(self.model)
+            compile_model(self.model, "default" if settings.compile is True else settings.compile)
         self.train_sets = sorted(train_sets, key=lambda item: item[0])
         self.validation_sets = sorted(validation_sets, key=lambda item: item[0])
         self.run_dir = run_dir
@@ -110,9 +112,10 @@ class Trainer:
         self.tensorboard = tensorboard
         self.loss_function = loss_function(settings.loss_function)
         self.progress = Progress()
-        self.optimizer = _make_optimizer(settings, self.model)
+        self.optimizer = _make_optimizer(settings, self.model, self.device)
         self.scheduler = _make_scheduler(settings, self.optimizer)
         self._frozen_validation: list[Any] | None = None
+        self._device_sets: dict[int, Dataset] = {}
         self._sums: dict[str, torch.Tensor] = {}
         self._sum_inputs = 0
         self._last_loss: torch.Tensor | None = None
@@ -298,24 +301,53 @@ class Trainer:
     def _train_batches(self) -> Iterator[Any]:
         dataset = self._dataset_for_epoch(self.train_sets)
         s, p = self.settings, self.progress
+        pin = self.device.type == "cuda"
         if isinstance(dataset, IterableDataset):
             p.batch_in_epoch = 0  # a stream cannot skip ahead: the epoch restarts
-            loader = DataLoader(dataset, batch_size=s.batch_size, num_workers=s.num_workers)
-        else:
-            sampler = EpochSampler(len(dataset), s.seed, p.epoch, p.batch_in_epoch * s.batch_size)
-            loader = DataLoader(dataset, batch_size=s.batch_size, sampler=sampler,
-                                num_workers=s.num_workers)
-        yield from loader
+            loader = DataLoader(dataset, batch_size=s.batch_size, num_workers=s.num_workers,
+                                pin_memory=pin)
+            yield from loader
+            return
+        sampler = EpochSampler(len(dataset), s.seed, p.epoch, p.batch_in_epoch * s.batch_size)
+        if self._batches_directly(dataset):
+            order = sampler.permutation.pin_memory() if pin else sampler.permutation
+            source = self._on_device(dataset)
+            for index in order.split(s.batch_size) if len(order) else ():
+                yield (source.batch(index),)  # type: ignore[attr-defined]
+            return
+        yield from DataLoader(dataset, batch_size=s.batch_size, sampler=sampler,
+                              num_workers=s.num_workers, pin_memory=pin)
+
+    def _batches_directly(self, dataset: Dataset) -> bool:
+        """Datasets with ``batch(indices)`` and ``on_device(device)`` (the tile, MNIST and
+        kali datasets) give whole batches on the training device without a DataLoader:
+        no per-item Python, no collate, no host-to-device copy of images."""
+        return self.settings.num_workers == 0 and callable(getattr(dataset, "batch", None)) \
+            and callable(getattr(dataset, "on_device", None))
+
+    def _on_device(self, dataset: Dataset) -> Any:
+        key = id(dataset)
+        if key not in self._device_sets:
+            self._device_sets[key] = dataset.on_device(self.device)  # type: ignore[attr-defined]
+        return self._device_sets[key]
 
     def _validation_batches(self) -> Iterator[Any]:
         dataset = self._dataset_for_epoch(self.validation_sets)
         if dataset is None:
             return iter(())
-        loader = DataLoader(dataset, batch_size=self.settings.validation_batch_size)
+        size = self.settings.validation_batch_size
+        batches: Any
+        if self._batches_directly(dataset):
+            source = self._on_device(dataset)
+            batches = ((source.batch(index),)
+                       for index in torch.arange(len(dataset)).split(size))  # type: ignore
+        else:
+            batches = DataLoader(dataset, batch_size=size,
+                                 pin_memory=self.device.type == "cuda")
         if not self.settings.freeze_validation_set:
-            return iter(loader)
+            return iter(batches)
         if self._frozen_validation is None:
-            self._frozen_validation = list(loader)
+            self._frozen_validation = list(batches)
         return iter(self._frozen_validation)
 
     def _to_device(self, batch: Any) -> tuple[torch.Tensor, ...]:
@@ -517,13 +549,15 @@ class Trainer:
         self.run_dir.write_result(self.result(status))
 
 
-def compile_model(model: nn.Module) -> None:
+def compile_model(model: nn.Module, mode: str = "default") -> None:
     """torch.compile ``model`` in place (its state_dict keys stay the same), and the
-    ``query`` of each implicit decoder inside, which pixel-subset training calls directly."""
-    model.compile()
+    ``query`` of each implicit decoder inside, which pixel-subset training calls directly.
+    ``mode``: torch.compile's ("reduce-overhead" replays CUDA graphs: no per-kernel launch
+    cost for the small kernels of a batch-64 step)."""
+    model.compile(mode=mode)
     for module in model.modules():
         if isinstance(module, ImplicitDecoder):
-            module.query = torch.compile(module.query)  # type: ignore[method-assign]
+            module.query = torch.compile(module.query, mode=mode)  # type: ignore[method-assign]
 
 
 def _part_parameters(model: nn.Module, name: str) -> int | None:
@@ -531,7 +565,11 @@ def _part_parameters(model: nn.Module, name: str) -> int | None:
     return count_parameters(part) if isinstance(part, nn.Module) else None
 
 
-def _make_optimizer(settings: TrainSettings, model: nn.Module) -> torch.optim.Optimizer:
+def _make_optimizer(settings: TrainSettings, model: nn.Module,
+                    device: torch.device) -> torch.optim.Optimizer:
+    """``torch.optim.<optimizer>(params, lr=learnrate)`` as the seed built it; on CUDA with
+    the fused implementation where the class has one (Adam, AdamW, SGD: one kernel launch
+    for all parameters instead of several per tensor, the same update)."""
     cls = getattr(torch.optim, settings.optimizer, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         names = sorted(n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)
@@ -542,6 +580,8 @@ def _make_optimizer(settings: TrainSettings, model: nn.Module) -> torch.optim.Op
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise InrlabError("the model has no trainable parameters", key="model")
+    if device.type == "cuda" and "fused" in inspect.signature(cls.__init__).parameters:
+        return cls(params, lr=settings.learnrate, fused=True)
     return cls(params, lr=settings.learnrate)
 
 
