@@ -13,12 +13,15 @@ Runs go to ``--runs-dir`` (default ``runs-bench``); an interrupted benchmark res
 from __future__ import annotations
 
 import argparse
+import io
 import math
 import sys
 from pathlib import Path
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
 
 ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
@@ -30,6 +33,7 @@ from inrlab.experiment.spec import RunSpec, load_experiment  # noqa: E402
 from inrlab.models import UpscalingAutoencoder  # noqa: E402
 from inrlab.models.posenc import resampled_pixel_grid  # noqa: E402
 from inrlab.report.figures import reproduction_sheet  # noqa: E402
+from inrlab.train.image_metrics import ssim  # noqa: E402
 from inrlab.train.log import read_metrics  # noqa: E402
 from inrlab.train.rundir import RunDir  # noqa: E402
 
@@ -72,14 +76,15 @@ def trained_model(spec: RunSpec, run_dir: RunDir) -> torch.nn.Module:
 
 
 def curves(runs: list[tuple[RunSpec, RunDir]]) -> None:
-    print("\n| run | inputs | train time (s) | val L1 | val MSE | val PSNR (dB) |")
-    print("|---|---:|---:|---:|---:|---:|")
+    print("\n| run | inputs | train time (s) | val L1 | val MSE | val PSNR (dB) | val SSIM |")
+    print("|---|---:|---:|---:|---:|---:|---:|")
     for spec, run_dir in runs:
         for record in read_metrics(run_dir.metrics):
             if record.get("kind") == "validation" and "mse" in record:
                 print(f"| {spec.experiment_name} | {record['inputs']:,} | "
                       f"{record['time_s']:.0f} | {record.get('l1', float('nan')):.4f} | "
-                      f"{record['mse']:.5f} | {record['psnr']:.2f} |")
+                      f"{record['mse']:.5f} | {record['psnr']:.2f} | "
+                      f"{record.get('ssim', float('nan')):.3f} |")
 
 
 CODE_BUDGET = 102  # the log's code size for 3x32x32 (32 * 32 // 10)
@@ -106,6 +111,106 @@ def linear_bound() -> None:
                            F.mse_loss(projected, images).item()))
         (l1, mse), (_, train_mse) = scores
         print(f"| {k} | {l1:.4f} | {mse:.5f} | {psnr(mse):.2f} | {psnr(train_mse):.2f} |")
+
+
+# ----------------------------------------------------------------- bytes per tile
+def codec_round_trip(images: torch.Tensor, fmt: str, quality: int
+                     ) -> tuple[torch.Tensor, float, float]:
+    """(decoded images, mean file bytes, mean payload bytes) of Pillow's ``fmt`` at
+    ``quality``. JPEG's payload is its entropy-coded scan (the headers, the same for every
+    tile of one quality, left out); WebP's is the file less its RIFF and chunk headers."""
+    decoded, files, payloads = [], [], []
+    for image in images:
+        pixels = (image.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
+        buffer = io.BytesIO()
+        options = ({"subsampling": 2, "optimize": True} if fmt == "JPEG" else {"method": 6})
+        Image.fromarray(pixels).save(buffer, fmt, quality=quality, **options)
+        data = buffer.getvalue()
+        with Image.open(io.BytesIO(data)) as picture:
+            back = np.asarray(picture.convert("RGB"))
+        decoded.append(torch.from_numpy(back.copy()).permute(2, 0, 1).float() / 255)
+        files.append(len(data))
+        if fmt == "JPEG":
+            scan = data.rfind(b"\xff\xda")
+            header = int.from_bytes(data[scan + 2:scan + 4], "big")
+            payloads.append(len(data) - (scan + 2 + header) - 2)  # less SOS header, EOI
+        else:
+            payloads.append(len(data) - 20)  # less "RIFF" size "WEBP" and "VP8 " size
+    return torch.stack(decoded), float(np.mean(files)), float(np.mean(payloads))
+
+
+def codec_at_budget(images: torch.Tensor, fmt: str, budget: float
+                    ) -> tuple[int, torch.Tensor, float, float]:
+    """The lowest quality whose mean payload is at least ``budget`` bytes (the codec gets the
+    same or more bytes than the model), with its round trip."""
+    for quality in range(0, 101):
+        decoded, file_bytes, payload = codec_round_trip(images, fmt, quality)
+        if payload >= budget:
+            return quality, decoded, file_bytes, payload
+    return 100, decoded, file_bytes, payload
+
+
+def quantise_uniform(values: torch.Tensor, reference: torch.Tensor, bits: int) -> torch.Tensor:
+    """``values`` (n, d) rounded to ``bits`` bits per value, uniform over each column's
+    range in ``reference`` (the training codes)."""
+    low, high = reference.min(0).values, reference.max(0).values
+    levels = 2**bits - 1
+    scale = (high - low).clamp_min(1e-12) / levels
+    return ((values.clamp(low, high) - low) / scale).round() * scale + low
+
+
+def score(images: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
+    images = images.clamp(0, 1)
+    return psnr(F.mse_loss(images, truth).item()), ssim(images, truth).mean().item()
+
+
+@torch.no_grad()
+def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET) -> None:
+    """Every method on the validation tiles at about ``budget`` bytes per tile: PCA with 8-
+    and 4-bit coefficients, JPEG and WebP at the same or more bytes, each run's code in
+    fp32, fp16 and 8 bits."""
+    train_tiles, valid = split_tiles(32, False), split_tiles(32, True)
+    rows: list[tuple[str, str, float, float]] = []
+    mean = train_tiles.flatten(1).mean(0)
+    basis = torch.linalg.svd(train_tiles.flatten(1) - mean, full_matrices=False).Vh
+    for bits in (8, 4):
+        k = budget * 8 // bits
+        train_scores = (train_tiles.flatten(1) - mean) @ basis[:k].T
+        scores = quantise_uniform((valid.flatten(1) - mean) @ basis[:k].T, train_scores, bits)
+        rows.append((f"PCA, {k} components at {bits} bits", f"{k * bits // 8}",
+                     *score((scores @ basis[:k] + mean).view_as(valid), valid)))
+    for fmt in ("JPEG", "WEBP"):
+        quality, decoded, file_bytes, payload = codec_at_budget(valid, fmt, budget)
+        rows.append((f"{fmt} quality {quality} (Pillow)",
+                     f"{payload:.0f} (file {file_bytes:.0f})", *score(decoded, valid)))
+    for spec, run_dir in runs:
+        if not run_dir.best.exists() and not run_dir.last.exists():
+            continue
+        model = trained_model(spec, run_dir)
+        if not hasattr(model, "encode") or isinstance(model, UpscalingAutoencoder):
+            continue
+        codes = model.encode(valid)
+        shape = tuple(valid.shape[-2:])
+        values = codes[0].numel()
+        name = spec.experiment_name
+        quantizer = getattr(model, "quantizer", None)
+        if quantizer is not None:
+            rows.append((f"{name}, stored {quantizer.bits}-bit code",
+                         f"{quantizer.code_bytes(values)}", *score(model.decode(codes, shape),
+                                                                    valid)))
+            continue
+        rows.append((f"{name}, fp32 code", f"{4 * values}",
+                     *score(model.decode(codes, shape), valid)))
+        rows.append((f"{name}, fp16 code", f"{2 * values}",
+                     *score(model.decode(codes.half().float(), shape), valid)))
+        train_codes = model.encode(train_tiles).flatten(1)
+        eight = quantise_uniform(codes.flatten(1), train_codes, 8).view_as(codes)
+        rows.append((f"{name}, 8-bit code (after training)", f"{values}",
+                     *score(model.decode(eight, shape), valid)))
+    print(f"\nBytes per tile: the {valid.shape[0]} validation tiles, about {budget} bytes each")
+    print("| method | bytes per tile | val PSNR (dB) | val SSIM |\n|---|---:|---:|---:|")
+    for name, size, value, similarity in rows:
+        print(f"| {name} | {size} | {value:.2f} | {similarity:.3f} |")
 
 
 @torch.no_grad()
@@ -198,6 +303,7 @@ def main() -> None:
         runs = train(args.experiments or EXPERIMENTS, options, args.report)
         curves(runs)
         linear_bound()
+        bytes_table(runs)
         for spec, run_dir in runs if args.refine_steps else []:
             refine(spec, run_dir, args.refine_steps)
 

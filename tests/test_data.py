@@ -169,6 +169,8 @@ def _trainer(dataset, tmp_path, **settings):
 
 @pytest.mark.parametrize("make", [
     lambda: kali_patch_dataset((3, 8, 8), num_images=23),
+    lambda: InterleaveDataset([kali_patch_dataset((3, 8, 8), num_images=5),
+                               __import__("inrlab").ImageTensorDataset(torch.rand(9, 3, 8, 8))]),
     lambda: __import__("inrlab").ImageTensorDataset(
         torch.randint(0, 256, (23, 3, 8, 8), dtype=torch.uint8), num_repeat=2),
 ])
@@ -210,3 +212,13 @@ def test_augmentation_runs_where_the_images_are() -> None:
     assert first.shape == (3, 3, 6, 6) and 0 <= float(first.min()) and float(first.max()) <= 1
     kali = kali_patch_dataset((3, 8, 8), num_images=4).on_device("cpu")
     assert kali.batch(torch.arange(4)).shape == (4, 3, 8, 8)
+
+
+def test_a_mixture_with_a_per_item_member_goes_through_the_data_loader(tmp_path) -> None:
+    from torch.utils.data import TensorDataset
+
+    mixed = InterleaveDataset([kali_patch_dataset((3, 8, 8), num_images=5),
+                               TensorDataset(torch.rand(4, 3, 8, 8))])
+    assert not mixed.makes_batches
+    assert not _trainer(mixed, tmp_path)._batches_directly(mixed)
+    assert len(list(_trainer(mixed, tmp_path)._train_batches())) == 2  # 10 items, batch 5

@@ -200,3 +200,30 @@ def test_batch_norm_per_image_groups_match_the_seed_semantics() -> None:
     assert count_parameters(grouped) == count_parameters(whole)
     with pytest.raises(ValueError, match="batch_norm_images"):
         ImageManifoldDecoder(8, 3, batch_norm_images=0)
+
+
+def test_quantised_codes_are_stored_in_code_bits_and_train_with_noise() -> None:
+    from inrlab.models import EncoderConv2d, EncoderDecoder, ImageManifoldDecoder
+
+    model = EncoderDecoder(EncoderConv2d((3, 8, 8), 6, channels=(4,)),
+                           ImageManifoldDecoder(6, 3, num_hidden=8, num_blocks=1,
+                                                default_shape=(8, 8)),
+                           code_bits=4, code_limit=1.5)
+    images = torch.rand(5, 3, 8, 8)
+    raw = model.encoder(images)
+    model.eval()
+    stored = model.encode(images)
+    levels = (stored + 1.5) / model.quantizer.step  # integers 0..15
+    assert torch.allclose(levels, levels.round(), atol=1e-4)
+    assert levels.min() >= 0 and levels.max() <= 15
+    assert (stored - raw.clamp(-1.5, 1.5)).abs().max() <= model.quantizer.step / 2 + 1e-6
+    assert model.quantizer.code_bytes(102) == 51
+    assert torch.equal(model(images), model.decode(stored, (8, 8)))  # renders see the code
+    model.train()
+    noisy = model.encode(images)
+    assert not torch.equal(noisy, stored)
+    assert (noisy - raw.clamp(-1.5, 1.5)).abs().max() <= model.quantizer.step / 2 + 1e-6
+    model(images).sum().backward()
+    assert model.encoder.linear.weight.grad.abs().sum() > 0  # gradients reach the encoder
+    with pytest.raises(ValueError, match="code_bits must be at most 16"):
+        EncoderDecoder(model.encoder, model.decoder, code_bits=32)

@@ -4,13 +4,18 @@ from __future__ import annotations
 
 from typing import Sequence
 
+import torch
 from torch.utils.data import Dataset
 
 
 class InterleaveDataset(Dataset):
     """Round-robin over map-style datasets: item ``k`` comes from dataset ``k % n``; shorter
     datasets wrap around, the length is ``n * max(len)`` (every item of the longest appears
-    once per pass)."""
+    once per pass).
+
+    When every member makes whole batches (``batch`` and ``on_device``: tiles, MNIST, kali
+    patches), so does the mixture (``makes_batches``): each member renders its share of a
+    batch at once, on the training device."""
 
     def __init__(self, datasets: Sequence[Dataset]) -> None:
         if not datasets:
@@ -19,6 +24,30 @@ class InterleaveDataset(Dataset):
         self.lengths = [len(d) for d in self.datasets]  # type: ignore[arg-type]
         if min(self.lengths) == 0:
             raise ValueError("cannot interleave an empty dataset")
+        self.makes_batches = all(callable(getattr(d, "batch", None))
+                                 and callable(getattr(d, "on_device", None))
+                                 and getattr(d, "makes_batches", True) for d in self.datasets)
+
+    def on_device(self, device: torch.device | str) -> "InterleaveDataset":
+        return InterleaveDataset([d.on_device(device) for d in self.datasets])  # type: ignore
+
+    def batch(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        """Images (B, C, H, W) of ``indices``, each member's share made in one call."""
+        if not self.makes_batches:
+            raise TypeError("not every interleaved dataset makes whole batches")
+        index = torch.as_tensor(indices, dtype=torch.long).cpu()
+        source, position = index % len(self.datasets), index // len(self.datasets)
+        images: torch.Tensor | None = None
+        for number, dataset in enumerate(self.datasets):
+            chosen = source == number
+            if not bool(chosen.any()):
+                continue
+            part = dataset.batch(position[chosen] % self.lengths[number])  # type: ignore
+            if images is None:
+                images = part.new_empty((len(index), *part.shape[1:]))
+            images[chosen.to(images.device)] = part.to(images.dtype)
+        assert images is not None
+        return images
 
     def __len__(self) -> int:
         return len(self.datasets) * max(self.lengths)

@@ -12,6 +12,7 @@ from inrlab.models.decoders.base import ImplicitDecoder
 from inrlab.models.decoders.manifold import ImageManifoldDecoder
 from inrlab.models.encoders.dalle import DalleEncoder
 from inrlab.models.layers import check_positive_int, check_shape
+from inrlab.models.quantize import CodeQuantizer
 from inrlab.models.registry import MODELS, register_model
 
 
@@ -31,15 +32,25 @@ def _module(value: Any, role: str) -> nn.Module:
              "default_shape": (8, 8)}},
 ))
 class EncoderDecoder(nn.Module):
-    """``forward(x) = decoder(encoder(x))``; an implicit decoder renders at the input's size."""
+    """``forward(x) = decoder(encoder(x))``; an implicit decoder renders at the input's size.
 
-    def __init__(self, encoder: Any, decoder: Any) -> None:
+    ``code_bits``: the code is stored in that many bits per value (uniform over
+    ``[-code_limit, code_limit]``, see ``CodeQuantizer``): ``encode`` rounds in eval mode
+    (so renders, reports and validation see the stored code) and adds the rounding noise in
+    training (``code_noise``; else straight-through rounding).
+    """
+
+    def __init__(self, encoder: Any, decoder: Any, code_bits: int | None = None,
+                 code_limit: float = 2.0, code_noise: bool = True) -> None:
         super().__init__()
         self.encoder = _module(encoder, "encoder")
         self.decoder = _module(decoder, "decoder")
+        self.quantizer = (CodeQuantizer(code_bits, code_limit, code_noise)
+                          if code_bits is not None else None)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        return self.encoder(x)
+        code = self.encoder(x)
+        return code if self.quantizer is None else self.quantizer(code)
 
     def render_code(self, images: torch.Tensor) -> torch.Tensor:
         """The code that renders of ``images`` at other sizes start from (``inrlab render``

@@ -323,7 +323,8 @@ class Trainer:
         kali datasets) give whole batches on the training device without a DataLoader:
         no per-item Python, no collate, no host-to-device copy of images."""
         return self.settings.num_workers == 0 and callable(getattr(dataset, "batch", None)) \
-            and callable(getattr(dataset, "on_device", None))
+            and callable(getattr(dataset, "on_device", None)) \
+            and getattr(dataset, "makes_batches", True)
 
     def _on_device(self, dataset: Dataset) -> Any:
         key = id(dataset)
