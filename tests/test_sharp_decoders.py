@@ -197,3 +197,22 @@ def test_upscaling_autoencoder_learns_from_the_half_size_image() -> None:
     with torch.no_grad():
         columns = dict(reproduction_columns(model, images, scales=(2,)))
     torch.testing.assert_close(columns["render 2x"], model.upscale(images, (32, 32)).clamp(0, 1))
+
+
+def test_feature_unfolding_lets_a_pixel_see_the_neighbouring_cells() -> None:
+    from inrlab.models import LocalLatentDecoder
+
+    torch.manual_seed(0)
+    plain = LocalLatentDecoder(2, grid=(4, 4), num_hidden=8, sampling="nearest")
+    unfolded = LocalLatentDecoder(2, grid=(4, 4), num_hidden=8, sampling="nearest", unfold=True)
+    assert unfolded.latent_in.in_features == 9 * plain.latent_in.in_features
+    code = torch.randn(1, 2, 4, 4)
+    moved = code.clone()
+    moved[0, :, 0, 0] += 1.0  # change only the top-left cell
+    for decoder, reaches in ((plain, False), (unfolded, True)):
+        decoder.eval()
+        before, after = decoder(code, (16, 16)), decoder(moved, (16, 16))
+        changed = (before - after).abs().amax(dim=(0, 1)) > 1e-6  # (16, 16)
+        assert bool(changed[0, 0])
+        # a pixel nearest to cell (1, 1) changes only when it sees the neighbours
+        assert bool(changed[6, 6]) == reaches

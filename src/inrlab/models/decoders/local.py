@@ -45,6 +45,9 @@ class LocalLatentDecoder(ImplicitDecoder):
     geometry of area downsampling: an (H, W) render of an (h, w) latent map places pixels
     exactly where averaging (H, W) down to (h, w) took them from). ``"areas"`` suits
     latent maps with one latent per input pixel, as ``EncoderConvMap`` gives.
+    ``unfold=True`` gives each latent its 3x3 neighbourhood (LIIF's feature unfolding,
+    zero-padded at the grid's border): the MLP sees 9x the channels around every cell, at
+    the cost of a 9x wider first layer applied once per cell.
     ``pixel_size=True`` also feeds the rendered pixel's size in cell units (LIIF's cell
     decoding). Trained at one resolution that input is a constant, and rendering at another
     size extrapolates it, so it is off by default.
@@ -63,6 +66,7 @@ class LocalLatentDecoder(ImplicitDecoder):
         sampling: str = "ensemble",
         pixel_size: bool = False,
         pixel_geometry: str = "corners",
+        unfold: bool = False,
         default_shape: Sequence[int] | None = None,
         activation: Any = "gelu",
         activation_out: Any = "sigmoid",
@@ -93,7 +97,8 @@ class LocalLatentDecoder(ImplicitDecoder):
                                             pos_embedding_features, pos_embedding_sigma,
                                             pos_embedding_seed)
         position_features = self.encoding.out_features + (2 if pixel_size else 0)
-        self.latent_in = nn.Linear(self.latent_channels, num_hidden)
+        self.unfold = bool(unfold)
+        self.latent_in = nn.Linear(self.latent_channels * (9 if self.unfold else 1), num_hidden)
         self.position_in = nn.Linear(position_features, num_hidden, bias=False)
         layers: list[nn.Module] = [make_activation(activation)]
         for _ in range(num_layers - 1):
@@ -112,6 +117,8 @@ class LocalLatentDecoder(ImplicitDecoder):
             raise ValueError(f"sampling '{self.sampling}' needs a latent grid of at least 2x2, "
                              f"got {grid_h}x{grid_w}")
         coords = coords.to(self.latent_in.weight.dtype)
+        if self.unfold:  # (B, C, gh, gw) -> (B, 9C, gh, gw): each cell with its neighbours
+            code = F.unfold(code, 3, padding=1).view(batch, -1, grid_h, grid_w)
         latent = F.conv2d(code, self.latent_in.weight[:, :, None, None],
                           self.latent_in.bias)  # (B, h, gh, gw)
         extra = None
