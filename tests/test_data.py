@@ -222,3 +222,10 @@ def test_a_mixture_with_a_per_item_member_goes_through_the_data_loader(tmp_path)
     assert not mixed.makes_batches
     assert not _trainer(mixed, tmp_path)._batches_directly(mixed)
     assert len(list(_trainer(mixed, tmp_path)._train_batches())) == 2  # 10 items, batch 5
+
+
+def test_the_default_sheet_is_found_from_any_working_directory(rltiles, tmp_path,
+                                                               monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # ../shared is not beside this directory
+    monkeypatch.setenv("INRLAB_CACHE_DIR", str(tmp_path / "cache"))  # and nothing cached
+    assert len(rpg_tile_dataset((3, 32, 32), validation=True)) > 70

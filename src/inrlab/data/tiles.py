@@ -2,7 +2,7 @@
 
 One JSON object per line and sheet: ``name`` (cache path), ``url`` (http(s), ``file://`` or
 a local path), optional ``path`` (a local copy tried first; relative to the working
-directory, then to the config file), ``shape`` ([h, w] tile size), ``limit`` ([h, w]: crop
+directory, then to the config file, then to the checkout inrlab runs from), ``shape`` ([h, w] tile size), ``limit`` ([h, w]: crop
 the sheet to its top-left region first), ``offset`` ([y, x] pixels dropped from the top and
 left), ``stride`` ([y, x], default: the tile size), ``ignore_lines`` (tile rows to skip),
 ``ignore_tiles`` ([row, col] pairs to skip), ``remove_transparent`` (default true).
@@ -104,10 +104,16 @@ def _sheet(row: Any, where: str, base: Path | None) -> TileSheet:
     )
 
 
+# The checkout this package runs from (``src/inrlab/data`` -> the repository root), so the
+# default config's ``../shared/...`` copy is found from any working directory.
+CHECKOUT = Path(__file__).resolve().parents[3]
+
+
 def _sheet_file(sheet: TileSheet) -> Path:
     if sheet.path:
         for candidate in (Path(sheet.path).expanduser(),
-                          (sheet.base_dir or Path.cwd()) / sheet.path):
+                          (sheet.base_dir or Path.cwd()) / sheet.path,
+                          CHECKOUT / sheet.path):
             if candidate.is_file():
                 return candidate
     return fetch(sheet.url, cache_dir() / "tiles" / sheet.name)
