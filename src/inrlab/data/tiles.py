@@ -2,10 +2,11 @@
 
 One JSON object per line and sheet: ``name`` (cache path), ``url`` (http(s), ``file://`` or
 a local path), optional ``path`` (a local copy tried first; relative to the working
-directory, then to the config file, then to the checkout inrlab runs from), ``shape`` ([h, w] tile size), ``limit`` ([h, w]: crop
-the sheet to its top-left region first), ``offset`` ([y, x] pixels dropped from the top and
-left), ``stride`` ([y, x], default: the tile size), ``ignore_lines`` (tile rows to skip),
-``ignore_tiles`` ([row, col] pairs to skip), ``remove_transparent`` (default true).
+directory, then to the config file, then to the checkout inrlab runs from), ``shape``
+([h, w] tile size), ``limit`` ([h, w]: crop the sheet to its top-left region first),
+``offset`` ([y, x] pixels dropped from the top and left), ``stride`` ([y, x], default: the
+tile size), ``ignore_lines`` (tile rows to skip), ``ignore_tiles`` ([row, col] pairs to
+skip), ``remove_transparent`` (default true).
 
 Transparent pixels are composited on black (RGB multiplied by alpha); tiles without any
 variation (e.g. fully transparent) are dropped; tiles are resized to the requested shape
