@@ -25,6 +25,7 @@ from torch.utils.flop_counter import FlopCounterMode
 import inrlab
 from inrlab.models import ImageManifoldDecoder
 from inrlab.models.decoders.base import ImplicitDecoder
+from inrlab.report.render import input_shape
 
 
 def child_file(original: Path, overrides: dict[str, Any], directory: Path) -> Path:
@@ -135,7 +136,7 @@ def end_to_end(files: Sequence[Path], device_name: str, max_inputs: int,
             result = run.result or {}
             model = run.model.to(device)
             batch = int(run.config.get("batch_size", 64))
-            images = torch.rand(batch, *_input_shape(model), device=device)
+            images = torch.rand(batch, *input_shape(model), device=device)
             alone, flops = (decoder_only(model, images, device, seconds)
                             if isinstance(getattr(model, "decoder", None), ImplicitDecoder)
                             else (float("nan"), float("nan")))
@@ -161,9 +162,3 @@ def end_to_end(files: Sequence[Path], device_name: str, max_inputs: int,
           "decoder GFLOP/image | end-to-end decoder TFLOP/s | of fp32 GEMM | of bf16 GEMM |")
     print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
     print("\n".join(rows))
-
-
-def _input_shape(model: torch.nn.Module) -> tuple[int, int, int]:
-    from inrlab.report.render import input_shape
-
-    return input_shape(model)

@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import argparse
 import io
-import math
 import sys
 from pathlib import Path
 from typing import Callable
@@ -34,7 +33,7 @@ from inrlab.experiment.spec import RunSpec, load_experiment  # noqa: E402
 from inrlab.models import UpscalingAutoencoder  # noqa: E402
 from inrlab.models.posenc import resampled_pixel_grid  # noqa: E402
 from inrlab.report.figures import reproduction_sheet  # noqa: E402
-from inrlab.train.image_metrics import ssim  # noqa: E402
+from inrlab.train.image_metrics import psnr, ssim  # noqa: E402
 from inrlab.train.log import read_metrics  # noqa: E402
 from inrlab.train.rundir import RunDir  # noqa: E402
 
@@ -42,10 +41,6 @@ EXPERIMENTS = [ROOT / "experiments" / "rltiles-baseline.yml",
                ROOT / "experiments" / "rltiles-best.yml"]
 TWO_X = [ROOT / "experiments" / "rltiles-2x.yml", ROOT / "experiments" / "rltiles-upscale.yml"]
 VALIDATION_RATIO = 9  # the experiment files' split: every 10th tile validates
-
-
-def psnr(mse: float) -> float:
-    return 10 * math.log10(1 / max(mse, 1e-12))
 
 
 def image_psnr(images: torch.Tensor, truth: torch.Tensor) -> float:

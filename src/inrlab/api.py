@@ -1,7 +1,7 @@
 """inrlab from Python (a notebook, a script): run experiment files, train a model on datasets
 without any YAML, and load a run directory back (model, result, metrics).
 
-Everything here goes through the same code as the CLI: ``run`` is ``inrlab run``, ``train``
+Everything here goes through the same code as the CLI: ``run`` is ``inrlab run``, ``fit``
 builds the same trainer and run directory from plain values, ``load_run`` is what ``inrlab
 render`` and ``inrlab report`` use. Bad input raises ``InrlabError``.
 """
@@ -77,14 +77,10 @@ def load_run(path: str | Path, model: nn.Module | None = None) -> Run:
     """Read a run directory. ``model``: the architecture the run trained, for runs started
     by ``fit`` with a model object (its weights are loaded into it)."""
     from inrlab.experiment.runner import load_run_weights
-    from inrlab.experiment.spec import RUN_META_KEY
-    from inrlab.experiment.files import load_document
+    from inrlab.experiment.spec import load_run_spec
 
     run_dir = RunDir(Path(path))
-    if not run_dir.config.is_file():
-        raise InrlabError(f"no config.yaml in {path}: not an inrlab run directory", path=path)
-    config = load_document(run_dir.config, {}).values
-    config.pop(RUN_META_KEY, None)
+    config = load_run_spec(run_dir.path).values  # config.yaml less its inrlab block
     run = Run(path=run_dir.path, config=config, result=run_dir.read_result())
     if model is not None:
         load_run_weights(model, run_dir.path)
@@ -113,10 +109,10 @@ def run(experiment: str | Path, *, runs_dir: str | Path | None = None, device: s
 
 
 def fit(model: nn.Module | dict[str, Any], train_set: Dataset,
-          validation_set: Dataset | None = None, *, experiment_name: str,
-          trainer: str = "TrainAutoencoder", runs_dir: str | Path | None = None,
-          device: str = "auto", reset: bool = False, tensorboard: bool = True,
-          **settings: Any) -> Run:
+        validation_set: Dataset | None = None, *, experiment_name: str,
+        trainer: str = "TrainAutoencoder", runs_dir: str | Path | None = None,
+        device: str = "auto", reset: bool = False, tensorboard: bool = True,
+        **settings: Any) -> Run:
     """Train ``model`` on datasets built in Python, with the experiment-file keys as keyword
     arguments (``batch_size``, ``learnrate``, ``optimizer`` required; ``max_inputs``,
     ``scheduler``, ``loss_function``, ... and trainer options such as
