@@ -10,6 +10,7 @@ from torch import nn
 
 from inrlab.models.decoders.base import ImplicitDecoder
 from inrlab.models.decoders.manifold import ImageManifoldDecoder
+from inrlab.models.entropy import LevelPrior, decode_levels, encode_levels
 from inrlab.models.encoders.dalle import DalleEncoder
 from inrlab.models.layers import check_positive_int, check_shape
 from inrlab.models.quantize import CodeQuantizer
@@ -38,19 +39,71 @@ class EncoderDecoder(nn.Module):
     ``[-code_limit, code_limit]``, see ``CodeQuantizer``): ``encode`` rounds in eval mode
     (so renders, reports and validation see the stored code) and adds the rounding noise in
     training (``code_noise``; else straight-through rounding).
+
+    ``rate_weight`` (needs ``code_bits``): the stored code is entropy coded, so its size
+    follows its content; a ``LevelPrior`` learns how likely each level is, and training
+    adds ``rate_weight`` times the code's size in bits per pixel to the loss (0 measures
+    the size without pressing on it). ``compress``/``decompress`` give the bytes.
     """
 
     def __init__(self, encoder: Any, decoder: Any, code_bits: int | None = None,
-                 code_limit: float = 2.0, code_noise: bool = True) -> None:
+                 code_limit: float = 2.0, code_noise: bool = True,
+                 rate_weight: float | None = None) -> None:
         super().__init__()
         self.encoder = _module(encoder, "encoder")
         self.decoder = _module(decoder, "decoder")
         self.quantizer = (CodeQuantizer(code_bits, code_limit, code_noise)
                           if code_bits is not None else None)
+        self.rate_weight = None if rate_weight is None else _check_at_least(
+            "rate_weight", rate_weight, 0, "0")
+        self.prior = None
+        if self.rate_weight is not None:
+            if self.quantizer is None:
+                raise ValueError("rate_weight needs code_bits: only a quantised code has a "
+                                 "size in bytes")
+            self.prior = LevelPrior(2**self.quantizer.bits)
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         code = self.encoder(x)
-        return code if self.quantizer is None else self.quantizer(code)
+        if self.quantizer is None:
+            return code
+        if self.prior is not None and self.training:
+            self.prior.observe(self.quantizer.quantize(code))
+        return self.quantizer(code)
+
+    def code_rate(self, code: torch.Tensor) -> torch.Tensor | None:
+        """Bits per image, (B,), that the entropy-coded ``code`` (as from ``encode``) takes;
+        differentiable, so it can be a loss. None when the code is not entropy coded."""
+        if self.prior is None:
+            return None
+        q = self.quantizer
+        return self.prior.bits((code.clamp(-q.limit, q.limit) + q.limit) / q.step)
+
+    @torch.no_grad()
+    def compress(self, codes: torch.Tensor) -> list[bytes]:
+        """Each stored code (as ``encode`` gives in eval mode) as bytes, arithmetic coded
+        with the learned prior: ``model.compress(model.eval().encode(images))``."""
+        if self.prior is None:
+            raise ValueError("compress needs an entropy-coded code (rate_weight)")
+        levels = self.quantizer.quantize(codes)  # (B, C, ...)
+        tables = self._tables(levels.shape[1:])
+        return [encode_levels(row.tolist(), tables) for row in levels.flatten(1).cpu()]
+
+    @torch.no_grad()
+    def decompress(self, blobs: Sequence[bytes], code_shape: Sequence[int]) -> torch.Tensor:
+        """The codes (B, *code_shape) that ``compress`` stored in ``blobs``."""
+        if self.prior is None:
+            raise ValueError("decompress needs an entropy-coded code (rate_weight)")
+        tables = self._tables(code_shape)
+        levels = torch.tensor([decode_levels(blob, tables) for blob in blobs],
+                              device=self.prior.histogram.device)
+        return self.quantizer.dequantize(levels.view(len(blobs), *code_shape))
+
+    def _tables(self, code_shape: Sequence[int]) -> list[list[int]]:
+        """The coder's table of every value of a code (C, ...), in flattened order."""
+        per_channel = self.prior.frequency_tables(code_shape[0])
+        positions = int(torch.Size(code_shape[1:]).numel())
+        return [table for table in per_channel for _ in range(positions)]
 
     def render_code(self, images: torch.Tensor) -> torch.Tensor:
         """The code that renders of ``images`` at other sizes start from (``inrlab render``

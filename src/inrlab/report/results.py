@@ -45,6 +45,9 @@ def result_row(entry: Any, run_dir: RunDir, include: Sequence[str] = ()) -> dict
         row["validation psnr"] = result.get("validation_psnr")
     if result.get("validation_ssim") is not None:
         row["validation ssim"] = result.get("validation_ssim")
+    code_bytes = (result.get("validation") or {}).get("code_bytes")
+    if code_bytes is not None:  # an entropy-coded code's mean size
+        row["validation code bytes"] = code_bytes
     row["model params"] = (result.get("parameters") or {}).get("trainable")
     seconds = result.get("training_time_s")
     row["train time (minutes)"] = round(seconds / 60, 2) if seconds else None

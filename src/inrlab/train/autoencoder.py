@@ -27,6 +27,11 @@ class TrainAutoencoder(Trainer):
     of the output clamped to [0, 1], and after each validation draws the first 32
     validation images above their reproductions to ``images/reconstruction.png`` and
     TensorBoard ``validation_reconstruction``.
+
+    A model whose code is entropy coded (``code_rate(codes)`` gives bits per image, e.g.
+    ``EncoderDecoder(rate_weight=...)``) also reports ``code_bytes`` (the mean size of a
+    code, estimated from its prior) and ``loss_reconstruction``, and its ``loss`` adds
+    ``model.rate_weight`` times the code's bits per pixel.
     """
 
     def encode(self, images: torch.Tensor) -> torch.Tensor:
@@ -46,6 +51,9 @@ class TrainAutoencoder(Trainer):
 
     def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(reconstruction, codes or None)."""
+        if self._rated():
+            codes = self.encode(images)
+            return self.decode(codes, images.shape[-2:]), codes
         output = self.model(images)
         if isinstance(output, (tuple, list)):
             output = output[0]
@@ -72,16 +80,16 @@ class TrainAutoencoder(Trainer):
         images = batch[0]
         if self.settings.train_pixels:
             output, target, codes = self.reconstruct_pixels(images, self.settings.train_pixels)
-            return self.losses(target, output, codes)
+            return self.with_rate(self.losses(target, output, codes), codes, images)
         output, codes = self.reconstruct(images)
         _check_shapes(images, output, codes)
-        return self.losses(images, output, codes)
+        return self.with_rate(self.losses(images, output, codes), codes, images)
 
     def validation_step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         images = batch[0]
         output, codes = self.reconstruct(images)
         _check_shapes(images, output, codes)
-        losses = self.losses(images, output, codes)
+        losses = self.with_rate(self.losses(images, output, codes), codes, images)
         clamped = output.float().clamp(0, 1)
         losses["l1"] = F.l1_loss(clamped, images.float())
         losses["mse"] = F.mse_loss(clamped, images.float())
@@ -94,6 +102,21 @@ class TrainAutoencoder(Trainer):
                codes: torch.Tensor | None) -> dict[str, torch.Tensor]:
         """Losses of a reconstruction of ``target``; ``codes`` may be None."""
         return {"loss": self.loss_function(output.float(), target.float())}
+
+    def with_rate(self, losses: dict[str, torch.Tensor], codes: torch.Tensor | None,
+                  images: torch.Tensor) -> dict[str, torch.Tensor]:
+        """``losses`` with the code's size added, for a model whose code is entropy coded."""
+        if not self._rated() or codes is None:
+            return losses
+        bits = self.model.code_rate(codes).float()  # (B,)
+        rate = bits.mean() / (images.shape[-2] * images.shape[-1])  # bits per pixel
+        return {**losses, "loss": losses["loss"] + self.model.rate_weight * rate,
+                "loss_reconstruction": losses.get("loss_reconstruction", losses["loss"]),
+                "code_bytes": bits.mean() / 8}
+
+    def _rated(self) -> bool:
+        return getattr(self.model, "rate_weight", None) is not None and hasattr(
+            self.model, "code_rate")
 
     @torch.no_grad()
     def write_images(self) -> None:
