@@ -192,6 +192,15 @@ def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
         values = codes[0].numel()
         name = spec.experiment_name
         quantizer = getattr(model, "quantizer", None)
+        if getattr(model, "prior", None) is not None:
+            rows.append(entropy_coded_row(model, f"{name}, entropy-coded {quantizer.bits}-bit "
+                                          "code", codes, valid))
+            if refine_steps:
+                refined = refine_codes(model, valid, refine_steps)
+                rows.append(entropy_coded_row(model, f"{name}, entropy-coded code after "
+                                              f"{refine_steps} refinement steps", refined,
+                                              valid))
+            continue
         if quantizer is not None:
             size = f"{quantizer.code_bytes(values)}"
             rows.append((f"{name}, stored {quantizer.bits}-bit code", size,
@@ -213,6 +222,18 @@ def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
     print("| method | bytes per tile | val PSNR (dB) | val SSIM |\n|---|---:|---:|---:|")
     for name, size, value, similarity in rows:
         print(f"| {name} | {size} | {value:.2f} | {similarity:.3f} |")
+
+
+def entropy_coded_row(model: torch.nn.Module, name: str, codes: torch.Tensor,
+                      truth: torch.Tensor) -> tuple[str, str, float, float]:
+    """A table row for stored codes that are entropy coded: their real sizes in bytes
+    (compressed, then decompressed and checked equal) and the decoded images' scores."""
+    blobs = model.compress(codes)
+    if not torch.equal(model.decompress(blobs, codes.shape[1:]), codes):
+        raise AssertionError(f"{name}: the decompressed codes differ from the stored ones")
+    sizes = torch.tensor([len(blob) for blob in blobs], dtype=torch.float)
+    size = f"{sizes.mean():.1f} ({sizes.min():.0f}-{sizes.max():.0f})"
+    return (name, size, *score(model.decode(codes, tuple(truth.shape[-2:])), truth))
 
 
 @torch.no_grad()
@@ -269,9 +290,10 @@ def refine_codes(model: torch.nn.Module, images: torch.Tensor, steps: int,
                  learnrate: float = 0.01, report: Callable[[int, torch.Tensor], None] | None = None
                  ) -> torch.Tensor:
     """Test-time refinement: Adam on each image's encoder output for ``steps`` steps
-    against the reconstruction MSE of the code the model stores (decoder fixed, all pixels);
-    returns the stored code. Encoding spends the compute, the decoder still gets only the
-    stored code (its bytes)."""
+    against the reconstruction MSE of the code the model stores (decoder fixed, all pixels;
+    plus the model's ``rate_weight`` times its bits per pixel when the code is entropy
+    coded); returns the stored code. Encoding spends the compute, the decoder still gets
+    only the stored code (its bytes)."""
     model.requires_grad_(False)
     shape = tuple(images.shape[-2:])
     with torch.no_grad():
@@ -286,6 +308,10 @@ def refine_codes(model: torch.nn.Module, images: torch.Tensor, steps: int,
             break
         with torch.enable_grad():  # also when called under no_grad
             loss = F.mse_loss(model.decode(stored_code(model, raw), shape), images)
+            if getattr(model, "prior", None) is not None:
+                # priced between levels (the stored levels' price has no useful gradient)
+                pixels = shape[0] * shape[1]
+                loss = loss + model.rate_weight * model.code_rate(raw).mean() / pixels
             optimizer.zero_grad()
             loss.backward()
         optimizer.step()
