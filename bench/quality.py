@@ -162,11 +162,12 @@ def score(images: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
 
 @torch.no_grad()
 def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
-                refine_steps: int = 0) -> None:
+                refine_steps: int = 0, refine_rate_weight: float | None = None) -> None:
     """Every method on the validation tiles at about ``budget`` bytes per tile: PCA with 8-
     and 4-bit coefficients, JPEG and WebP at the same or more bytes, each run's code in
     fp32, fp16 and 8 bits (a quantising model's stored code, and with ``refine_steps``
-    that code refined for each tile)."""
+    that code refined for each tile; an entropy-coded code is refined with its model's
+    ``rate_weight``, or ``refine_rate_weight``)."""
     train_tiles, valid = split_tiles(32, False), split_tiles(32, True)
     rows: list[tuple[str, str, float, float]] = []
     mean = train_tiles.flatten(1).mean(0)
@@ -196,10 +197,12 @@ def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
             rows.append(entropy_coded_row(model, f"{name}, entropy-coded {quantizer.bits}-bit "
                                           "code", codes, valid))
             if refine_steps:
-                refined = refine_codes(model, valid, refine_steps)
+                refined = refine_codes(model, valid, refine_steps,
+                                       rate_weight=refine_rate_weight)
+                weight = model.rate_weight if refine_rate_weight is None else refine_rate_weight
                 rows.append(entropy_coded_row(model, f"{name}, entropy-coded code after "
-                                              f"{refine_steps} refinement steps", refined,
-                                              valid))
+                                              f"{refine_steps} refinement steps (rate weight "
+                                              f"{weight:g})", refined, valid))
             continue
         if quantizer is not None:
             size = f"{quantizer.code_bytes(values)}"
@@ -287,12 +290,12 @@ def stored_code(model: torch.nn.Module, raw: torch.Tensor) -> torch.Tensor:
 
 
 def refine_codes(model: torch.nn.Module, images: torch.Tensor, steps: int,
-                 learnrate: float = 0.01, report: Callable[[int, torch.Tensor], None] | None = None
-                 ) -> torch.Tensor:
+                 learnrate: float = 0.01, report: Callable[[int, torch.Tensor], None] | None = None,
+                 rate_weight: float | None = None) -> torch.Tensor:
     """Test-time refinement: Adam on each image's encoder output for ``steps`` steps
     against the reconstruction MSE of the code the model stores (decoder fixed, all pixels;
-    plus the model's ``rate_weight`` times its bits per pixel when the code is entropy
-    coded); returns the stored code. Encoding spends the compute, the decoder still gets
+    plus ``rate_weight``, by default the model's, times its bits per pixel when the code is
+    entropy coded); returns the stored code. Encoding spends the compute, the decoder still gets
     only the stored code (its bytes)."""
     model.requires_grad_(False)
     shape = tuple(images.shape[-2:])
@@ -311,7 +314,8 @@ def refine_codes(model: torch.nn.Module, images: torch.Tensor, steps: int,
             if getattr(model, "prior", None) is not None:
                 # priced between levels (the stored levels' price has no useful gradient)
                 pixels = shape[0] * shape[1]
-                loss = loss + model.rate_weight * model.code_rate(raw).mean() / pixels
+                weight = model.rate_weight if rate_weight is None else rate_weight
+                loss = loss + weight * model.code_rate(raw).mean() / pixels
             optimizer.zero_grad()
             loss.backward()
         optimizer.step()
@@ -346,6 +350,9 @@ def main() -> None:
     parser.add_argument("--two-x", action="store_true", help="run the 2x test instead")
     parser.add_argument("--refine-steps", type=int, default=0,
                         help="also optimise the validation codes of each run for N steps")
+    parser.add_argument("--refine-rate-weight", type=float, default=None,
+                        help="rate weight of the refinement of entropy-coded codes (default: "
+                             "the model's rate_weight); higher keeps the codes shorter")
     args = parser.parse_args()
     options = RunOptions(runs_dir=args.runs_dir, device=args.device, skip=True,
                          max_inputs=args.max_inputs, tensorboard=False, quiet=True)
@@ -360,7 +367,8 @@ def main() -> None:
         runs = train(args.experiments or EXPERIMENTS, options, args.report)
         curves(runs)
         linear_bound()
-        bytes_table(runs, refine_steps=args.refine_steps)
+        bytes_table(runs, refine_steps=args.refine_steps,
+                    refine_rate_weight=args.refine_rate_weight)
         for spec, run_dir in runs if args.refine_steps else []:
             if run_dir.best.exists() or run_dir.last.exists():
                 refine(spec, run_dir, args.refine_steps)
