@@ -283,10 +283,7 @@ def stored_code(model: torch.nn.Module, raw: torch.Tensor) -> torch.Tensor:
     """What the model stores of an encoder output ``raw``: the quantised code (rounding
     with a straight-through gradient) when the model quantises, else ``raw``."""
     quantizer = getattr(model, "quantizer", None)
-    if quantizer is None:
-        return raw
-    inside = raw.clamp(-quantizer.limit, quantizer.limit)
-    return inside + (quantizer.dequantize(quantizer.quantize(inside)) - inside).detach()
+    return raw if quantizer is None else quantizer.round_straight_through(raw)
 
 
 def refine_codes(model: torch.nn.Module, images: torch.Tensor, steps: int,

@@ -43,13 +43,20 @@ class CodeQuantizer(nn.Module):
         return levels.float() * self.step - self.limit
 
     def forward(self, code: torch.Tensor) -> torch.Tensor:
-        code = code.clamp(-self.limit, self.limit)
         if not self.training:
             return self.dequantize(self.quantize(code)).to(code.dtype)
         if self.noise:
+            code = code.clamp(-self.limit, self.limit)
             return code + (torch.rand_like(code) - 0.5) * self.step
+        return self.round_straight_through(code)
+
+    def round_straight_through(self, code: torch.Tensor) -> torch.Tensor:
+        """The stored value of ``code`` (clamped, rounded), with the gradient of the
+        clamped code: what training with ``noise=False`` and test-time code refinement
+        optimise through."""
+        code = code.clamp(-self.limit, self.limit)
         rounded = self.dequantize(self.quantize(code)).to(code.dtype)
-        return code + (rounded - code).detach()  # straight-through
+        return code + (rounded - code).detach()
 
     def code_bytes(self, values: int) -> int:
         """Bytes that ``values`` quantised values take, packed."""

@@ -52,12 +52,16 @@ class TrainAutoencoder(Trainer):
     def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
         """(reconstruction, codes or None)."""
         if self._rated():
-            codes = self.encode(images)
-            return self.decode(codes, images.shape[-2:]), codes
+            return self.encode_decode(images)
         output = self.model(images)
         if isinstance(output, (tuple, list)):
             output = output[0]
         return output, None
+
+    def encode_decode(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """(reconstruction, codes) through ``encode`` and ``decode``, keeping the codes."""
+        codes = self.encode(images)
+        return self.decode(codes, images.shape[-2:]), codes
 
     def reconstruct_pixels(self, images: torch.Tensor, count: int
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
@@ -150,8 +154,7 @@ class TrainAutoencoderSpecial(TrainAutoencoder):
         self.feature_target_std = float(feature_target_std)
 
     def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        codes = self.encode(images)
-        return self.decode(codes, images.shape[-2:]), codes
+        return self.encode_decode(images)
 
     def losses(self, target: torch.Tensor, output: torch.Tensor,
                codes: torch.Tensor | None) -> dict[str, torch.Tensor]:
