@@ -16,8 +16,8 @@ from inrlab.models.entropy import LevelPrior, decode_levels, encode_levels
 def skewed_prior(channels: int, levels: int, seed: int) -> LevelPrior:
     generator = torch.Generator().manual_seed(seed)
     prior = LevelPrior(levels)
-    histogram = torch.rand(channels, levels, generator=generator) ** 6  # far from uniform
-    prior.histogram = histogram / histogram.sum(1, keepdim=True)
+    histogram = torch.rand(channels, 1, levels, generator=generator) ** 6  # far from uniform
+    prior.histogram = histogram / histogram.sum(2, keepdim=True)
     return prior
 
 
@@ -27,8 +27,8 @@ def test_the_coder_restores_every_symbol_in_about_the_ideal_size(levels: int,
     rng = random.Random(levels * 1000 + count)
     channels = 3
     prior = skewed_prior(channels, levels, seed=levels)
-    tables = prior.frequency_tables(channels)
-    p = prior.probabilities(channels)
+    tables = [table for (table,) in prior.frequency_tables(channels)]  # one context
+    p = prior.probabilities(channels)[:, 0]
     symbols, per_symbol, ideal = [], [], 0.0
     for i in range(count):
         channel = i % channels
@@ -44,7 +44,7 @@ def test_the_coder_restores_every_symbol_in_about_the_ideal_size(levels: int,
 def test_the_coder_stores_improbable_symbols_too() -> None:
     prior = LevelPrior(16)
     prior.observe(torch.zeros(64, 2, 4, dtype=torch.long))  # only level 0 seen
-    tables = prior.frequency_tables(2)
+    tables = [table for (table,) in prior.frequency_tables(2)]
     symbols = [15, 0, 7, 15, 15, 0, 1]
     per_symbol = [tables[i % 2] for i in range(len(symbols))]
     assert decode_levels(encode_levels(symbols, per_symbol), per_symbol) == symbols
@@ -57,7 +57,7 @@ def test_the_prior_follows_the_observed_levels_and_prices_them() -> None:
     assert uniform.item() == pytest.approx(4.0)  # 2 bits each before any observation
     levels = torch.tensor([[[0, 0, 0, 1]], [[0, 0, 0, 2]]])  # (B, C=1, 4)
     prior.observe(levels)
-    assert prior.probabilities(1)[0].argmax().item() == 0
+    assert prior.probabilities(1)[0, 0].argmax().item() == 0
     cheap, dear = prior.bits(torch.tensor([[[0.0]], [[3.0]]]))
     assert cheap < 1 < dear  # level 0 is 75% of what was seen, level 3 never
     # between levels the price is interpolated and has a gradient towards the cheaper one
@@ -130,3 +130,79 @@ def test_the_rate_weight_trades_error_for_bytes(tmp_path) -> None:
         row = result_row(entry, RunDir(run.path))
         assert row["validation code bytes"] == pytest.approx(validation["code_bytes"])
     assert sizes[1.0] < 0.7 * sizes[0.0]  # pressed on, the codes get much shorter
+
+
+def smooth_levels(batch: int, channels: int, levels: int, shape: tuple[int, ...],
+                  seed: int) -> torch.Tensor:
+    """Integer codes (batch, channels, *shape) whose neighbours are mostly equal: random
+    levels held over blocks of 3 values along every dimension (as a latent grid of flat
+    image regions is), one value in ten replaced by noise."""
+    generator = torch.Generator().manual_seed(seed)
+    coarse = torch.randint(0, levels, (batch, channels, *[(n + 2) // 3 for n in shape]),
+                           generator=generator)
+    for dim, n in enumerate(shape, start=2):
+        coarse = coarse.repeat_interleave(3, dim=dim).narrow(dim, 0, n)
+    noise = torch.rand(coarse.shape, generator=generator) < 0.1
+    return torch.where(noise, torch.randint(0, levels, coarse.shape, generator=generator),
+                       coarse)
+
+
+@pytest.mark.parametrize("shape", [(4, 5), (7,), ()])
+def test_neighbour_contexts_code_alike_neighbours_shorter_and_decode_exactly(
+        shape: tuple[int, ...]) -> None:
+    """The coder's tables follow each value's stored neighbours, in a batch when coding
+    and one value at a time when decoding; both must agree for every code layout."""
+    levels, channels = 16, 3
+    seen = smooth_levels(256, channels, levels, shape, seed=1)
+    codes = smooth_levels(8, channels, levels, shape, seed=2)
+    sizes = {}
+    for context in ("none", "neighbours"):
+        prior = LevelPrior(levels, momentum=0.5, context=context)
+        for batch in seen.split(64):
+            prior.observe(batch)
+        blobs = []
+        for code, tables in zip(codes, prior.symbol_tables(codes)):
+            data = encode_levels(code.flatten().tolist(), tables)
+            decoded = decode_levels(data, prior.next_table(code.shape), code.numel())
+            assert decoded == code.flatten().tolist()
+            blobs.append(data)
+        sizes[context] = sum(map(len, blobs))
+        estimate = prior.bits(codes.float()).sum().item() / 8  # the training-time price
+        assert abs(sizes[context] - estimate) <= 2 * len(codes)
+    if shape:
+        assert sizes["neighbours"] < 0.9 * sizes["none"]
+    else:  # a value with no neighbours has no context: the same code
+        assert sizes["neighbours"] == sizes["none"]
+
+
+def test_priors_saved_before_contexts_load_with_the_same_prices() -> None:
+    histogram = torch.tensor([[0.7, 0.2, 0.1, 0.0], [0.25, 0.25, 0.25, 0.25]])  # (C, levels)
+    prior = LevelPrior(4)
+    prior.load_state_dict({"histogram": histogram})
+    expected = (histogram + prior.floor) / (histogram + prior.floor).sum(1, keepdim=True)
+    assert torch.allclose(prior.probabilities(2)[:, 0], expected)
+    with pytest.raises(ValueError, match="context must be one of none, neighbours"):
+        LevelPrior(4, context="left")
+
+
+def test_a_model_with_neighbour_contexts_compresses_and_decompresses() -> None:
+    from inrlab.models import EncoderDecoder
+
+    torch.manual_seed(0)
+    base = entropy_model()
+    model = EncoderDecoder(base.encoder, base.decoder, code_bits=4, rate_weight=0.01,
+                           code_context="neighbours")
+    images = torch.rand(6, 3, 8, 8)
+    model.train()
+    for _ in range(3):
+        model.encode(images)
+    model.eval()
+    codes = model.encode(images)
+    blobs = model.compress(codes)
+    assert torch.equal(model.decompress(blobs, codes.shape[1:]), codes)
+    restored = EncoderDecoder(base.encoder, base.decoder, code_bits=4, rate_weight=0.01,
+                              code_context="neighbours")
+    restored.load_state_dict(model.state_dict())
+    assert restored.compress(codes) == blobs
+    with pytest.raises(ValueError, match="code_context needs rate_weight"):
+        EncoderDecoder(base.encoder, base.decoder, code_bits=4, code_context="neighbours")
