@@ -6,6 +6,7 @@ import json
 import re
 from pathlib import Path
 
+import numpy as np
 import pytest
 from PIL import Image
 
@@ -167,3 +168,43 @@ def test_report_shows_a_stuck_run(write, cli, tmp_path) -> None:
     page = (tmp_path / "stuck" / "report.html").read_text()
     assert code == 0 and "warning: stuck at a constant output since 32 inputs" in page
     assert "stuck from 32" in (tmp_path / "stuck" / "results.md").read_text()
+
+
+def test_render_device_and_precision_options(trained, cli, tmp_path) -> None:
+    _, runs = trained
+    run = runs / "tiny" / "hid:8"
+    picture = tmp_path / "tile.png"
+    Image.new("RGB", (8, 8), (200, 40, 40)).save(picture)
+    pixels = {}
+    for precision in ("auto", "fp32", "bf16"):
+        out = tmp_path / f"{precision}.png"
+        code, stdout, err = cli("render", run, "--input", picture, "--size", "40",
+                                "--device", "cpu", "--precision", precision, "-o", out)
+        assert code == 0, err
+        used = "bf16" if precision == "bf16" else "fp32"  # auto takes bf16 on a GPU only
+        assert f"({used})" in stdout and "on cpu" in stdout
+        pixels[precision] = np.asarray(Image.open(out), dtype=int)
+    assert (pixels["auto"] == pixels["fp32"]).all()
+    assert np.abs(pixels["bf16"] - pixels["fp32"]).max() <= 8  # bf16 is close, not equal
+    code, _, err = cli("render", run, "--input", picture, "--size", "8", "--device", "tpu")
+    assert code == 2 and "unknown device 'tpu'" in err
+
+
+def test_bf16_probe_accepts_only_renders_that_keep_their_8_bits() -> None:
+    import torch
+
+    from inrlab.models import EncoderConvGrid, EncoderDecoder, LocalLatentDecoder
+    from inrlab.report.render import bf16_keeps_8_bits, decode_at_precision
+
+    torch.manual_seed(0)
+    model = EncoderDecoder(
+        EncoderConvGrid((3, 8, 8), latent_channels=4, grid=(4, 4), channels=(8,)),
+        LocalLatentDecoder(latent_channels=4, grid=(4, 4), num_output_channels=3,
+                           default_shape=(8, 8), num_hidden=16, num_layers=2)).eval()
+    codes = model.encode(torch.rand(4, 3, 8, 8))
+    images, used = decode_at_precision(model, codes, (64, 64), "auto")
+    assert used == "fp32" and torch.equal(images, model.decode(codes, (64, 64)).clamp(0, 1))
+    assert not bf16_keeps_8_bits(model, codes, (64, 64))  # colours spread over [0, 1]
+    with torch.no_grad():  # a decoder whose colours all clamp to black keeps them in bf16
+        model.decoder.mlp[-1].bias.fill_(-50)
+    assert bf16_keeps_8_bits(model, codes, (64, 64))

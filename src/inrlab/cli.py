@@ -94,6 +94,10 @@ def make_parser() -> argparse.ArgumentParser:
                         help="render the straight path between the codes of images A and B")
     render.add_argument("--steps", type=int, default=8,
                         help="images along the --interpolate path, ends included (default 8)")
+    render.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    render.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
+                        help="auto (default): bf16 on a GPU when a probe of pixels comes out "
+                             "the same to 8 bits as fp32, else fp32")
     render.add_argument("-o", "--output", type=Path, default=None,
                         help="a .png file (one output) or a directory "
                              "(default: RUN_DIR/renders)")
@@ -240,7 +244,8 @@ def command_render(args: argparse.Namespace) -> int:
                           "--interpolate A B")
     if not args.run_dir.is_dir():
         raise InrlabError(f"{args.run_dir} is not a run directory", path=args.run_dir)
-    render_run(args.run_dir, args.input, size, args.output, args.interpolate, args.steps)
+    render_run(args.run_dir, args.input, size, args.output, args.interpolate, args.steps,
+               device=args.device, precision=args.precision)
     return EXIT_OK
 
 

@@ -16,8 +16,11 @@ from inrlab.errors import InrlabError
 from inrlab.experiment.runner import load_trained_model
 from inrlab.report.figures import render_code
 from inrlab.report.grids import image_grid, save_png
+from inrlab.train.trainer import resolve_device
 
 SIZE = re.compile(r"^\s*(\d+)\s*(?:[x×,]\s*(\d+))?\s*$")
+PRECISIONS = ("auto", "fp32", "bf16")
+PROBE_PIXELS = 4096  # pixels per image on which "auto" compares bf16 with fp32
 
 
 def parse_size(text: str) -> tuple[int, int]:
@@ -69,20 +72,72 @@ def read_image(path: Path, shape: Sequence[int]) -> torch.Tensor:
     return image
 
 
+def check_precision(precision: str) -> None:
+    if precision not in PRECISIONS:
+        raise InrlabError(f"--precision must be one of {', '.join(PRECISIONS)}, got "
+                          f"'{precision}'", key="--precision")
+
+
+def to_8_bits(images: torch.Tensor) -> torch.Tensor:
+    """The 8-bit values a PNG of ``images`` (in [0, 1]) stores, as ``save_png`` rounds."""
+    return (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
+@torch.no_grad()
+def bf16_keeps_8_bits(model: torch.nn.Module, codes: torch.Tensor, size: tuple[int, int],
+                      pixels: int = PROBE_PIXELS) -> bool:
+    """Whether the decoder renders ``codes`` at ``size`` to the same 8-bit colours in bf16
+    (autocast) as in fp32, on ``pixels`` random pixels of each image."""
+    decoder = model.decoder
+    count = size[0] * size[1]
+    generator = torch.Generator().manual_seed(0)
+    index = torch.randint(0, count, (codes.shape[0], min(pixels, count)),
+                          generator=generator).to(codes.device)  # (B, n)
+    exact = decoder.query_pixels(codes, size, index)  # (B, n, C)
+    with torch.autocast(codes.device.type, dtype=torch.bfloat16):
+        low = decoder.query_pixels(codes, size, index)
+    return torch.equal(to_8_bits(exact), to_8_bits(low))
+
+
+@torch.no_grad()
+def decode_at_precision(model: torch.nn.Module, codes: torch.Tensor, size: tuple[int, int],
+                        precision: str = "auto") -> tuple[torch.Tensor, str]:
+    """(images (B, C, H, W) in [0, 1] as fp32, the precision used) of ``codes`` rendered
+    at ``size``. ``"bf16"`` runs the decoder under bf16 autocast; ``"auto"`` does so on a
+    CUDA device when a probe of pixels comes out the same to 8 bits as in fp32
+    (``bf16_keeps_8_bits``), and renders in fp32 otherwise and on a CPU."""
+    check_precision(precision)
+    if precision == "auto":
+        implicit = hasattr(getattr(model, "decoder", None), "query_pixels")
+        precision = ("bf16" if codes.device.type == "cuda" and implicit
+                     and bf16_keeps_8_bits(model, codes, size) else "fp32")
+    if precision == "bf16":
+        with torch.autocast(codes.device.type, dtype=torch.bfloat16):
+            images = model.decode(codes, size)
+    else:
+        images = model.decode(codes, size)
+    return images.float().clamp(0, 1), precision
+
+
 @torch.no_grad()
 def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int],
                output: Path | None = None, interpolate: Sequence[Path] | None = None,
-               steps: int = 8) -> list[Path]:
-    """Render each input (and the interpolation path, if asked) at ``size``; returns the
-    PNG files written. Rendering goes in pixel chunks, so memory stays bounded."""
+               steps: int = 8, device: str = "auto", precision: str = "auto") -> list[Path]:
+    """Render each input (and the interpolation path, if asked) at ``size`` on ``device``
+    in ``precision`` (``decode_at_precision``); returns the PNG files written. Rendering
+    goes in pixel chunks sized by the device's memory, so memory stays bounded."""
     if steps < 2:
         raise InrlabError(f"--steps must be at least 2 (both ends), got {steps}", key="--steps")
+    check_precision(precision)
+    where = resolve_device(device)
     spec, model, checkpoint = load_trained_model(run_path)
     if not (hasattr(model, "encode") and hasattr(model, "decode")):
         raise InrlabError(f"{type(model).__name__} has no encode()/decode(code, shape), so it "
                           "cannot render at other sizes", path=run_path)
     shape = input_shape(model)
-    print(f"rendering with {checkpoint} ({spec.experiment_name}) at {size[0]}x{size[1]}")
+    model.to(where)
+    print(f"rendering with {checkpoint} ({spec.experiment_name}) at {size[0]}x{size[1]} "
+          f"on {where}")
     jobs = [(f"{Path(p).stem}-{size[0]}x{size[1]}.png", [Path(p)]) for p in inputs]
     if interpolate:
         a, b = (Path(p) for p in interpolate)
@@ -92,16 +147,18 @@ def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int],
     directory = output if output is not None and not single_file else run_path / "renders"
     written = []
     for name, paths in jobs:
-        codes = render_code(model, torch.stack([images[p] for p in paths]))
+        codes = render_code(model, torch.stack([images[p] for p in paths]).to(where))
         if len(paths) == 2:
-            weights = torch.linspace(0, 1, steps).view(-1, *([1] * (codes.dim() - 1)))
+            weights = torch.linspace(0, 1, steps, device=where)
+            weights = weights.view(-1, *([1] * (codes.dim() - 1)))
             codes = codes[0] * (1 - weights) + codes[1] * weights  # (steps, *code)
-        rendered = model.decode(codes, size).float().clamp(0, 1)  # (n, C, H, W)
+        rendered, used = decode_at_precision(model, codes, size, precision)  # (n, C, H, W)
+        rendered = rendered.cpu()
         picture = rendered[0] if rendered.shape[0] == 1 else image_grid(rendered, steps, 2)
         if picture.shape[0] == 1:
             picture = picture.expand(3, -1, -1)
         path = output if single_file else directory / name
         save_png(picture, path)
         written.append(path)
-        print(f"wrote {path}")
+        print(f"wrote {path} ({used})")
     return written
