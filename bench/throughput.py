@@ -41,6 +41,7 @@ from inrlab.models import (DalleManifoldAutoencoder, EncoderConv2d, EncoderDecod
                            ImageManifoldDecoder)
 from inrlab.models.decoders.base import render_chunk_elements  # noqa: E402
 from inrlab.models.posenc import pixel_grid  # noqa: E402
+from inrlab.report.render import bf16_keeps_8_bits, decode_at_precision, to_8_bits  # noqa: E402
 from inrlab.train.autoencoder import TrainAutoencoderSpecial  # noqa: E402
 from inrlab.train.rundir import RunDir  # noqa: E402
 from inrlab.train.settings import make_settings  # noqa: E402
@@ -274,19 +275,22 @@ def peak_rss() -> Any:
         box["peak"] = _status_bytes("VmHWM:")
 
 
-def render_1024(device: str, blocks: int, hidden: int) -> str:
-    """Seconds and peak memory of one 1024x1024 render (eval mode, pixel chunks)."""
+def render_1024(device: str, blocks: int, hidden: int, precision: str = "fp32") -> str:
+    """Seconds and peak memory of one 1024x1024 render (eval mode, pixel chunks) in
+    ``precision`` (as ``inrlab render --precision``); for bf16 also how many of the 8-bit
+    values differ from the fp32 render and whether ``--precision auto`` would take bf16."""
+    torch.manual_seed(0)
     model = dalle_small(blocks, hidden).to(device).eval()
     code = torch.randn(1, 128, device=device)
     with torch.no_grad():
-        model.decode(code, (64, 64))  # warm-up
+        decode_at_precision(model, code, (64, 64), precision)  # warm-up
         synchronize(device)
         if device.startswith("cuda"):
             torch.cuda.reset_peak_memory_stats()
             base = torch.cuda.memory_allocated()
         with peak_rss() as rss:
             start = time.perf_counter()
-            model.decode(code, (1024, 1024))
+            image, _ = decode_at_precision(model, code, (1024, 1024), precision)
             synchronize(device)
             seconds = time.perf_counter() - start
     if device.startswith("cuda"):
@@ -297,8 +301,15 @@ def render_1024(device: str, blocks: int, hidden: int) -> str:
     else:
         memory = "memory not measurable here"
     flops = decoder_flops_per_image(model.decoder, 1024 * 1024, True) / 3  # forward only
-    return (f"- decoder {blocks}x2x{hidden}: {seconds:.3f} s ({flops / 1e9:.0f} GFLOP, "
-            f"{flops / seconds / 1e9:.0f} GFLOP/s), {memory}")
+    line = (f"- decoder {blocks}x2x{hidden}, {precision}: {seconds * 1e3:.1f} ms "
+            f"({flops / 1e9:.0f} GFLOP, {flops / seconds / 1e9:.0f} GFLOP/s), {memory}")
+    if precision == "bf16":
+        exact, _ = decode_at_precision(model, code, (1024, 1024), "fp32")
+        changed = (to_8_bits(exact) != to_8_bits(image)).float().mean().item()
+        keeps = bf16_keeps_8_bits(model, code, (1024, 1024))
+        line += (f"; 8-bit values differing from fp32: {changed:.2%}, --precision auto "
+                 f"takes {'bf16' if keeps else 'fp32'}")
+    return line
 
 
 def main() -> None:
@@ -397,6 +408,8 @@ def main() -> None:
           f"{chunk:,} floats per hidden activation):")
     for blocks, hidden in ((4, 64), (8, 128)):
         print(render_1024(device, blocks, hidden))
+        if device.startswith("cuda"):  # a CPU without bf16 units emulates it slowly
+            print(render_1024(device, blocks, hidden, "bf16"))
 
 
 if __name__ == "__main__":
