@@ -156,3 +156,24 @@ def test_ray_sweeps_without_ray_say_how_to_install_it(tiny_experiment, cli, monk
 def test_bad_sweep_options_are_clear_errors(tiny_experiment, cli, args, message) -> None:
     code, _, err = cli("run", tiny_experiment, *args)
     assert code == 2 and message in err
+
+
+def test_the_load_key_starts_from_another_run_and_a_bad_one_keeps_the_old_run(
+        tiny_experiment, cli) -> None:
+    assert cli("run", tiny_experiment)[0] == 0  # hid:8 and hid:12
+    runs = tiny_experiment.parent / "runs" / "tiny"
+    before = _snapshot(runs / "hid:8")
+    original = tiny_experiment.read_text()
+    for source, message in [(runs / "hid:12", "size mismatch"),  # another architecture
+                            (runs / "missing", "no readable checkpoint")]:
+        tiny_experiment.write_text(original + f"load: {source}\n")
+        code, _, err = cli("run", tiny_experiment, "--only", "hid:8", "--reset")
+        assert code == 2 and f"cannot start from the weights of {source}" in err
+        assert message in err and "load" in err and "Traceback" not in err
+        assert _snapshot(runs / "hid:8") == before  # --reset removed nothing
+    # A readable source of the same architecture: the fresh run starts from its best weights.
+    tiny_experiment.write_text(original.replace("experiment_name: tiny/", "experiment_name: "
+                                                "again/") + f"load: {runs / 'hid:8'}\n")
+    code, out, err = cli("run", tiny_experiment, "--only", "hid:8")
+    assert code == 0, err
+    assert f"loaded weights from {runs / 'hid:8' / 'checkpoint-best.pt'}" in out

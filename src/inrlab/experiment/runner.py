@@ -82,16 +82,12 @@ def locate(error: InrlabError, spec: RunSpec) -> InrlabError:
 
 def load_weights(model: torch.nn.Module, source: Any) -> None:
     """The experiment key ``load``: start from another run's best (else last) weights."""
-    directory = Path(str(source)).expanduser()
-    for path in (directory / "checkpoint-best.pt", directory / "checkpoint-last.pt"):
-        if path.exists():
-            try:
-                model.load_state_dict(load_checkpoint(path)["model"])
-            except (ValueError, RuntimeError) as e:
-                raise InrlabError(f"cannot load weights from {path}: {e}", key="load") from None
-            print(f"loaded weights from {path}")
-            return
-    raise InrlabError(f"no checkpoint-best.pt or checkpoint-last.pt in {directory}", key="load")
+    try:
+        path = load_run_weights(model, Path(str(source)).expanduser())
+    except InrlabError as e:
+        raise InrlabError(f"cannot start from the weights of {source}: {e.message}",
+                          key="load") from None
+    print(f"loaded weights from {path}")
 
 
 def load_run_weights(model: torch.nn.Module, run_path: str | Path) -> Path:
@@ -157,12 +153,12 @@ def fit_run(trainer: Trainer, config: dict[str, Any], options: RunOptions,
         print(f"'{name}' is complete ({previous.get('num_inputs', 0):,} inputs): nothing to "
               "train; --reset starts it over, a larger max_inputs continues it")
         return "complete"
+    fresh = options.reset or (not run_dir.last.exists() and not run_dir.best.exists())
+    if fresh and load:  # before --reset removes anything: a bad source keeps the old run
+        load_weights(trainer.model, load)
     if options.reset:
         run_dir.remove()
         previous = None
-    fresh = not run_dir.last.exists() and not run_dir.best.exists()
-    if fresh and load:
-        load_weights(trainer.model, load)
     config_text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
     atomic_write_bytes(run_dir.config, lambda f: f.write(config_text.encode()))
     try:
