@@ -36,6 +36,8 @@ from inrlab.report.figures import reproduction_sheet  # noqa: E402
 from inrlab.train.image_metrics import psnr, ssim  # noqa: E402
 from inrlab.train.log import read_metrics  # noqa: E402
 from inrlab.train.rundir import RunDir  # noqa: E402
+from inrlab.train.trainer import resolve_device  # noqa: E402
+from throughput import print_machine  # noqa: E402
 
 EXPERIMENTS = [ROOT / "experiments" / "rltiles-baseline.yml",
                ROOT / "experiments" / "rltiles-best.yml"]
@@ -353,8 +355,8 @@ def main() -> None:
     args = parser.parse_args()
     options = RunOptions(runs_dir=args.runs_dir, device=args.device, skip=True,
                          max_inputs=args.max_inputs, tensorboard=False, quiet=True)
-    print(f"torch {torch.__version__}, {torch.get_num_threads()} threads, "
-          f"budget {args.max_inputs or 'per file'} inputs")
+    print_machine(str(resolve_device(args.device)))
+    print(f"budget {args.max_inputs or 'per file'} inputs")
     if args.two_x:
         runs = train(args.experiments or TWO_X, options, args.report)
         curves(runs)

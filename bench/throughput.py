@@ -185,6 +185,17 @@ def gemm_rates(device: str, seconds: float = 2.0) -> dict[str, float]:
     return rates
 
 
+def print_machine(device: str) -> dict[str, float]:
+    """Print the torch version, the device (a CPU's flags that decide GEMM speed), threads
+    and the measured GEMM rates, which every figure is read against; returns the rates."""
+    name = torch.cuda.get_device_name() if device.startswith("cuda") else cpu_summary()
+    print(f"torch {torch.__version__}, {name}, {torch.get_num_threads()} threads")
+    rates = gemm_rates(device)
+    print(f"GEMM 2048x2048: fp32 {rates['float32'] / 1e9:.0f} GFLOP/s, "
+          f"bf16 {rates['bfloat16'] / 1e9:.0f} GFLOP/s")
+    return rates
+
+
 def time_modes(steps: dict[str, Callable[[torch.Tensor], Any]], images: torch.Tensor,
                device: str, rounds: int, steps_per_round: int) -> dict[str, float]:
     """Median seconds per step of each mode, measured in interleaved rounds."""
@@ -334,11 +345,8 @@ def main() -> None:
                         help="with --end-to-end: matrix_id or slug (default: the first entry)")
     args = parser.parse_args()
     device = args.device
-    name = torch.cuda.get_device_name() if device.startswith("cuda") else cpu_summary()
-    print(f"torch {torch.__version__}, {name}, {torch.get_num_threads()} threads, batch {BATCH}")
-    rates = gemm_rates(device)
-    print(f"GEMM 2048x2048: fp32 {rates['float32'] / 1e9:.0f} GFLOP/s, "
-          f"bf16 {rates['bfloat16'] / 1e9:.0f} GFLOP/s")
+    print(f"batch {BATCH}")
+    rates = print_machine(device)
     if args.end_to_end:
         from end_to_end import end_to_end, parse_overrides
 
