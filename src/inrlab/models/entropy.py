@@ -96,8 +96,10 @@ class LevelPrior(nn.Module):
             self.histogram.lerp_(counts, self.momentum)
 
     def probabilities(self, channels: int) -> torch.Tensor:
-        """(channels, contexts, levels), each row summing to 1, no level of a channel below
-        ``floor``; equal probabilities before any code was observed."""
+        """(channels, contexts, levels), each row summing to 1; equal probabilities before
+        any code was observed. A channel's own levels (``context="none"``) get at least
+        about ``floor`` each; a context's levels are drawn towards them with the weight of
+        ``floor`` (a share of the observations), so rare contexts follow the channel."""
         if self.histogram.shape[0] == 0:
             return torch.full((channels, self.contexts, self.levels), 1 / self.levels,
                               device=self.histogram.device)

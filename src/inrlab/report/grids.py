@@ -4,7 +4,6 @@ from __future__ import annotations
 
 from pathlib import Path
 
-import numpy as np
 import torch
 from PIL import Image
 
@@ -43,9 +42,14 @@ def _pad_row(row: torch.Tensor, columns: int) -> torch.Tensor:
     return torch.cat([row, torch.zeros(missing, *row.shape[1:], dtype=row.dtype)])
 
 
+def to_8_bits(images: torch.Tensor) -> torch.Tensor:
+    """The 8-bit values a PNG of ``images`` (in [0, 1]) stores."""
+    return (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
+
+
 def save_png(image: torch.Tensor, path: Path, scale: int = 1) -> None:
     """Save a (3, H, W) image in [0, 1], upscaled ``scale`` times with nearest neighbour."""
-    array = (image.clamp(0, 1).permute(1, 2, 0).numpy() * 255).round().astype(np.uint8)
+    array = to_8_bits(image).permute(1, 2, 0).numpy()
     picture = Image.fromarray(array)
     if scale > 1:
         picture = picture.resize((picture.width * scale, picture.height * scale), Image.NEAREST)

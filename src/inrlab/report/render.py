@@ -15,7 +15,7 @@ from inrlab.data.images import resize_nearest, set_channels
 from inrlab.errors import InrlabError
 from inrlab.experiment.runner import load_trained_model
 from inrlab.report.figures import render_code
-from inrlab.report.grids import image_grid, save_png
+from inrlab.report.grids import image_grid, save_png, to_8_bits
 from inrlab.train.trainer import resolve_device
 
 SIZE = re.compile(r"^\s*(\d+)\s*(?:[x×,]\s*(\d+))?\s*$")
@@ -76,11 +76,6 @@ def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise InrlabError(f"--precision must be one of {', '.join(PRECISIONS)}, got "
                           f"'{precision}'", key="--precision")
-
-
-def to_8_bits(images: torch.Tensor) -> torch.Tensor:
-    """The 8-bit values a PNG of ``images`` (in [0, 1]) stores, as ``save_png`` rounds."""
-    return (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
 
 
 @torch.no_grad()
