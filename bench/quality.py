@@ -16,7 +16,6 @@ import argparse
 import io
 import sys
 from pathlib import Path
-from typing import Callable
 
 import numpy as np
 import torch
@@ -199,8 +198,8 @@ def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
             rows.append(entropy_coded_row(model, f"{name}, entropy-coded {quantizer.bits}-bit "
                                           "code", codes, valid))
             if refine_steps:
-                refined = refine_codes(model, valid, refine_steps,
-                                       rate_weight=refine_rate_weight)
+                refined = model.refine_codes(valid, refine_steps,
+                                             rate_weight=refine_rate_weight)
                 weight = model.rate_weight if refine_rate_weight is None else refine_rate_weight
                 rows.append(entropy_coded_row(model, f"{name}, entropy-coded code after "
                                               f"{refine_steps} refinement steps (rate weight "
@@ -211,7 +210,7 @@ def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
             rows.append((f"{name}, stored {quantizer.bits}-bit code", size,
                          *score(model.decode(codes, shape), valid)))
             if refine_steps:
-                refined = refine_codes(model, valid, refine_steps)
+                refined = model.refine_codes(valid, refine_steps)
                 rows.append((f"{name}, stored code after {refine_steps} refinement steps",
                              size, *score(model.decode(refined, shape), valid)))
             continue
@@ -281,46 +280,6 @@ def renders_bicubic(images: torch.Tensor, factor: int = 2) -> torch.Tensor:
     return F.interpolate(images, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
-def stored_code(model: torch.nn.Module, raw: torch.Tensor) -> torch.Tensor:
-    """What the model stores of an encoder output ``raw``: the quantised code (rounding
-    with a straight-through gradient) when the model quantises, else ``raw``."""
-    quantizer = getattr(model, "quantizer", None)
-    return raw if quantizer is None else quantizer.round_straight_through(raw)
-
-
-def refine_codes(model: torch.nn.Module, images: torch.Tensor, steps: int,
-                 learnrate: float = 0.01, report: Callable[[int, torch.Tensor], None] | None = None,
-                 rate_weight: float | None = None) -> torch.Tensor:
-    """Test-time refinement: Adam on each image's encoder output for ``steps`` steps
-    against the reconstruction MSE of the code the model stores (decoder fixed, all pixels;
-    plus ``rate_weight``, by default the model's, times its bits per pixel when the code is
-    entropy coded); returns the stored code. Encoding spends the compute, the decoder still gets
-    only the stored code (its bytes)."""
-    model.requires_grad_(False)
-    shape = tuple(images.shape[-2:])
-    with torch.no_grad():
-        raw = model.encoder(images)
-    raw.requires_grad_(True)
-    optimizer = torch.optim.Adam([raw], lr=learnrate)
-    for step in range(steps + 1):
-        if report is not None:
-            with torch.no_grad():
-                report(step, model.decode(stored_code(model, raw), shape))
-        if step == steps:
-            break
-        with torch.enable_grad():  # also when called under no_grad
-            loss = F.mse_loss(model.decode(stored_code(model, raw), shape), images)
-            if getattr(model, "prior", None) is not None:
-                # priced between levels (the stored levels' price has no useful gradient)
-                pixels = shape[0] * shape[1]
-                weight = model.rate_weight if rate_weight is None else rate_weight
-                loss = loss + weight * model.code_rate(raw).mean() / pixels
-            optimizer.zero_grad()
-            loss.backward()
-        optimizer.step()
-    return stored_code(model, raw).detach()
-
-
 def refine(spec: RunSpec, run_dir: RunDir, steps: int, learnrate: float = 0.01) -> None:
     """The amortisation gap: how much better the stored codes of the validation tiles get
     when optimised for each tile, starting from the encoder's."""
@@ -333,7 +292,7 @@ def refine(spec: RunSpec, run_dir: RunDir, steps: int, learnrate: float = 0.01) 
         if step in (0, 10, 30, 100, 300, 1000) or step == steps:
             print(f"| {step} | {image_psnr(output, valid):.2f} |")
 
-    refine_codes(model, valid, steps, learnrate, report)
+    model.refine_codes(valid, steps, learnrate, report=report)
 
 
 def main() -> None:

@@ -60,6 +60,8 @@ def test_fit_a_registry_spec_without_yaml_and_load_it_back(tmp_path) -> None:
     assert loaded.reconstruct(images).shape == (3, 3, 8, 8)
     assert loaded.reconstruct(images, size=(16, 24)).shape == (3, 3, 16, 24)
     assert torch.allclose(loaded.reconstruct(images), run.reconstruct(images), atol=1e-6)
+    refined = loaded.reconstruct(images, refine_steps=20)  # codes fit to these images
+    assert ((refined - images) ** 2).mean() < ((loaded.reconstruct(images) - images) ** 2).mean()
 
     before = (tmp_path / "nb" / "spec" / "result.json").read_bytes()
     again = inrlab.fit(TINY_SPEC, train_set, validation_set, experiment_name="nb/spec",

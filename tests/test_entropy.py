@@ -206,3 +206,21 @@ def test_a_model_with_neighbour_contexts_compresses_and_decompresses() -> None:
     assert restored.compress(codes) == blobs
     with pytest.raises(ValueError, match="code_context needs rate_weight"):
         EncoderDecoder(base.encoder, base.decoder, code_bits=4, code_context="neighbours")
+
+
+def test_refined_codes_are_stored_codes_that_reconstruct_better() -> None:
+    torch.manual_seed(0)
+    model = entropy_model(rate_weight=0.001)
+    images = torch.rand(4, 3, 8, 8)
+    model.train()
+    model.encode(images)  # the prior sees one batch
+    model.eval()
+    before = torch.nn.functional.mse_loss(model(images), images)
+    seen = []
+    refined = model.refine_codes(images, 40, learnrate=0.05,
+                                 report=lambda step, renders: seen.append(step))
+    after = torch.nn.functional.mse_loss(model.decode(refined, (8, 8)), images)
+    assert after < before and seen == list(range(41))
+    assert torch.equal(model.quantizer.dequantize(model.quantizer.quantize(refined)), refined)
+    assert all(p.grad is None for p in model.parameters())  # the weights are left alone
+    assert torch.equal(model.decompress(model.compress(refined), refined.shape[1:]), refined)

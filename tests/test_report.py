@@ -208,3 +208,22 @@ def test_bf16_probe_accepts_only_renders_that_keep_their_8_bits() -> None:
     with torch.no_grad():  # a decoder whose colours all clamp to black keeps them in bf16
         model.decoder.mlp[-1].bias.fill_(-50)
     assert bf16_keeps_8_bits(model, codes, (64, 64))
+
+
+def test_render_with_refined_codes_reproduces_the_input_closer(trained, cli, tmp_path) -> None:
+    _, runs = trained
+    run = runs / "tiny" / "hid:8"
+    generator = np.random.default_rng(0)
+    picture = tmp_path / "noise.png"
+    Image.fromarray(generator.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(picture)
+    truth = np.asarray(Image.open(picture), dtype=float)
+    errors = {}
+    for steps in ("0", "30"):
+        out = tmp_path / f"refined-{steps}.png"
+        code, _, err = cli("render", run, "--input", picture, "--size", "8",
+                           "--refine-steps", steps, "-o", out)
+        assert code == 0, err
+        errors[steps] = ((np.asarray(Image.open(out), dtype=float) - truth) ** 2).mean()
+    assert errors["30"] < errors["0"]
+    code, _, err = cli("render", run, "--input", picture, "--size", "8", "--refine-steps", "-1")
+    assert code == 2 and "--refine-steps must be 0 or more" in err

@@ -59,18 +59,20 @@ class Run:
         return [r for r in records if kind is None or r.get("kind") == kind]
 
     @torch.no_grad()
-    def reconstruct(self, images: torch.Tensor,
-                    size: Sequence[int] | None = None) -> torch.Tensor:
+    def reconstruct(self, images: torch.Tensor, size: Sequence[int] | None = None,
+                    refine_steps: int = 0) -> torch.Tensor:
         """Encode ``images`` (B, C, H, W) in [0, 1] and decode them, at ``size`` (H, W) when
-        given (an implicit decoder renders any size), else at the images' own size."""
+        given (an implicit decoder renders any size), else at the images' own size.
+        ``refine_steps``: refine each image's code first (``EncoderDecoder.refine_codes``)."""
         from inrlab.report.figures import render_code
 
         model = self.model
         device = next(model.parameters()).device
         images = images.to(device)
-        if size is None:
+        if size is None and not refine_steps:
             return model(images)  # (B, C, H, W)
-        return model.decode(render_code(model, images), tuple(size))  # (B, C, *size)
+        size = tuple(images.shape[-2:]) if size is None else tuple(size)
+        return model.decode(render_code(model, images, refine_steps), size)  # (B, C, *size)
 
 
 def load_run(path: str | Path, model: nn.Module | None = None) -> Run:

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Any, Sequence
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -110,6 +110,42 @@ class EncoderDecoder(nn.Module):
         """The code that renders of ``images`` at other sizes start from (``inrlab render``
         and the report's renders): the encoding, unless a subclass says otherwise."""
         return self.encode(images)
+
+    def stored_code(self, raw: torch.Tensor) -> torch.Tensor:
+        """What the model stores of an encoder output ``raw``: the quantised code (rounded,
+        with a straight-through gradient) when the model quantises, else ``raw``."""
+        return raw if self.quantizer is None else self.quantizer.round_straight_through(raw)
+
+    def refine_codes(self, images: torch.Tensor, steps: int, learnrate: float = 0.01,
+                     rate_weight: float | None = None,
+                     report: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+        """Test-time refinement: the stored codes of ``images`` after ``steps`` Adam steps
+        on each image's encoder output (``render_code``'s start), against the squared error
+        of the stored code's render at the images' size -- plus ``rate_weight`` (default:
+        the model's) times its bits per pixel when the code is entropy coded. The weights
+        stay as they are (only the codes get gradients); call it in eval mode. Encoding
+        spends the compute; the decoder still gets only a stored code. ``report(step,
+        renders)`` sees the renders before each step and after the last."""
+        shape = tuple(images.shape[-2:])
+        with torch.no_grad():
+            raw = self.encoder(images)
+        raw.requires_grad_(True)
+        optimizer = torch.optim.Adam([raw], lr=learnrate)
+        weight = self.rate_weight if rate_weight is None else rate_weight
+        for step in range(steps + 1):
+            if report is not None:
+                with torch.no_grad():
+                    report(step, self.decode(self.stored_code(raw), shape))
+            if step == steps:
+                break
+            with torch.enable_grad():  # also when called under no_grad
+                loss = F.mse_loss(self.decode(self.stored_code(raw), shape), images)
+                if self.prior is not None and weight:
+                    # priced between levels (the stored levels' price has no useful gradient)
+                    loss = loss + weight * self.code_rate(raw).mean() / (shape[0] * shape[1])
+                raw.grad, = torch.autograd.grad(loss, [raw])
+            optimizer.step()
+        return self.stored_code(raw).detach()
 
     def decode(self, code: torch.Tensor, shape: Sequence[int] | None = None) -> torch.Tensor:
         if isinstance(self.decoder, ImplicitDecoder):

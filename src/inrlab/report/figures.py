@@ -12,6 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
+from inrlab.errors import InrlabError
 from inrlab.report.grids import save_picture
 
 
@@ -169,9 +170,16 @@ def reproduction_columns(model: torch.nn.Module, images: torch.Tensor,
     return columns
 
 
-def render_code(model: torch.nn.Module, images: torch.Tensor) -> torch.Tensor:
+def render_code(model: torch.nn.Module, images: torch.Tensor,
+                refine_steps: int = 0) -> torch.Tensor:
     """The code to render ``images`` from at other sizes: ``model.render_code`` where the model
-    has one (an upscaler encodes the image as it is), else ``model.encode``."""
+    has one (an upscaler encodes the image as it is), else ``model.encode``; with
+    ``refine_steps``, that code refined for each image (``EncoderDecoder.refine_codes``)."""
+    if refine_steps:
+        if not hasattr(model, "refine_codes"):
+            raise InrlabError(f"{type(model).__name__} has no refine_codes(): its codes "
+                              "cannot be refined", key="--refine-steps")
+        return model.refine_codes(images, refine_steps)
     return getattr(model, "render_code", model.encode)(images)
 
 

@@ -117,12 +117,17 @@ def decode_at_precision(model: torch.nn.Module, codes: torch.Tensor, size: tuple
 @torch.no_grad()
 def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int],
                output: Path | None = None, interpolate: Sequence[Path] | None = None,
-               steps: int = 8, device: str = "auto", precision: str = "auto") -> list[Path]:
+               steps: int = 8, device: str = "auto", precision: str = "auto",
+               refine_steps: int = 0) -> list[Path]:
     """Render each input (and the interpolation path, if asked) at ``size`` on ``device``
-    in ``precision`` (``decode_at_precision``); returns the PNG files written. Rendering
-    goes in pixel chunks sized by the device's memory, so memory stays bounded."""
+    in ``precision`` (``decode_at_precision``), from the encoder's codes or, with
+    ``refine_steps``, those codes refined for each image; returns the PNG files written.
+    Rendering goes in pixel chunks sized by the device's memory, so memory stays bounded."""
     if steps < 2:
         raise InrlabError(f"--steps must be at least 2 (both ends), got {steps}", key="--steps")
+    if refine_steps < 0:
+        raise InrlabError(f"--refine-steps must be 0 or more, got {refine_steps}",
+                          key="--refine-steps")
     check_precision(precision)
     where = resolve_device(device)
     spec, model, checkpoint = load_trained_model(run_path)
@@ -142,7 +147,8 @@ def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int],
     directory = output if output is not None and not single_file else run_path / "renders"
     written = []
     for name, paths in jobs:
-        codes = render_code(model, torch.stack([images[p] for p in paths]).to(where))
+        codes = render_code(model, torch.stack([images[p] for p in paths]).to(where),
+                            refine_steps)
         if len(paths) == 2:
             weights = torch.linspace(0, 1, steps, device=where)
             weights = weights.view(-1, *([1] * (codes.dim() - 1)))
