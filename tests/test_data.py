@@ -229,3 +229,18 @@ def test_the_default_sheet_is_found_from_any_working_directory(rltiles, tmp_path
     monkeypatch.chdir(tmp_path)  # ../shared is not beside this directory
     monkeypatch.setenv("INRLAB_CACHE_DIR", str(tmp_path / "cache"))  # and nothing cached
     assert len(rpg_tile_dataset((3, 32, 32), validation=True)) > 70
+
+
+def test_the_shipped_kenney_sheet_adds_tiles_and_keeps_the_rltiles_split(
+        rltiles, tmp_path, monkeypatch) -> None:
+    monkeypatch.chdir(tmp_path)  # the built-in config finds its sheet from anywhere
+    monkeypatch.setenv("INRLAB_CACHE_DIR", str(tmp_path / "cache"))
+    kenney = rpg_tile_dataset((3, 32, 32), tile_config="kenney")
+    assert len(kenney) == 249 and kenney[0][0].shape == (3, 32, 32)
+    alone = rpg_tile_dataset((3, 32, 32), validation=False, validation_ratio=9)
+    both = rpg_tile_dataset((3, 32, 32), validation=False, validation_ratio=9,
+                            tile_config=["rltiles", "kenney"])
+    assert len(both) == len(alone) + 224  # 9 of every 10 Kenney tiles
+    assert torch.equal(both.images[:len(alone)], alone.images)  # the RLTiles ones unchanged
+    with pytest.raises(DataError, match="built-in configs: kenney, rltiles"):
+        rpg_tile_dataset((3, 32, 32), tile_config="kenny")

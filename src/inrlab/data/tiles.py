@@ -29,7 +29,8 @@ from inrlab.data.images import resize, set_channels
 from inrlab.data.tensor import ImageTensorDataset
 from inrlab.errors import DataError
 
-DEFAULT_TILE_CONFIG = Path(__file__).parent / "configs" / "rltiles.ndjson"
+CONFIGS = Path(__file__).parent / "configs"
+DEFAULT_TILE_CONFIG = CONFIGS / "rltiles.ndjson"
 _FIELDS = {"name", "url", "path", "shape", "limit", "offset", "stride", "ignore_lines",
            "ignore_tiles", "remove_transparent"}
 
@@ -50,14 +51,23 @@ class TileSheet:
     base_dir: Path | None = None
 
 
+def builtin_tile_configs() -> list[str]:
+    """Names of the tile configs that ship with inrlab (``tile_config="kenney"``)."""
+    return sorted(path.stem for path in CONFIGS.glob("*.ndjson"))
+
+
 def load_tile_config(config: str | Path | Sequence[dict[str, Any]] | None) -> list[TileSheet]:
-    """Sheets from an ndjson file, a list of dicts, or the default RLTiles config."""
+    """Sheets from an ndjson file, a built-in config's name (``builtin_tile_configs``), a
+    list of entries (dicts) and/or such files and names, or the default RLTiles config."""
     if config is None:
         config = DEFAULT_TILE_CONFIG
     if isinstance(config, (str, Path)):
         path = Path(config).expanduser()
+        if not path.is_file() and str(config) in builtin_tile_configs():
+            path = CONFIGS / f"{config}.ndjson"
         if not path.is_file():
-            raise DataError("tile config not found", path=path)
+            raise DataError("tile config not found (built-in configs: "
+                            f"{', '.join(builtin_tile_configs())})", path=path)
         rows = []
         for number, line in enumerate(path.read_text().splitlines(), start=1):
             if line.strip() and not line.lstrip().startswith("#"):
@@ -66,8 +76,14 @@ def load_tile_config(config: str | Path | Sequence[dict[str, Any]] | None) -> li
                 except json.JSONDecodeError as e:
                     raise DataError(f"invalid JSON in tile config: {e.msg}", path=path,
                                     line=number) from None
-    else:
-        rows = [(row, f"tile config entry {i + 1}", None) for i, row in enumerate(config)]
+    else:  # entries, or configs by name or path, their sheets in this order
+        sheets = []
+        for i, row in enumerate(config):
+            if isinstance(row, (str, Path)):
+                sheets += load_tile_config(row)
+            else:
+                sheets.append(_sheet(row, f"tile config entry {i + 1}", None))
+        return sheets
     return [_sheet(row, where, base) for row, where, base in rows]
 
 
