@@ -99,8 +99,11 @@ def test_a_killed_sweep_resumes_only_the_unfinished_entries(write, tmp_path) -> 
             time.sleep(0.5)
         assert done, "no entry finished before the deadline"
     finally:
-        os.killpg(sweep.pid, signal.SIGKILL)  # the driver, its Ray runtime and workers
+        os.killpg(sweep.pid, signal.SIGKILL)  # the driver and its Ray runtime
         sweep.wait()
+    # A worker runs in its own process group and outlives the kill until Ray notices its
+    # node is gone (about 2 s): an entry may still finish then. Read the runs after that.
+    time.sleep(5)
     before = runs_of(runs)
     finished = {n for n, r in before.items() if r["status"] == "complete"}
     assert 1 <= len(finished) < 4
