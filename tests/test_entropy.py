@@ -66,6 +66,8 @@ def test_the_prior_follows_the_observed_levels_and_prices_them() -> None:
     assert position.grad.item() > 0
     with pytest.raises(ValueError, match="prior has 1 channels, the code 2"):
         prior.bits(torch.zeros(1, 2, 1))
+    with pytest.raises(ValueError, match="prior has 1 channels, the code 2"):
+        prior.observe(torch.zeros(1, 2, 4, dtype=torch.long))  # not replaced silently
     fresh = LevelPrior(4)
     fresh.load_state_dict(prior.state_dict())  # the histogram's shape comes with it
     assert torch.equal(fresh.histogram, prior.histogram)
@@ -183,6 +185,9 @@ def test_priors_saved_before_contexts_load_with_the_same_prices() -> None:
     assert torch.allclose(prior.probabilities(2)[:, 0], expected)
     with pytest.raises(ValueError, match="context must be one of none, neighbours"):
         LevelPrior(4, context="left")
+    with pytest.raises(RuntimeError, match="of 1 contexts and 4 levels cannot load into "
+                                           "one of 25 and 4"):
+        LevelPrior(4, context="neighbours").load_state_dict(prior.state_dict())
 
 
 def test_a_model_with_neighbour_contexts_compresses_and_decompresses() -> None:

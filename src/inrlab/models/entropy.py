@@ -63,6 +63,12 @@ class LevelPrior(nn.Module):
         saved = state_dict.get(prefix + "histogram")
         if saved is not None and saved.dim() == 2:  # saved before contexts: (C, levels)
             saved = state_dict[prefix + "histogram"] = saved.unsqueeze(1)
+        if saved is not None and saved.shape[1:] != self.histogram.shape[1:]:
+            args[-1].append(f"{prefix}histogram: a level prior of {saved.shape[1]} contexts "
+                            f"and {saved.shape[2]} levels cannot load into one of "
+                            f"{self.contexts} and {self.levels} (another code_context or "
+                            "code_bits)")
+            return
         if saved is not None and saved.shape != self.histogram.shape:
             self.histogram = torch.zeros_like(saved, device=self.histogram.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
@@ -90,8 +96,11 @@ class LevelPrior(nn.Module):
         counts.scatter_add_(1, flat, torch.ones_like(flat, dtype=counts.dtype))
         counts = (counts / counts.sum(1, keepdim=True)).view(channels, self.contexts,
                                                               self.levels)
-        if self.histogram.shape != counts.shape:
+        if self.histogram.shape[0] == 0:  # the first batch sets the number of channels
             self.histogram = counts
+        elif self.histogram.shape != counts.shape:
+            raise ValueError(f"the level prior has {self.histogram.shape[0]} channels, the "
+                             f"code {channels}")
         else:
             self.histogram.lerp_(counts, self.momentum)
 
