@@ -13,6 +13,7 @@ from __future__ import annotations
 
 from collections.abc import Callable, Sequence
 from math import prod
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -73,6 +74,15 @@ class LevelPrior(nn.Module):
             self.histogram = torch.zeros_like(saved, device=self.histogram.device)
         super()._load_from_state_dict(state_dict, prefix, *args, **kwargs)
 
+    def _bucket(self, level: Any) -> Any:
+        """A neighbour's level (int or integer tensor) as its bucket, 1..buckets; 0 is kept
+        for "no neighbour"."""
+        return level * self.buckets // self.levels + 1
+
+    def _context(self, left: Any, up: Any) -> Any:
+        """The context id of a value from its neighbours' buckets (ints or tensors)."""
+        return left * (self.buckets + 1) + up
+
     def context_ids(self, levels: torch.Tensor) -> torch.Tensor:
         """(B, C, S): the context of every value of integer codes ``levels`` (B, C, ...),
         from its already-stored neighbours (``next_table`` is the same, one value at a time)."""
@@ -80,10 +90,10 @@ class LevelPrior(nn.Module):
         if self.contexts == 1:
             return levels.new_zeros(batch, channels, levels[0, 0].numel())
         width = levels.shape[-1] if levels.dim() > 2 else 1
-        bucket = levels.reshape(batch, channels, -1, width) * self.buckets // self.levels + 1
+        bucket = self._bucket(levels.reshape(batch, channels, -1, width))
         left = F.pad(bucket[..., :-1], (1, 0))  # 0 where there is no neighbour
         up = F.pad(bucket[..., :-1, :], (0, 0, 1, 0))
-        return (left * (self.buckets + 1) + up).flatten(2)
+        return self._context(left, up).flatten(2)
 
     @torch.no_grad()
     def observe(self, levels: torch.Tensor) -> None:
@@ -164,17 +174,14 @@ class LevelPrior(nn.Module):
         per_channel = prod(code_shape[1:])
         width = code_shape[-1] if len(code_shape) > 1 else 1
 
-        def bucket(level: int) -> int:
-            return level * self.buckets // self.levels + 1
-
         def table(decoded: list[int]) -> list[int]:
             index = len(decoded)
             channel, position = divmod(index, per_channel)
             if self.contexts == 1:
                 return tables[channel][0]
-            left = bucket(decoded[index - 1]) if position % width else 0
-            up = bucket(decoded[index - width]) if position >= width else 0
-            return tables[channel][left * (self.buckets + 1) + up]
+            left = self._bucket(decoded[index - 1]) if position % width else 0
+            up = self._bucket(decoded[index - width]) if position >= width else 0
+            return tables[channel][self._context(left, up)]
 
         return table
 
