@@ -51,6 +51,10 @@ CASES = {
                        "model"),
     "empty dataset": (tiny(train_set="train_set: |\n  TensorDataset(torch.zeros(0, 3, 8, 8))"),
                       "train_set is empty", "train_set"),
+    "filter keeps nothing": (tiny().replace("hid: [8]", "hid: [8]\n  $filter: ${hid} > 100"),
+                             "the $filter keeps none of the matrix entries", "$filter"),
+    "unreadable loss sum": (tiny(batch_size="batch_size: 16\nloss_function: l2 +* gradient"),
+                            "cannot read loss_function", "loss_function"),
     "bad model argument": (tiny(model="model: |\n  ImageManifoldDecoder(6, concat_residual="
                                       "[True, False], num_blocks=3)"),
                            "concat_residual must be a bool or a list of 3 bools", "model"),
@@ -177,3 +181,20 @@ def test_the_load_key_starts_from_another_run_and_a_bad_one_keeps_the_old_run(
     code, out, err = cli("run", tiny_experiment, "--only", "hid:8")
     assert code == 0, err
     assert f"loaded weights from {runs / 'hid:8' / 'checkpoint-best.pt'}" in out
+
+
+def test_only_patterns_that_match_no_entry_list_the_entries(tiny_experiment, cli) -> None:
+    code, out, err = cli("run", tiny_experiment, "--only", "hid:9")
+    assert code == 2 and not out
+    assert "--only hid:9 matches no matrix entry" in err and "1 (hid:8), 2 (hid:12)" in err
+    assert not (tiny_experiment.parent / "runs").exists()
+
+
+def test_a_key_written_twice_warns_and_the_later_value_counts(write, cli) -> None:
+    path = write("twice.yml", tiny(max_inputs="max_inputs: 32\nmax_inputs: 48"))
+    code, out, err = cli("run", path)
+    assert code == 0, err
+    assert "line 17, key 'max_inputs': also set at line 16; the later value counts" in err
+    assert err.count("also set at") == 1  # once per file, not once per entry and pass
+    result = json.loads((path.parent / "runs" / "tiny" / "hid:8" / "result.json").read_text())
+    assert result["num_inputs"] == 48

@@ -96,12 +96,9 @@ def run(experiment: str | Path, *, runs_dir: str | Path | None = None, device: s
     """``inrlab run``: train every matrix entry of an experiment file (``only``: globs of
     ids, slugs or names) and return their runs in matrix order."""
     from inrlab.experiment.runner import RunOptions, run_entry
-    from inrlab.experiment.spec import load_experiment, select_entries, shared_name_error
+    from inrlab.experiment.spec import entries_to_run
 
-    specs = select_entries(load_experiment(experiment), only)
-    shared = shared_name_error(specs)
-    if shared is not None:
-        raise shared
+    specs = entries_to_run(experiment, only)
     options = RunOptions(runs_dir=Path(runs_dir) if runs_dir else default_runs_dir(),
                          device=device, reset=reset, skip=skip, max_inputs=max_inputs,
                          tensorboard=tensorboard, quiet=True)

@@ -115,13 +115,10 @@ def _print_entry_header(spec: Any) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from inrlab.experiment import RunOptions, load_experiment, run_entry
-    from inrlab.experiment.spec import select_entries, shared_name_error
+    from inrlab.experiment import RunOptions, run_entry
+    from inrlab.experiment.spec import entries_to_run
 
-    specs = select_entries(load_experiment(args.file), args.only)
-    shared = shared_name_error(specs)
-    if shared is not None:
-        raise shared
+    specs = entries_to_run(args.file, args.only)
     options = RunOptions(runs_dir=args.runs_dir or default_runs_dir(), device=args.device,
                          reset=args.reset, skip=args.skip, max_inputs=args.max_inputs,
                          tensorboard=not args.no_tensorboard)

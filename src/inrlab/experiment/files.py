@@ -12,6 +12,7 @@ as a float in the second pass.
 from __future__ import annotations
 
 import re
+import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -33,6 +34,19 @@ class _RawLoader(yaml.SafeLoader):
     inrlab_dir: Path
     inrlab_variables: dict[str, Any] | None
     inrlab_stack: tuple[Path, ...]
+    inrlab_repeats: list[tuple[str, int, int]]  # (key, first line, repeated line)
+
+    def construct_mapping(self, node: yaml.MappingNode, deep: bool = False) -> dict[Any, Any]:
+        # YAML loaders keep the last of repeated keys silently (the seed system's did too);
+        # note them, so that a key written twice by mistake does not go unseen.
+        first: dict[str, int] = {}
+        for key_node, _ in node.value:
+            if isinstance(key_node, yaml.ScalarNode) and key_node.tag != "tag:yaml.org,2002:merge":
+                line = key_node.start_mark.line + 1
+                if key_node.value in first:
+                    self.inrlab_repeats.append((key_node.value, first[key_node.value], line))
+                first.setdefault(key_node.value, line)
+        return super().construct_mapping(node, deep=deep)
 
 
 class _Loader(_RawLoader):
@@ -143,6 +157,7 @@ def parse_yaml(text: str, path: Path, variables: dict[str, Any] | None = None,
     loader.inrlab_dir = path.parent
     loader.inrlab_variables = variables
     loader.inrlab_stack = (*_stack, path.resolve())
+    loader.inrlab_repeats = []
     try:
         node = loader.get_single_node()
         data = loader.construct_document(node) if node is not None else None
@@ -158,6 +173,10 @@ def parse_yaml(text: str, path: Path, variables: dict[str, Any] | None = None,
         raise e.located(path=path) from None
     finally:
         loader.dispose()
+    if variables is None:  # the raw pass reads every file once; the entries' passes repeat it
+        for key, first, line in loader.inrlab_repeats:
+            print(f"warning: {path}, line {line}, key '{key}': also set at line {first}; the "
+                  "later value counts", file=sys.stderr)
     origins: dict[str, Origin] = {}
     if isinstance(node, yaml.MappingNode):
         _record_origins(node, path, "", origins, depth=2)

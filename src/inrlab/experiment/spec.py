@@ -86,6 +86,29 @@ def select_entries(specs: list[RunSpec], patterns: Sequence[str] | None) -> list
         for pattern in patterns for value in (s.entry.id, s.entry.slug, s.experiment_name))]
 
 
+def entries_to_run(path: str | Path, only: Sequence[str] | None = None) -> list[RunSpec]:
+    """The entries ``inrlab run FILE [--only ...]`` trains; an error when there are none
+    (a ``$filter`` that keeps no entry, ``--only`` patterns that match none) or when two
+    would share one run directory."""
+    specs = load_experiment(path)
+    if not specs:
+        raw = load_document(Path(path), None)
+        where = raw.where("matrix.$filter" if "matrix.$filter" in raw.origins else "matrix")
+        raise InrlabError("the $filter keeps none of the matrix entries: nothing to run",
+                          **{**where, "key": "$filter"})
+    selected = select_entries(specs, only)
+    if not selected:
+        listed = ", ".join(f"{s.entry.id} ({s.entry.slug})" if s.entry.slug else s.entry.id
+                           for s in specs[:20])
+        more = f" and {len(specs) - 20} more" if len(specs) > 20 else ""
+        raise InrlabError(f"--only {' '.join(only or ())} matches no matrix entry; the "
+                          f"entries (matrix_id (matrix_slug)) are {listed}{more}", path=path)
+    shared = shared_name_error(selected)
+    if shared is not None:
+        raise shared
+    return selected
+
+
 def shared_name_error(specs: list[RunSpec]) -> InrlabError | None:
     """The error for two entries that would share one run directory, or None.
 
