@@ -244,3 +244,19 @@ def test_the_shipped_kenney_sheet_adds_tiles_and_keeps_the_rltiles_split(
     assert torch.equal(both.images[:len(alone)], alone.images)  # the RLTiles ones unchanged
     with pytest.raises(DataError, match="built-in configs: kenney, rltiles"):
         rpg_tile_dataset((3, 32, 32), tile_config="kenny")
+
+
+@pytest.mark.parametrize("mode", ["P", "L", "LA", "RGBA", "I;16"])
+def test_sheets_of_every_pixel_format_read_as_the_same_tiles(tmp_path, mode) -> None:
+    rng = np.random.default_rng(1)
+    gray = rng.integers(0, 256, (16, 24), dtype=np.uint8)
+    expected = torch.from_numpy(gray).float().div(255).expand(3, 16, 24)
+    if mode == "I;16":  # a 16-bit grayscale PNG: 0..65535 (Pillow's own convert clips it)
+        image = Image.fromarray(gray.astype(np.uint16) * 257)
+    else:
+        image = Image.fromarray(gray, "L").convert(mode)
+    image.save(tmp_path / "sheet.png")
+    config = [{"name": "sheet.png", "url": str(tmp_path / "sheet.png"), "shape": [8, 8]}]
+    tiles = torch.stack([t for (t,) in rpg_tile_dataset((3, 8, 8), tile_config=config)])
+    rows = [expected[:, r:r + 8, c:c + 8] for r in (0, 8) for c in (0, 8, 16)]
+    assert torch.allclose(tiles, torch.stack(rows), atol=1 / 255)

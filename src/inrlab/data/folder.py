@@ -5,11 +5,10 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from inrlab.data.images import set_channels
+from inrlab.data.images import rgba_uint8, set_channels
 from inrlab.data.tensor import ImageTensorDataset
 from inrlab.errors import DataError
 
@@ -20,7 +19,7 @@ def read_image(path: Path) -> torch.Tensor:
     """uint8 (3, H, W); transparent pixels composited on black."""
     try:
         with Image.open(path) as image:
-            rgba = torch.from_numpy(np.asarray(image.convert("RGBA")).copy()).permute(2, 0, 1)
+            rgba = torch.from_numpy(rgba_uint8(image).copy()).permute(2, 0, 1)
     except (UnidentifiedImageError, OSError) as e:
         raise DataError(f"not a readable image ({e})", path=path) from None
     rgb = rgba[:3].float() * (rgba[3:].float() / 255.0)

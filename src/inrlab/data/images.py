@@ -6,8 +6,23 @@ whole batch is augmented with a few tensor operations, on the device the batch i
 
 from __future__ import annotations
 
+import numpy as np
 import torch
 import torch.nn.functional as F
+from PIL import Image
+
+# Pillow modes of one high-bit-depth channel: 16-bit PNGs load as I;16* or I (0..65535).
+_HIGH_BIT_GRAY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
+
+
+def rgba_uint8(image: Image.Image) -> np.ndarray:
+    """An opened image as uint8 RGBA (H, W, 4). Pillow's own conversion clips 16-bit
+    grayscale (a PNG of 0..65535) at 255, which turns such an image almost all white; it
+    is scaled to 8 bits here instead."""
+    if image.mode in _HIGH_BIT_GRAY:
+        gray = np.asarray(image, dtype=np.float64)
+        image = Image.fromarray(np.clip(np.rint(gray / 257), 0, 255).astype(np.uint8), "L")
+    return np.asarray(image.convert("RGBA"))
 
 
 def set_channels(images: torch.Tensor, channels: int) -> torch.Tensor:

@@ -20,12 +20,11 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
 from inrlab.data.cache import cache_dir, fetch
-from inrlab.data.images import resize, set_channels
+from inrlab.data.images import resize, rgba_uint8, set_channels
 from inrlab.data.tensor import ImageTensorDataset
 from inrlab.errors import DataError
 
@@ -141,7 +140,7 @@ def cut_tiles(sheet: TileSheet, file: Path | None = None) -> torch.Tensor:
     file = file or _sheet_file(sheet)
     try:
         with Image.open(file) as image:
-            rgba = np.asarray(image.convert("RGBA"))
+            rgba = rgba_uint8(image)
     except (UnidentifiedImageError, OSError) as e:
         raise DataError(f"{sheet.source}: cannot read the sheet image ({e})", path=file) from None
     pixels = torch.from_numpy(rgba.copy()).permute(2, 0, 1)  # (4, H, W)

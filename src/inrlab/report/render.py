@@ -11,7 +11,7 @@ import numpy as np
 import torch
 from PIL import Image, UnidentifiedImageError
 
-from inrlab.data.images import resize_nearest, set_channels
+from inrlab.data.images import resize_nearest, rgba_uint8, set_channels
 from inrlab.errors import InrlabError
 from inrlab.experiment.runner import load_trained_model
 from inrlab.report.figures import render_code
@@ -56,8 +56,7 @@ def read_image(path: Path, shape: Sequence[int]) -> torch.Tensor:
     transparency is composited on black (like the tile sheets)."""
     try:
         with Image.open(path) as picture:
-            picture.load()
-            rgba = np.asarray(picture.convert("RGBA"), dtype=np.float32) / 255
+            rgba = rgba_uint8(picture).astype(np.float32) / 255
     except FileNotFoundError:
         raise InrlabError(f"input image {path} does not exist", path=path) from None
     except (UnidentifiedImageError, OSError, ValueError) as e:
