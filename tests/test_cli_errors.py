@@ -198,3 +198,11 @@ def test_a_key_written_twice_warns_and_the_later_value_counts(write, cli) -> Non
     assert err.count("also set at") == 1  # once per file, not once per entry and pass
     result = json.loads((path.parent / "runs" / "tiny" / "hid:8" / "result.json").read_text())
     assert result["num_inputs"] == 48
+
+
+def test_a_run_directory_given_for_an_experiment_file_says_which_commands_take_it(
+        tiny_experiment, cli) -> None:
+    assert cli("run", tiny_experiment, "--only", "hid:8")[0] == 0
+    run = tiny_experiment.parent / "runs" / "tiny" / "hid:8"
+    code, _, err = cli("results", run)
+    assert code == 2 and "not an experiment file" in err and "inrlab report" in err

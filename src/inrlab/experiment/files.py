@@ -111,6 +111,11 @@ def read_text(path: Path) -> str:
         return path.read_text(encoding="utf-8")
     except FileNotFoundError:
         raise InrlabError("experiment file not found", path=path) from None
+    except IsADirectoryError:
+        hint = (" (a run directory: `inrlab report` and `inrlab render` take those)"
+                if (path / "result.json").is_file() else "")
+        raise InrlabError(f"this is a directory, not an experiment file{hint}",
+                          path=path) from None
     except (OSError, UnicodeDecodeError) as e:
         raise InrlabError(f"cannot read the experiment file: {e}", path=path) from None
 
