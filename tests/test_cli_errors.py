@@ -206,3 +206,22 @@ def test_a_run_directory_given_for_an_experiment_file_says_which_commands_take_i
     run = tiny_experiment.parent / "runs" / "tiny" / "hid:8"
     code, _, err = cli("results", run)
     assert code == 2 and "not an experiment file" in err and "inrlab report" in err
+
+
+def test_the_device_key_is_read_and_a_bad_one_is_located(write, cli, tmp_path) -> None:
+    path = write("dev.yml", tiny(batch_size="batch_size: 16\ndevice: cpu"))
+    assert cli("run", path)[0] == 0
+    result = json.loads((tmp_path / "runs" / "tiny" / "hid:8" / "result.json").read_text())
+    assert result["device"] == "cpu"
+    path = write("tpu.yml", tiny(batch_size="batch_size: 16\ndevice: tpu"))
+    code, _, err = cli("run", path)
+    assert code == 2 and "tpu.yml, line 13, key 'device': unknown device 'tpu'" in err
+    # --device wins over the file's key
+    assert cli("run", path, "--device", "cpu", "--reset")[0] == 0
+
+
+@pytest.mark.parametrize("key", ["run_dir", "train_sets", "settings"])
+def test_the_trainers_own_arguments_are_not_experiment_keys(write, cli, key) -> None:
+    code, _, err = cli("run", write("own.yml", tiny(batch_size=f"batch_size: 16\n{key}: 3")))
+    assert code == 2 and f"key '{key}': unknown key '{key}'" in err
+    assert err.count(" model,") <= 1  # each known key listed once

@@ -90,11 +90,13 @@ def load_run(path: str | Path, model: nn.Module | None = None) -> Run:
     return run
 
 
-def run(experiment: str | Path, *, runs_dir: str | Path | None = None, device: str = "auto",
-        max_inputs: int | None = None, only: Sequence[str] | None = None,
-        reset: bool = False, skip: bool = False, tensorboard: bool = True) -> list[Run]:
+def run(experiment: str | Path, *, runs_dir: str | Path | None = None,
+        device: str | None = None, max_inputs: int | None = None,
+        only: Sequence[str] | None = None, reset: bool = False, skip: bool = False,
+        tensorboard: bool = True) -> list[Run]:
     """``inrlab run``: train every matrix entry of an experiment file (``only``: globs of
-    ids, slugs or names) and return their runs in matrix order."""
+    ids, slugs or names) and return their runs in matrix order. ``device``: None takes the
+    file's ``device`` key, else "auto" (CUDA when available)."""
     from inrlab.experiment.runner import RunOptions, run_entry
     from inrlab.experiment.spec import entries_to_run
 

@@ -32,7 +32,8 @@ def make_parser() -> argparse.ArgumentParser:
     run.add_argument("--skip", action="store_true", help="skip entries that are complete")
     run.add_argument("--reset", action="store_true",
                      help="delete an entry's run directory and start over")
-    run.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
+    run.add_argument("--device", default=None,
+                     help="auto, cpu, cuda, cuda:N (default: the file's device key, else auto)")
     run.add_argument("--max-inputs", type=int, default=None,
                      help="override max_inputs (the budget in images) of every entry")
     run.add_argument("--only", nargs="+", default=None, metavar="ID_OR_SLUG_GLOB",

@@ -23,7 +23,7 @@ from inrlab.train import TRAINERS, Trainer
 from inrlab.train.settings import TrainSettings, make_settings, settings_keys
 
 STRUCTURAL_KEYS = ("experiment_name", "trainer", "globals", "model", "train_set",
-                   "validation_set", "load", "matrix", "$extends", "description")
+                   "validation_set", "load", "matrix", "$extends", "description", "device")
 NUMBERED_SET = re.compile(r"^(train_set|validation_set)(\d+)$")
 
 
@@ -132,10 +132,11 @@ def trainer_class(spec: RunSpec, namespace: dict[str, Any]) -> type[Trainer]:
 
 
 def trainer_option_names(cls: type[Trainer]) -> list[str]:
-    """Keyword-only options that a Trainer subclass adds (e.g. feature_loss_weight)."""
+    """Keyword-only options that a Trainer subclass adds (e.g. feature_loss_weight); the
+    Trainer's own arguments (model, datasets, run directory...) are the runner's to give."""
     names: list[str] = []
     for klass in cls.__mro__:
-        if klass is Trainer or not issubclass(klass, Trainer):
+        if klass is Trainer or not issubclass(klass, Trainer) or "__init__" not in vars(klass):
             continue
         for parameter in inspect.signature(klass.__init__).parameters.values():
             if parameter.kind is parameter.KEYWORD_ONLY and parameter.name not in names:
@@ -175,7 +176,7 @@ def build_entry(spec: RunSpec, *, with_data: bool = True,
             continue
         if key not in known_settings and key not in options:
             raise spec.error(key, f"unknown key '{key}'; known keys: "
-                             f"{', '.join(sorted([*STRUCTURAL_KEYS, *known_settings, *options]))}")
+                             f"{', '.join(sorted({*STRUCTURAL_KEYS, *known_settings, *options}))}")
         if isinstance(value, str) and "\n" in value.strip():
             value = run_snippet(spec, key, namespace)
         if key in options:

@@ -16,13 +16,14 @@ from inrlab.experiment.spec import RunSpec, load_run_spec
 from inrlab.models.layers import count_parameters
 from inrlab.train.checkpoint import atomic_write_bytes, load_checkpoint
 from inrlab.train.rundir import RunDir
-from inrlab.train.trainer import Trainer
+from inrlab.train.trainer import Trainer, resolve_device
 
 
 @dataclass
 class RunOptions:
     runs_dir: Path
-    device: str = "auto"
+    device: str | None = None  # None: the file's `device` key, else default_device
+    default_device: str = "auto"
     reset: bool = False
     skip: bool = False
     max_inputs: int | None = None
@@ -60,10 +61,11 @@ def make_trainer(spec: RunSpec, built: BuiltEntry, run_dir: RunDir,
             "matrix_id": spec.entry.id, "matrix_slug": spec.entry.slug,
             "source": str(spec.path)}
     try:
+        device = run_device(spec, options)
         return built.trainer_class(
             model=built.model, train_sets=built.train_sets,
             validation_sets=built.validation_sets, settings=built.settings,
-            run_dir=run_dir, device=options.device, info=info,
+            run_dir=run_dir, device=device, info=info,
             tensorboard=options.tensorboard, **built.trainer_options,
         )
     except InrlabError as e:
@@ -71,6 +73,19 @@ def make_trainer(spec: RunSpec, built: BuiltEntry, run_dir: RunDir,
     except (TypeError, ValueError) as e:
         raise InrlabError(f"cannot set up the trainer: {e}", path=spec.path,
                           key="trainer") from None
+
+
+def run_device(spec: RunSpec, options: RunOptions) -> torch.device:
+    """``--device`` when given, else the file's ``device`` key (the seed trainer's keyword),
+    else ``options.default_device``."""
+    if options.device is not None:
+        return resolve_device(options.device)
+    if spec.values.get("device") is None:
+        return resolve_device(options.default_device)
+    try:
+        return resolve_device(str(spec.values["device"]))
+    except InrlabError as e:
+        raise e.located(**spec.where("device")) from None
 
 
 def locate(error: InrlabError, spec: RunSpec) -> InrlabError:

@@ -84,11 +84,12 @@ def run_sweep(path: Path, specs: Sequence[RunSpec], options: RunOptions,
         return statuses
 
     _init_ray(ray, sweep)
-    device = options.device
-    if device == "auto":
-        device = "cuda" if sweep.gpus_per_run > 0 else "cpu"
-    task_options = replace(options, device=device, runs_dir=Path(options.runs_dir).resolve(),
-                           skip=False, reset=False, quiet=True)
+    # A task's device: --device, else the file's device key, else what Ray gives it.
+    default_device = "cuda" if sweep.gpus_per_run > 0 else "cpu"
+    device = None if options.device == "auto" else options.device
+    task_options = replace(options, device=device, default_device=default_device,
+                           runs_dir=Path(options.runs_dir).resolve(), skip=False, reset=False,
+                           quiet=True)
     remote = ray.remote(train_entry).options(
         num_cpus=sweep.cpus_per_run, num_gpus=sweep.gpus_per_run, max_retries=0,
         retry_exceptions=False)
