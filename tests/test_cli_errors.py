@@ -51,6 +51,8 @@ CASES = {
                        "model"),
     "empty dataset": (tiny(train_set="train_set: |\n  TensorDataset(torch.zeros(0, 3, 8, 8))"),
                       "train_set is empty", "train_set"),
+    "include missing": (tiny(globals="globals: !include parts/nope.yml"),
+                        "the file to include does not exist", None),
     "filter keeps nothing": (tiny().replace("hid: [8]", "hid: [8]\n  $filter: ${hid} > 100"),
                              "the $filter keeps none of the matrix entries", "$filter"),
     "unreadable loss sum": (tiny(batch_size="batch_size: 16\nloss_function: l2 +* gradient"),

@@ -63,6 +63,9 @@ def _construct_include(loader: _RawLoader, node: yaml.Node) -> Any:
             line=node.start_mark.line + 1,
         )
     target = (loader.inrlab_dir / str(loader.construct_scalar(node))).resolve()
+    if not target.is_file():
+        raise InrlabError(f"!include: the file to include does not exist: {target}",
+                          line=node.start_mark.line + 1)
     if target in loader.inrlab_stack:
         raise InrlabError(f"!include loops back to {target}", line=node.start_mark.line + 1)
     doc = load_document(target, loader.inrlab_variables, _stack=loader.inrlab_stack)
