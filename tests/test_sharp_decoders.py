@@ -216,3 +216,31 @@ def test_feature_unfolding_lets_a_pixel_see_the_neighbouring_cells() -> None:
         assert bool(changed[0, 0])
         # a pixel nearest to cell (1, 1) changes only when it sees the neighbours
         assert bool(changed[6, 6]) == reaches
+
+
+def test_conv_stage_decodes_a_finer_feature_grid_from_the_same_code() -> None:
+    torch.manual_seed(0)
+    decoder = LocalLatentDecoder(3, grid=(4, 4), num_hidden=8, num_layers=2, conv_channels=6,
+                                 conv_blocks=0, upsample=4, default_shape=(32, 32)).eval()
+    code = torch.randn(2, 3, 4, 4)
+    assert decoder.prepare(code).shape == (2, 8, 16, 16)  # the MLP decodes a 16x16 grid
+    with torch.no_grad():
+        image = decoder(code)
+        # a render in chunks (no gradients) equals one query over every pixel
+        whole = decoder.query(code, pixel_grid((32, 32)))
+        assert decoder(code, (64, 48)).shape == (2, 3, 64, 48)
+    torch.testing.assert_close(image.flatten(2).transpose(1, 2), whole)
+    # the conv stage's receptive field: a corner latent reaches past its own quarter of the
+    # image (3x3 convolutions at 4x4, 8x8 and 16x16) but not the opposite corner
+    moved = code.clone()
+    moved[0, :, 0, 0] += 1.0
+    with torch.no_grad():
+        changed = (decoder(moved) - image)[0].abs().amax(0) > 1e-6  # (32, 32)
+    assert bool(changed[16, 16]) and not bool(changed[31, 31])
+    # the code stays what it was: a 4x4 grid of 3 floats
+    with pytest.raises(ValueError, match=r"codes of shape \(B, 3, 4, 4\)"):
+        decoder(torch.randn(2, 3, 16, 16))
+    with pytest.raises(ValueError, match="power of 2"):
+        LocalLatentDecoder(3, grid=(4, 4), conv_channels=6, upsample=3)
+    with pytest.raises(ValueError, match="needs a conv stage"):
+        LocalLatentDecoder(3, grid=(4, 4), upsample=2)

@@ -1,10 +1,12 @@
-"""Small building blocks shared by models: activations by name, argument checks."""
+"""Small building blocks shared by models: activations by name, argument checks, a residual
+convolution block."""
 
 from __future__ import annotations
 
 import inspect
 from typing import Any, Sequence
 
+import torch
 from torch import nn
 
 
@@ -45,3 +47,15 @@ def check_shape(name: str, value: Any, length: int) -> tuple[int, ...]:
 
 def count_parameters(module: nn.Module, trainable_only: bool = False) -> int:
     return sum(p.numel() for p in module.parameters() if p.requires_grad or not trainable_only)
+
+
+class ResidualConvBlock(nn.Module):
+    """x + conv(act(conv(x))), 3x3 'same' convolutions (EDSR's block without scaling)."""
+
+    def __init__(self, channels: int, act_fn: Any) -> None:
+        super().__init__()
+        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), activation(act_fn),
+                                  nn.Conv2d(channels, channels, 3, padding=1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x + self.body(x)

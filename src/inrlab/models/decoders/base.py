@@ -56,6 +56,18 @@ class ImplicitDecoder(nn.Module):
     def query(self, code: torch.Tensor, coords: torch.Tensor) -> torch.Tensor:
         raise NotImplementedError
 
+    def prepare(self, code: torch.Tensor) -> torch.Tensor:
+        """The part of decoding that depends on the code alone (e.g. a conv stage over a
+        latent grid), computed once per ``forward`` rather than once per render chunk.
+        ``query_prepared(prepare(code), coords)`` must equal ``query(code, coords)``; by
+        default nothing is prepared."""
+        return code
+
+    def query_prepared(self, prepared: torch.Tensor, coords: torch.Tensor,
+                       **options: tuple[float, float]) -> torch.Tensor:
+        """``query`` on what ``prepare`` returned."""
+        return self.query(prepared, coords, **options)
+
     def resolve_shape(self, shape: Sequence[int] | None) -> tuple[int, int]:
         if shape is None:
             shape = self.default_shape
@@ -107,12 +119,13 @@ class ImplicitDecoder(nn.Module):
         coords = self._pixel_grid(code, height, width)  # (N, 2)
         batch = code.shape[0]
         options = self._query_options(height, width)
+        prepared = self.prepare(code)
         if torch.is_grad_enabled() or self.training:
-            colours = self.query(code, coords, **options)  # (B, N, C)
+            colours = self.query_prepared(prepared, coords, **options)  # (B, N, C)
         else:
             budget = render_chunk_elements(code.device)
             chunk = max(1, budget // (batch * max(self.max_width, 1)))
-            colours = torch.cat([self.query(code, part, **options)
+            colours = torch.cat([self.query_prepared(prepared, part, **options)
                                  for part in coords.split(chunk)], dim=1)
         images = colours.transpose(1, 2).reshape(batch, self.out_channels, height, width)
         return images[0] if single else images

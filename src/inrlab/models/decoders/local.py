@@ -14,8 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from inrlab.models.decoders.base import ImplicitDecoder
+from inrlab.models.layers import ResidualConvBlock, check_positive_int, check_shape
 from inrlab.models.layers import activation as make_activation
-from inrlab.models.layers import check_positive_int, check_shape
 from inrlab.models.posenc import positional_encoding, resampled_pixel_grid
 from inrlab.models.registry import register_model
 
@@ -51,6 +51,13 @@ class LocalLatentDecoder(ImplicitDecoder):
     ``pixel_size=True`` also feeds the rendered pixel's size in cell units (LIIF's cell
     decoding). Trained at one resolution that input is a constant, and rendering at another
     size extrapolates it, so it is off by default.
+    ``conv_channels`` puts a convolutional stage between the code and the MLP (the synthesis
+    transform of learned image codecs): a 3x3 convolution to ``conv_channels``,
+    ``conv_blocks`` residual blocks at the code's grid size, then per factor 2 of
+    ``upsample`` a nearest x2 upsampling and a 3x3 convolution with the activation. The MLP
+    then decodes that finer feature grid (``upsample`` x the code's grid along each side)
+    as it would a latent grid: the code stays as small as it is while each pixel's MLP
+    sees features computed from a wide neighbourhood of latents.
 
     The first Linear is applied in two parts: its latent part once per grid cell, its
     position part once per pixel (shared by all images when the coordinates are).
@@ -67,6 +74,9 @@ class LocalLatentDecoder(ImplicitDecoder):
         pixel_size: bool = False,
         pixel_geometry: str = "corners",
         unfold: bool = False,
+        conv_channels: int | None = None,
+        conv_blocks: int = 1,
+        upsample: int = 1,
         default_shape: Sequence[int] | None = None,
         activation: Any = "gelu",
         activation_out: Any = "sigmoid",
@@ -98,7 +108,18 @@ class LocalLatentDecoder(ImplicitDecoder):
                                             pos_embedding_seed)
         position_features = self.encoding.out_features + (2 if pixel_size else 0)
         self.unfold = bool(unfold)
-        self.latent_in = nn.Linear(self.latent_channels * (9 if self.unfold else 1), num_hidden)
+        self.upsample = check_positive_int("upsample", upsample)
+        if self.upsample & (self.upsample - 1):
+            raise ValueError(f"upsample must be a power of 2, got {upsample!r}")
+        if conv_channels is None and (self.upsample > 1):
+            raise ValueError("upsample needs a conv stage: set conv_channels as well")
+        self.conv = None
+        features = self.latent_channels
+        if conv_channels is not None:
+            self.conv = _conv_stage(self.latent_channels, check_positive_int(
+                "conv_channels", conv_channels), int(conv_blocks), self.upsample, activation)
+            features = int(conv_channels)
+        self.latent_in = nn.Linear(features * (9 if self.unfold else 1), num_hidden)
         self.position_in = nn.Linear(position_features, num_hidden, bias=False)
         layers: list[nn.Module] = [make_activation(activation)]
         for _ in range(num_layers - 1):
@@ -108,19 +129,31 @@ class LocalLatentDecoder(ImplicitDecoder):
         self.act_out = make_activation(activation_out)
         self.max_width = num_hidden * (4 if sampling == "ensemble" else 1)
 
+    def prepare(self, code: torch.Tensor) -> torch.Tensor:
+        """The first layer's latent part at every cell of the (upsampled) grid:
+        (B, C, gh, gw) -> (B, num_hidden, upsample * gh, upsample * gw)."""
+        if self.sampling != "bilinear" and min(code.shape[-2:]) < 2:
+            raise ValueError(f"sampling '{self.sampling}' needs a latent grid of at least 2x2, "
+                             f"got {code.shape[-2]}x{code.shape[-1]}")
+        code = code.to(self.latent_in.weight.dtype)
+        if self.conv is not None:
+            code = self.conv(code)  # (B, conv_channels, upsample * gh, upsample * gw)
+        if self.unfold:  # (B, C, gh, gw) -> (B, 9C, gh, gw): each cell with its neighbours
+            code = F.unfold(code, 3, padding=1).view(code.shape[0], -1, *code.shape[-2:])
+        return F.conv2d(code, self.latent_in.weight[:, :, None, None],
+                        self.latent_in.bias)  # (B, h, gh, gw)
+
     def query(self, code: torch.Tensor, coords: torch.Tensor,
               pixel_size: tuple[float, float] | None = None) -> torch.Tensor:
         # code (B, C, gh, gw); coords (N, 2) or (B, N, 2) -> (B, N, out)
-        batch = code.shape[0]
-        grid_h, grid_w = code.shape[-2:]
-        if self.sampling != "bilinear" and min(grid_h, grid_w) < 2:
-            raise ValueError(f"sampling '{self.sampling}' needs a latent grid of at least 2x2, "
-                             f"got {grid_h}x{grid_w}")
+        return self.query_prepared(self.prepare(code), coords, pixel_size=pixel_size)
+
+    def query_prepared(self, latent: torch.Tensor, coords: torch.Tensor,
+                       pixel_size: tuple[float, float] | None = None) -> torch.Tensor:
+        # latent (B, h, gh, gw) from prepare; coords (N, 2) or (B, N, 2) -> (B, N, out)
+        batch = latent.shape[0]
+        grid_h, grid_w = latent.shape[-2:]
         coords = coords.to(self.latent_in.weight.dtype)
-        if self.unfold:  # (B, C, gh, gw) -> (B, 9C, gh, gw): each cell with its neighbours
-            code = F.unfold(code, 3, padding=1).view(batch, -1, grid_h, grid_w)
-        latent = F.conv2d(code, self.latent_in.weight[:, :, None, None],
-                          self.latent_in.bias)  # (B, h, gh, gw)
         extra = None
         if self.takes_pixel_size:
             size = pixel_size if pixel_size is not None else (2.0 / 31, 2.0 / 31)
@@ -163,7 +196,8 @@ class LocalLatentDecoder(ImplicitDecoder):
     def _pixel_grid(self, code: torch.Tensor, height: int, width: int) -> torch.Tensor:
         if self.pixel_geometry == "corners":
             return super()._pixel_grid(code, height, width)
-        return resampled_pixel_grid(code.shape[-2:], (height, width), device=code.device,
+        grid = [size * self.upsample for size in code.shape[-2:]]
+        return resampled_pixel_grid(grid, (height, width), device=code.device,
                                     dtype=self.latent_in.weight.dtype)
 
     def _position(self, offset: torch.Tensor, extra: torch.Tensor | None) -> torch.Tensor:
@@ -180,3 +214,17 @@ class LocalLatentDecoder(ImplicitDecoder):
             return flat[:, :, index].transpose(1, 2)
         picked = torch.gather(flat, 2, index.unsqueeze(1).expand(-1, flat.shape[1], -1))
         return picked.transpose(1, 2)
+
+
+def _conv_stage(in_channels: int, channels: int, blocks: int, upsample: int,
+                act_fn: Any) -> nn.Sequential:
+    """3x3 conv to ``channels``, ``blocks`` residual blocks, then log2(upsample) times a
+    nearest x2 upsampling, a 3x3 conv and the activation."""
+    if blocks < 0:
+        raise ValueError(f"conv_blocks must be >= 0, got {blocks!r}")
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, channels, 3, padding=1)]
+    layers += [ResidualConvBlock(channels, act_fn) for _ in range(blocks)]
+    for _ in range(upsample.bit_length() - 1):
+        layers += [nn.Upsample(scale_factor=2, mode="nearest"),
+                   nn.Conv2d(channels, channels, 3, padding=1), make_activation(act_fn)]
+    return nn.Sequential(*layers)

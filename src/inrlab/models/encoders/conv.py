@@ -8,7 +8,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from inrlab.models.layers import activation, check_positive_int, check_shape
+from inrlab.models.layers import (ResidualConvBlock, activation, check_positive_int,
+                                  check_shape)
 from inrlab.models.registry import register_model
 
 
@@ -132,18 +133,6 @@ class EncoderConvGrid(nn.Module):
         return self.layers(x)
 
 
-class _ResidualConvBlock(nn.Module):
-    """x + conv(act(conv(x))), 3x3 'same' convolutions (EDSR's block without scaling)."""
-
-    def __init__(self, channels: int, act_fn: Any) -> None:
-        super().__init__()
-        self.body = nn.Sequential(nn.Conv2d(channels, channels, 3, padding=1), activation(act_fn),
-                                  nn.Conv2d(channels, channels, 3, padding=1))
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x + self.body(x)
-
-
 @register_model("encoder", tiny=dict(in_channels=3, latent_channels=3, channels=4, num_blocks=1))
 class EncoderConvMap(nn.Module):
     """A fully convolutional encoder that keeps the resolution: its code is a latent map with
@@ -165,7 +154,7 @@ class EncoderConvMap(nn.Module):
             raise ValueError(f"num_blocks must be >= 0, got {num_blocks!r}")
         self.layers = nn.Sequential(
             nn.Conv2d(self.in_channels, channels, 3, padding=1),
-            *[_ResidualConvBlock(channels, act_fn) for _ in range(int(num_blocks))],
+            *[ResidualConvBlock(channels, act_fn) for _ in range(int(num_blocks))],
             nn.Conv2d(channels, self.latent_channels, 1),
         )
 
