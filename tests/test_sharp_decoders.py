@@ -244,3 +244,5 @@ def test_conv_stage_decodes_a_finer_feature_grid_from_the_same_code() -> None:
         LocalLatentDecoder(3, grid=(4, 4), conv_channels=6, upsample=3)
     with pytest.raises(ValueError, match="needs a conv stage"):
         LocalLatentDecoder(3, grid=(4, 4), upsample=2)
+    with pytest.raises(ValueError, match="conv_blocks must be >= 0"):
+        LocalLatentDecoder(3, grid=(4, 4), conv_blocks=-1)

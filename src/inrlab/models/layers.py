@@ -36,6 +36,13 @@ def check_positive_int(name: str, value: Any) -> int:
     return value
 
 
+def check_count(name: str, value: Any) -> int:
+    """``int(value)`` when it is >= 0 (a number of blocks or layers that may be zero)."""
+    if int(value) < 0:
+        raise ValueError(f"{name} must be >= 0, got {value!r}")
+    return int(value)
+
+
 def check_shape(name: str, value: Any, length: int) -> tuple[int, ...]:
     """A tuple of ``length`` positive ints, e.g. an image shape ``(C, H, W)``."""
     if not isinstance(value, Sequence) or isinstance(value, str) or len(value) != length:

@@ -14,7 +14,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from inrlab.models.decoders.base import ImplicitDecoder
-from inrlab.models.layers import ResidualConvBlock, check_positive_int, check_shape
+from inrlab.models.layers import ResidualConvBlock, check_count, check_positive_int, check_shape
 from inrlab.models.layers import activation as make_activation
 from inrlab.models.posenc import positional_encoding, resampled_pixel_grid
 from inrlab.models.registry import register_model
@@ -113,12 +113,13 @@ class LocalLatentDecoder(ImplicitDecoder):
             raise ValueError(f"upsample must be a power of 2, got {upsample!r}")
         if conv_channels is None and (self.upsample > 1):
             raise ValueError("upsample needs a conv stage: set conv_channels as well")
+        conv_blocks = check_count("conv_blocks", conv_blocks)
         self.conv = None
         features = self.latent_channels
         if conv_channels is not None:
-            self.conv = _conv_stage(self.latent_channels, check_positive_int(
-                "conv_channels", conv_channels), int(conv_blocks), self.upsample, activation)
-            features = int(conv_channels)
+            features = check_positive_int("conv_channels", conv_channels)
+            self.conv = _conv_stage(self.latent_channels, features, conv_blocks, self.upsample,
+                                    activation)
         self.latent_in = nn.Linear(features * (9 if self.unfold else 1), num_hidden)
         self.position_in = nn.Linear(position_features, num_hidden, bias=False)
         layers: list[nn.Module] = [make_activation(activation)]
@@ -220,8 +221,6 @@ def _conv_stage(in_channels: int, channels: int, blocks: int, upsample: int,
                 act_fn: Any) -> nn.Sequential:
     """3x3 conv to ``channels``, ``blocks`` residual blocks, then log2(upsample) times a
     nearest x2 upsampling, a 3x3 conv and the activation."""
-    if blocks < 0:
-        raise ValueError(f"conv_blocks must be >= 0, got {blocks!r}")
     layers: list[nn.Module] = [nn.Conv2d(in_channels, channels, 3, padding=1)]
     layers += [ResidualConvBlock(channels, act_fn) for _ in range(blocks)]
     for _ in range(upsample.bit_length() - 1):

@@ -8,8 +8,8 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from inrlab.models.layers import (ResidualConvBlock, activation, check_positive_int,
-                                  check_shape)
+from inrlab.models.layers import (ResidualConvBlock, activation, check_count,
+                                  check_positive_int, check_shape)
 from inrlab.models.registry import register_model
 
 
@@ -150,11 +150,10 @@ class EncoderConvMap(nn.Module):
         self.in_channels = check_positive_int("in_channels", in_channels)
         self.latent_channels = check_positive_int("latent_channels", latent_channels)
         check_positive_int("channels", channels)
-        if int(num_blocks) < 0:
-            raise ValueError(f"num_blocks must be >= 0, got {num_blocks!r}")
+        num_blocks = check_count("num_blocks", num_blocks)
         self.layers = nn.Sequential(
             nn.Conv2d(self.in_channels, channels, 3, padding=1),
-            *[ResidualConvBlock(channels, act_fn) for _ in range(int(num_blocks))],
+            *[ResidualConvBlock(channels, act_fn) for _ in range(num_blocks)],
             nn.Conv2d(channels, self.latent_channels, 1),
         )
 
