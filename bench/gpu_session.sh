@@ -8,16 +8,16 @@
 # Then, through the device tool:
 #     run(command="bash bench/gpu_session.sh", carry=[".gpu-data"], timeout_s=600)
 # Each step's log comes back as $OUT/<step>.log; bench/README.md "End to end" says what to
-# record from them. DEVICE=cpu INPUTS=2000 STEP_LIMIT=120 runs the same steps on a CPU (a
-# check of the script, not a figure).
+# record from them. DEVICE=cpu INPUTS=1000 STEP_LIMIT=90 runs the same steps on a CPU, with
+# a python3 that has torch (a check of the script, not a figure; the slow steps stop at
+# their limit).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DATA=.gpu-data
 SHEET=../shared/datasets/rltiles/rltiles-2d.png
 
 if [[ "${1:-}" == "--stage" ]]; then
-    mkdir -p "$DATA/cache/tiles/rltiles"
-    cp "$SHEET" "$DATA/cache/tiles/rltiles/rltiles-2d.png"
+    install -D -m 644 "$SHEET" "$DATA/cache/tiles/rltiles/rltiles-2d.png"
     echo "staged $DATA (carry it: carry=[\"$DATA\"])"
     exit 0
 fi
