@@ -8,6 +8,7 @@ import torch
 from inrlab.models import (EncoderConvGrid, EncoderConvMap, EncoderDecoder, ImageManifoldDecoder,
                            LocalLatentDecoder, ModulatedSirenDecoder, UpscalingAutoencoder,
                            count_parameters)
+from inrlab.models.layers import ResidualConvBlock
 from inrlab.models.posenc import FourierFeatures, pixel_grid, positional_encoding
 from inrlab.report.figures import reproduction_columns
 
@@ -246,3 +247,29 @@ def test_conv_stage_decodes_a_finer_feature_grid_from_the_same_code() -> None:
         LocalLatentDecoder(3, grid=(4, 4), upsample=2)
     with pytest.raises(ValueError, match="conv_blocks must be >= 0"):
         LocalLatentDecoder(3, grid=(4, 4), conv_blocks=-1)
+
+
+def test_conv_stage_takes_one_width_per_resolution() -> None:
+    decoder = LocalLatentDecoder(3, grid=(4, 4), num_hidden=8, num_layers=2,
+                                 conv_channels=(12, 8, 5), conv_blocks=1, upsample=4)
+    convs = [m for m in decoder.conv.modules() if isinstance(m, torch.nn.Conv2d)]
+    # 3 -> 12 at 4x4, a residual block at 12, then 12 -> 8 at 8x8 and 8 -> 5 at 16x16
+    assert [(c.in_channels, c.out_channels) for c in convs] == [
+        (3, 12), (12, 12), (12, 12), (12, 8), (8, 5)]
+    assert decoder.prepare(torch.randn(2, 3, 4, 4)).shape == (2, 8, 16, 16)
+    assert decoder.latent_in.in_features == 5  # the MLP reads the finest width
+    with pytest.raises(ValueError, match=r"one width per resolution, 1 \+ log2\(upsample\) = 3"):
+        LocalLatentDecoder(3, grid=(4, 4), conv_channels=(12, 8), upsample=4)
+    with pytest.raises(ValueError, match="conv_channels must be a positive integer"):
+        LocalLatentDecoder(3, grid=(4, 4), conv_channels=(12, 0), upsample=2)
+
+
+def test_grid_encoder_residual_blocks_run_at_the_last_stage() -> None:
+    encoder = EncoderConvGrid((3, 32, 32), 6, grid=(4, 4), channels=(8, 8, 16), num_blocks=2)
+    blocks = [m for m in encoder.layers if isinstance(m, ResidualConvBlock)]
+    assert len(blocks) == 2 and blocks[0].body[0].in_channels == 16
+    assert encoder(torch.randn(2, 3, 32, 32)).shape == (2, 6, 4, 4)
+    plain = EncoderConvGrid((3, 32, 32), 6, grid=(4, 4), channels=(8, 8, 16))
+    assert not any(isinstance(m, ResidualConvBlock) for m in plain.layers)
+    with pytest.raises(ValueError, match="num_blocks must be >= 0"):
+        EncoderConvGrid((3, 32, 32), 6, num_blocks=-1)

@@ -57,7 +57,10 @@ class LocalLatentDecoder(ImplicitDecoder):
     ``upsample`` a nearest x2 upsampling and a 3x3 convolution with the activation. The MLP
     then decodes that finer feature grid (``upsample`` x the code's grid along each side)
     as it would a latent grid: the code stays as small as it is while each pixel's MLP
-    sees features computed from a wide neighbourhood of latents.
+    sees features computed from a wide neighbourhood of latents. ``conv_channels`` may
+    also be one width per resolution, ``1 + log2(upsample)`` of them (e.g. ``(128, 96, 64)``
+    for ``upsample=4``): wide where the grid is small and convolutions are cheap, narrower
+    where it is fine.
 
     The first Linear is applied in two parts: its latent part once per grid cell, its
     position part once per pixel (shared by all images when the coordinates are).
@@ -74,7 +77,7 @@ class LocalLatentDecoder(ImplicitDecoder):
         pixel_size: bool = False,
         pixel_geometry: str = "corners",
         unfold: bool = False,
-        conv_channels: int | None = None,
+        conv_channels: int | Sequence[int] | None = None,
         conv_blocks: int = 1,
         upsample: int = 1,
         default_shape: Sequence[int] | None = None,
@@ -117,9 +120,9 @@ class LocalLatentDecoder(ImplicitDecoder):
         self.conv = None
         features = self.latent_channels
         if conv_channels is not None:
-            features = check_positive_int("conv_channels", conv_channels)
-            self.conv = _conv_stage(self.latent_channels, features, conv_blocks, self.upsample,
-                                    activation)
+            widths = _stage_widths(conv_channels, self.upsample)
+            self.conv = _conv_stage(self.latent_channels, widths, conv_blocks, activation)
+            features = widths[-1]
         self.latent_in = nn.Linear(features * (9 if self.unfold else 1), num_hidden)
         self.position_in = nn.Linear(position_features, num_hidden, bias=False)
         layers: list[nn.Module] = [make_activation(activation)]
@@ -217,13 +220,24 @@ class LocalLatentDecoder(ImplicitDecoder):
         return picked.transpose(1, 2)
 
 
-def _conv_stage(in_channels: int, channels: int, blocks: int, upsample: int,
+def _stage_widths(conv_channels: int | Sequence[int], upsample: int) -> tuple[int, ...]:
+    """One width per resolution of the conv stage: the code's grid, then each x2 step."""
+    resolutions = upsample.bit_length()  # 1 + log2(upsample)
+    if isinstance(conv_channels, Sequence) and not isinstance(conv_channels, str):
+        if len(conv_channels) != resolutions:
+            raise ValueError(f"conv_channels needs one width per resolution, 1 + log2(upsample) "
+                             f"= {resolutions} for upsample={upsample}, got {conv_channels!r}")
+        return tuple(check_positive_int("conv_channels", width) for width in conv_channels)
+    return (check_positive_int("conv_channels", conv_channels),) * resolutions
+
+
+def _conv_stage(in_channels: int, widths: Sequence[int], blocks: int,
                 act_fn: Any) -> nn.Sequential:
-    """3x3 conv to ``channels``, ``blocks`` residual blocks, then log2(upsample) times a
-    nearest x2 upsampling, a 3x3 conv and the activation."""
-    layers: list[nn.Module] = [nn.Conv2d(in_channels, channels, 3, padding=1)]
-    layers += [ResidualConvBlock(channels, act_fn) for _ in range(blocks)]
-    for _ in range(upsample.bit_length() - 1):
+    """3x3 conv to ``widths[0]``, ``blocks`` residual blocks, then per further width a
+    nearest x2 upsampling, a 3x3 conv to that width and the activation."""
+    layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1)]
+    layers += [ResidualConvBlock(widths[0], act_fn) for _ in range(blocks)]
+    for before, after in zip(widths, widths[1:]):
         layers += [nn.Upsample(scale_factor=2, mode="nearest"),
-                   nn.Conv2d(channels, channels, 3, padding=1), make_activation(act_fn)]
+                   nn.Conv2d(before, after, 3, padding=1), make_activation(act_fn)]
     return nn.Sequential(*layers)

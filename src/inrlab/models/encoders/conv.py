@@ -81,16 +81,17 @@ class EncoderMLP(nn.Module):
 
 
 @register_model("encoder", tiny=dict(shape=(3, 8, 8), latent_channels=3, grid=(2, 2),
-                                     channels=(4, 4)))
+                                     channels=(4, 4), num_blocks=1))
 class EncoderConvGrid(nn.Module):
     """A convolutional encoder whose code is a latent grid (latent_channels, gh, gw), for
     ``LocalLatentDecoder``.
 
     Each entry of ``channels`` is a stage: a 3x3 convolution, then a stride-2 3x3 convolution
     (both padded, each followed by BatchNorm unless ``batch_norm=False``, and the
-    activation), halving the feature map. After the stages
-    the map is average-pooled to ``grid`` (when it is not that size already) and a 1x1
-    convolution gives the latent channels. 32x32 with 3 stages reaches 4x4.
+    activation), halving the feature map; 32x32 with 3 stages reaches 4x4. ``num_blocks``
+    residual blocks (no BatchNorm) follow at the last stage's size and width, where they
+    are cheap. Then the map is average-pooled to ``grid`` (when it is not that size
+    already) and a 1x1 convolution gives the latent channels.
     """
 
     def __init__(
@@ -101,11 +102,13 @@ class EncoderConvGrid(nn.Module):
         channels: Sequence[int] = (32, 64, 128),
         act_fn: Any = "gelu",
         batch_norm: bool = True,
+        num_blocks: int = 0,
     ) -> None:
         super().__init__()
         self.shape = check_shape("shape", shape, 3)
         self.latent_channels = check_positive_int("latent_channels", latent_channels)
         self.grid = check_shape("grid", grid, 2)
+        num_blocks = check_count("num_blocks", num_blocks)
         layers: list[nn.Module] = []
         size = list(self.shape[1:])
         in_channels = self.shape[0]
@@ -123,6 +126,7 @@ class EncoderConvGrid(nn.Module):
                 f"{size[0]}x{size[1]}, smaller than the latent grid {self.grid[0]}x{self.grid[1]}"
                 "; use fewer channels entries"
             )
+        layers += [ResidualConvBlock(in_channels, act_fn) for _ in range(num_blocks)]
         if tuple(size) != self.grid:
             layers.append(nn.AdaptiveAvgPool2d(self.grid))
         layers.append(nn.Conv2d(in_channels, self.latent_channels, 1))
