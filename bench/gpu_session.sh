@@ -8,9 +8,15 @@
 # Then, through the device tool:
 #     run(command="bash bench/gpu_session.sh", carry=[".gpu-data"], timeout_s=600)
 # Each step's log comes back as $OUT/<step>.log; bench/README.md "End to end" says what to
-# record from them. DEVICE=cpu INPUTS=1000 STEP_LIMIT=90 runs the same steps on a CPU, with
-# a python3 that has torch (a check of the script, not a figure; the slow steps stop at
-# their limit).
+# record from them.
+#     run(command="bash bench/gpu_session.sh quality", carry=[".gpu-data"], timeout_s=600)
+# instead trains issue 14's float-code models at their full 1M inputs on the device, side by
+# side (QUALITY_FILES, each FILE:ENTRY), within QUALITY_LIMIT seconds each, then reports them
+# there (bench/quality.py --report --refine-steps 100, log $OUT/quality.log; checkpoints
+# are too big to come back).
+# DEVICE=cpu INPUTS=1000 STEP_LIMIT=90 runs the same steps on a CPU (QUALITY_INPUTS=1000 in
+# the quality mode), with a python3 that has torch (a check of the script, not a figure; the
+# slow steps stop at their limit).
 set -uo pipefail
 cd "$(dirname "$0")/.."
 DATA=.gpu-data
@@ -42,6 +48,28 @@ step() {  # step NAME COMMAND...: run with a time limit, log to $OUT/NAME.log
 
 { nvidia-smi -L 2>/dev/null; python3 -c "import torch; print('torch', torch.__version__)"; } \
     | tee "$OUT/machine.log"
+if [[ "${1:-}" == "quality" ]]; then
+    read -ra items <<< "${QUALITY_FILES:-experiments/rltiles-conv.yml:up:8 \
+experiments/rltiles-wide.yml:*}"
+    STEP_LIMIT=${QUALITY_LIMIT:-400}
+    budget=()
+    [[ -n "${QUALITY_INPUTS:-}" ]] && budget=(--max-inputs "$QUALITY_INPUTS")
+    for item in "${items[@]}"; do  # trained at once: one small model leaves a GPU idle
+        file=${item%%:*} entry=${item#*:}
+        step "train-$(basename "$file" .yml)" python3 -m inrlab run "$file" --only "$entry" \
+            --device "$DEVICE" --runs-dir "$OUT/runs" --no-tensorboard "${budget[@]}" &
+    done
+    wait
+    # checkpoints are too big to come back: report on the device (its CPUs refine the codes)
+    files=()
+    for item in "${items[@]}"; do files+=("${item%%:*}"); done
+    STEP_LIMIT=150
+    step quality python3 bench/quality.py "${files[@]}" --report --runs-dir "$OUT/runs" \
+        --refine-steps 100
+    rm -rf "$OUT/runs"
+    exit 0
+fi
+
 # The 8x2x128 decoder's training step against the bf16 GEMM rate, and 1024x1024 renders.
 step decoder python3 bench/throughput.py --device "$DEVICE" --only 8x2x128 --compile \
     --quality-inputs 0
