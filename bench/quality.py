@@ -308,6 +308,8 @@ def main() -> None:
     parser.add_argument("--two-x", action="store_true", help="run the 2x test instead")
     parser.add_argument("--refine-steps", type=int, default=0,
                         help="also optimise the validation codes of each run for N steps")
+    parser.add_argument("--refine-learnrate", type=float, default=0.01,
+                        help="Adam learning rate of the refinement table (default 0.01)")
     parser.add_argument("--refine-rate-weight", type=float, default=None,
                         help="rate weight of the refinement of entropy-coded codes (default: "
                              "the model's rate_weight); higher keeps the codes shorter")
@@ -329,7 +331,7 @@ def main() -> None:
                     refine_rate_weight=args.refine_rate_weight)
         for spec, run_dir in runs if args.refine_steps else []:
             if run_dir.best.exists() or run_dir.last.exists():
-                refine(spec, run_dir, args.refine_steps)
+                refine(spec, run_dir, args.refine_steps, args.refine_learnrate)
 
 
 if __name__ == "__main__":
