@@ -52,17 +52,16 @@ if [[ "${1:-}" == "quality" ]]; then
     read -ra items <<< "${QUALITY_FILES:-experiments/rltiles-conv.yml:up:8 \
 experiments/rltiles-wide.yml:*}"
     STEP_LIMIT=${QUALITY_LIMIT:-400}
-    budget=()
+    budget=() files=()
     [[ -n "${QUALITY_INPUTS:-}" ]] && budget=(--max-inputs "$QUALITY_INPUTS")
     for item in "${items[@]}"; do  # trained at once: one small model leaves a GPU idle
         file=${item%%:*} entry=${item#*:}
+        files+=("$file")
         step "train-$(basename "$file" .yml)" python3 -m inrlab run "$file" --only "$entry" \
             --device "$DEVICE" --runs-dir "$OUT/runs" --no-tensorboard "${budget[@]}" &
     done
     wait
     # checkpoints are too big to come back: report on the device (its CPUs refine the codes)
-    files=()
-    for item in "${items[@]}"; do files+=("${item%%:*}"); done
     STEP_LIMIT=150
     step quality python3 bench/quality.py "${files[@]}" --report --runs-dir "$OUT/runs" \
         --refine-steps 100

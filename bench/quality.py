@@ -280,7 +280,7 @@ def renders_bicubic(images: torch.Tensor, factor: int = 2) -> torch.Tensor:
     return F.interpolate(images, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
-def refine(spec: RunSpec, run_dir: RunDir, steps: int, learnrate: float = 0.01) -> None:
+def refine(spec: RunSpec, run_dir: RunDir, steps: int, learnrate: float) -> None:
     """The amortisation gap: how much better the stored codes of the validation tiles get
     when optimised for each tile, starting from the encoder's."""
     model = trained_model(spec, run_dir)

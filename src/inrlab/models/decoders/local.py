@@ -227,7 +227,7 @@ def _stage_widths(conv_channels: int | Sequence[int], upsample: int) -> tuple[in
         if len(conv_channels) != resolutions:
             raise ValueError(f"conv_channels needs one width per resolution, 1 + log2(upsample) "
                              f"= {resolutions} for upsample={upsample}, got {conv_channels!r}")
-        return tuple(check_positive_int("conv_channels", width) for width in conv_channels)
+        return check_shape("conv_channels", conv_channels, resolutions)
     return (check_positive_int("conv_channels", conv_channels),) * resolutions
 
 
