@@ -8,7 +8,7 @@ import torch
 from inrlab.models import (EncoderConvGrid, EncoderConvMap, EncoderDecoder, ImageManifoldDecoder,
                            LocalLatentDecoder, ModulatedSirenDecoder, UpscalingAutoencoder,
                            count_parameters)
-from inrlab.models.layers import ResidualConvBlock
+from inrlab.models.layers import GridLinear, ResidualConvBlock
 from inrlab.models.posenc import FourierFeatures, pixel_grid, positional_encoding
 from inrlab.report.figures import reproduction_columns
 
@@ -273,3 +273,58 @@ def test_grid_encoder_residual_blocks_run_at_the_last_stage() -> None:
     assert not any(isinstance(m, ResidualConvBlock) for m in plain.layers)
     with pytest.raises(ValueError, match="num_blocks must be >= 0"):
         EncoderConvGrid((3, 32, 32), 6, num_blocks=-1)
+
+
+def one_adam_step(module: torch.nn.Module, *inputs: torch.Tensor) -> None:
+    optimizer = torch.optim.Adam(module.parameters(), lr=0.01)
+    module(*inputs).square().mean().backward()
+    optimizer.step()
+
+
+def test_grid_linear_starts_as_a_convolution_and_may_learn_across_cells() -> None:
+    torch.manual_seed(0)
+    layer = GridLinear(3, 5, (4, 4), conv_init=3)
+    blocks = layer.linear.weight.detach().view(5, 4, 4, 3, 4, 4)  # (out, y, x, in, y', x')
+    torch.testing.assert_close(blocks[:, 1, 1, :, 0, 2], blocks[:, 2, 2, :, 1, 3])  # shared
+    assert blocks[:, 1, 1, :, 0, 2].abs().sum() > 0
+    assert blocks[:, 0, 0, :, 3, 3].abs().sum() == 0  # beyond the 3x3 kernel
+    one_adam_step(layer, torch.randn(8, 3, 4, 4))
+    assert layer.linear.weight.detach().view(5, 4, 4, 3, 4, 4)[:, 0, 0, :, 3, 3].abs().sum() > 0
+    assert GridLinear(3, 5, (4, 4)).linear.weight.view(5, 4, 4, 3, 4, 4)[:, 0, 0, :, 3, 3].abs(
+    ).sum() > 0  # default init: dense from the start
+    with pytest.raises(ValueError, match="expects a 4x4 grid, got 2x2"):
+        layer(torch.randn(1, 3, 2, 2))
+    with pytest.raises(ValueError, match="conv_init must be an odd kernel size"):
+        GridLinear(3, 5, (4, 4), conv_init=2)
+
+
+def test_global_code_lets_every_cell_learn_from_the_whole_tile() -> None:
+    torch.manual_seed(0)
+    image = torch.rand(4, 3, 16, 16)
+    for global_code in (False, True):
+        encoder = EncoderConvGrid((3, 16, 16), 2, grid=(4, 4), channels=(4, 4),
+                                  batch_norm=False, global_code=global_code)
+        one_adam_step(encoder, image)
+        probe = image[:1].clone().requires_grad_(True)
+        gradient, = torch.autograd.grad(encoder(probe)[0, 0, 0, 0], [probe])  # top-left value
+        assert bool(gradient[..., 12:, 12:].abs().sum() > 0) == global_code  # bottom-right
+
+    # Nearest sampling without a conv stage: the bottom-right pixel reads the bottom-right
+    # latent alone, unless the code goes through the global Linear layer first.
+    code = torch.randn(4, 2, 4, 4)
+    changed = code[:1].clone()
+    changed[0, :, 0, 0] += 1.0
+    for global_code in (False, True):
+        decoder = LocalLatentDecoder(2, grid=(4, 4), num_hidden=8, num_layers=2,
+                                     sampling="nearest", default_shape=(8, 8),
+                                     global_code=global_code)
+        one_adam_step(decoder, code)
+        corner = decoder(code[:1])[0, :, -1, -1], decoder(changed)[0, :, -1, -1]
+        assert torch.equal(*corner) != global_code
+    with_stage = LocalLatentDecoder(2, grid=(4, 4), num_hidden=8, num_layers=2,
+                                    conv_channels=(6, 5), upsample=2, default_shape=(8, 8),
+                                    global_code=True)
+    assert isinstance(with_stage.conv[0], GridLinear)  # in place of the first 3x3 conv
+    assert with_stage(code).shape == (4, 3, 8, 8)
+    with pytest.raises(ValueError, match="global_code needs a fixed grid"):
+        LocalLatentDecoder(2, grid=None, global_code=True)

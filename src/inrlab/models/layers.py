@@ -1,5 +1,5 @@
 """Small building blocks shared by models: activations by name, argument checks, a residual
-convolution block."""
+convolution block, a Linear layer over a whole latent grid."""
 
 from __future__ import annotations
 
@@ -66,3 +66,44 @@ class ResidualConvBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return x + self.body(x)
+
+
+class GridLinear(nn.Module):
+    """One Linear layer from a whole (B, in_channels, gh, gw) grid to a (B, out_channels, gh,
+    gw) grid: every output cell sees every input cell, with weights of its own (a 1x1 or 3x3
+    convolution shares them across cells and sees only its neighbours).
+
+    ``conv_init=k`` starts it as a freshly initialised k x k 'same' convolution (zero
+    weights between cells further apart than the kernel), so training begins from the local
+    model and learns the rest; ``None`` keeps Linear's default initialisation.
+    """
+
+    def __init__(self, in_channels: int, out_channels: int, grid: Sequence[int],
+                 conv_init: int | None = None) -> None:
+        super().__init__()
+        self.grid = check_shape("grid", grid, 2)
+        self.in_channels = check_positive_int("in_channels", in_channels)
+        self.out_channels = check_positive_int("out_channels", out_channels)
+        cells = self.grid[0] * self.grid[1]
+        self.linear = nn.Linear(self.in_channels * cells, self.out_channels * cells)
+        if conv_init is not None:
+            kernel = check_positive_int("conv_init", conv_init)
+            if kernel % 2 == 0:
+                raise ValueError(f"conv_init must be an odd kernel size, got {conv_init!r}")
+            self._init_as(nn.Conv2d(self.in_channels, self.out_channels, kernel,
+                                    padding=kernel // 2))
+
+    @torch.no_grad()
+    def _init_as(self, conv: nn.Conv2d) -> None:
+        """Copy the dense matrix of ``conv`` on this grid: its response to each basis grid."""
+        basis = torch.eye(self.linear.in_features).view(-1, self.in_channels, *self.grid)
+        response = conv(basis) - conv.bias.view(1, -1, 1, 1)  # (in * cells, out, gh, gw)
+        self.linear.weight.copy_(response.flatten(1).T)
+        self.linear.bias.copy_(conv.bias.repeat_interleave(self.grid[0] * self.grid[1]))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if tuple(x.shape[-2:]) != self.grid:
+            raise ValueError(f"GridLinear expects a {self.grid[0]}x{self.grid[1]} grid, got "
+                             f"{x.shape[-2]}x{x.shape[-1]}")
+        # (B, C_in, gh, gw) -> (B, C_in * gh * gw) -> (B, C_out, gh, gw)
+        return self.linear(x.flatten(1)).view(x.shape[0], self.out_channels, *self.grid)

@@ -14,7 +14,8 @@ import torch.nn.functional as F
 from torch import nn
 
 from inrlab.models.decoders.base import ImplicitDecoder
-from inrlab.models.layers import ResidualConvBlock, check_count, check_positive_int, check_shape
+from inrlab.models.layers import (GridLinear, ResidualConvBlock, check_count,
+                                  check_positive_int, check_shape)
 from inrlab.models.layers import activation as make_activation
 from inrlab.models.posenc import positional_encoding, resampled_pixel_grid
 from inrlab.models.registry import register_model
@@ -61,6 +62,11 @@ class LocalLatentDecoder(ImplicitDecoder):
     also be one width per resolution, ``1 + log2(upsample)`` of them (e.g. ``(128, 96, 64)``
     for ``upsample=4``): wide where the grid is small and convolutions are cheap, narrower
     where it is fine.
+    ``global_code=True`` (needs a fixed ``grid``) reads the code through one Linear layer
+    over the whole grid (``GridLinear``) in place of the stage's first 3x3 convolution (or,
+    without a conv stage, before the MLP, to ``latent_channels``), initialised as the
+    convolution it replaces (a 1x1 one without a stage): each code value may then carry
+    something about any part of the tile, as ``EncoderConvGrid(global_code=True)`` writes it.
 
     The first Linear is applied in two parts: its latent part once per grid cell, its
     position part once per pixel (shared by all images when the coordinates are).
@@ -80,6 +86,7 @@ class LocalLatentDecoder(ImplicitDecoder):
         conv_channels: int | Sequence[int] | None = None,
         conv_blocks: int = 1,
         upsample: int = 1,
+        global_code: bool = False,
         default_shape: Sequence[int] | None = None,
         activation: Any = "gelu",
         activation_out: Any = "sigmoid",
@@ -117,12 +124,20 @@ class LocalLatentDecoder(ImplicitDecoder):
         if conv_channels is None and (self.upsample > 1):
             raise ValueError("upsample needs a conv stage: set conv_channels as well")
         conv_blocks = check_count("conv_blocks", conv_blocks)
+        if global_code and self.grid is None:
+            raise ValueError("global_code needs a fixed grid (the Linear layer reads every cell)")
         self.conv = None
         features = self.latent_channels
         if conv_channels is not None:
             widths = _stage_widths(conv_channels, self.upsample)
-            self.conv = _conv_stage(self.latent_channels, widths, conv_blocks, activation)
+            first = (GridLinear(self.latent_channels, widths[0], self.grid, conv_init=3)
+                     if global_code
+                     else nn.Conv2d(self.latent_channels, widths[0], 3, padding=1))
+            self.conv = _conv_stage(first, widths, conv_blocks, activation)
             features = widths[-1]
+        elif global_code:
+            self.conv = GridLinear(self.latent_channels, self.latent_channels, self.grid,
+                                   conv_init=1)
         self.latent_in = nn.Linear(features * (9 if self.unfold else 1), num_hidden)
         self.position_in = nn.Linear(position_features, num_hidden, bias=False)
         layers: list[nn.Module] = [make_activation(activation)]
@@ -231,11 +246,11 @@ def _stage_widths(conv_channels: int | Sequence[int], upsample: int) -> tuple[in
     return (check_positive_int("conv_channels", conv_channels),) * resolutions
 
 
-def _conv_stage(in_channels: int, widths: Sequence[int], blocks: int,
+def _conv_stage(first: nn.Module, widths: Sequence[int], blocks: int,
                 act_fn: Any) -> nn.Sequential:
-    """3x3 conv to ``widths[0]``, ``blocks`` residual blocks, then per further width a
-    nearest x2 upsampling, a 3x3 conv to that width and the activation."""
-    layers: list[nn.Module] = [nn.Conv2d(in_channels, widths[0], 3, padding=1)]
+    """``first`` (the code to ``widths[0]`` channels), ``blocks`` residual blocks, then per
+    further width a nearest x2 upsampling, a 3x3 conv to that width and the activation."""
+    layers: list[nn.Module] = [first]
     layers += [ResidualConvBlock(widths[0], act_fn) for _ in range(blocks)]
     for before, after in zip(widths, widths[1:]):
         layers += [nn.Upsample(scale_factor=2, mode="nearest"),

@@ -8,7 +8,7 @@ from typing import Any, Sequence
 import torch
 from torch import nn
 
-from inrlab.models.layers import (ResidualConvBlock, activation, check_count,
+from inrlab.models.layers import (GridLinear, ResidualConvBlock, activation, check_count,
                                   check_positive_int, check_shape)
 from inrlab.models.registry import register_model
 
@@ -91,7 +91,11 @@ class EncoderConvGrid(nn.Module):
     activation), halving the feature map; 32x32 with 3 stages reaches 4x4. ``num_blocks``
     residual blocks (no BatchNorm) follow at the last stage's size and width, where they
     are cheap. Then the map is average-pooled to ``grid`` (when it is not that size
-    already) and a 1x1 convolution gives the latent channels.
+    already) and a 1x1 convolution gives the latent channels; with ``global_code=True`` a
+    Linear layer over the whole grid does (``GridLinear``, starting as the 1x1 convolution),
+    so every code value may depend on the whole image and no cell is tied to its own region:
+    the encoder can spend the floats where a tile has detail (pair it with
+    ``LocalLatentDecoder(global_code=True)``).
     """
 
     def __init__(
@@ -103,6 +107,7 @@ class EncoderConvGrid(nn.Module):
         act_fn: Any = "gelu",
         batch_norm: bool = True,
         num_blocks: int = 0,
+        global_code: bool = False,
     ) -> None:
         super().__init__()
         self.shape = check_shape("shape", shape, 3)
@@ -129,7 +134,9 @@ class EncoderConvGrid(nn.Module):
         layers += [ResidualConvBlock(in_channels, act_fn) for _ in range(num_blocks)]
         if tuple(size) != self.grid:
             layers.append(nn.AdaptiveAvgPool2d(self.grid))
-        layers.append(nn.Conv2d(in_channels, self.latent_channels, 1))
+        layers.append(GridLinear(in_channels, self.latent_channels, self.grid, conv_init=1)
+                      if global_code
+                      else nn.Conv2d(in_channels, self.latent_channels, 1))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
