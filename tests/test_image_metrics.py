@@ -41,6 +41,19 @@ def test_ssim_matches_the_definition_per_image_and_channel() -> None:
         assert scores[b].item() == pytest.approx(expected, abs=1e-5)
 
 
+def test_ssim_is_computed_in_fp32_inside_a_bf16_autocast_region() -> None:
+    # Validation runs under the trainer's autocast when precision is bf16; the metric must
+    # not change with it.
+    generator = torch.Generator().manual_seed(2)
+    images = torch.rand(4, 3, 32, 32, generator=generator)
+    blurred = torch.nn.functional.avg_pool2d(images, 3, stride=1, padding=1)
+    exact = ssim(blurred, images)
+    with torch.autocast("cpu", dtype=torch.bfloat16):
+        under_autocast = ssim(blurred, images)
+    assert under_autocast.dtype == torch.float32
+    torch.testing.assert_close(under_autocast, exact)
+
+
 def test_ssim_orders_degradations_and_fits_small_images() -> None:
     generator = torch.Generator().manual_seed(1)
     images = torch.rand(4, 1, 8, 8, generator=generator)  # smaller than the 11-tap window

@@ -29,10 +29,15 @@ def ssim(images: torch.Tensor, references: torch.Tensor, peak: float = 1.0,
     Gaussian-weighted local statistics (11 taps, sigma 1.5) over the positions where the
     whole window fits, per channel, averaged over channels and positions; constants
     ``(0.01 peak)^2`` and ``(0.03 peak)^2``. Images smaller than the window use the largest
-    odd window that fits (and a sigma scaled with it).
+    odd window that fits (and a sigma scaled with it). Always computed in fp32, also inside
+    a bf16 autocast region (bf16 local statistics move the score by ~0.005).
     """
-    x = images.float()
-    y = references.float()
+    with torch.autocast(images.device.type, enabled=False):
+        return _ssim_fp32(images.float(), references.float(), peak, window, sigma)
+
+
+def _ssim_fp32(x: torch.Tensor, y: torch.Tensor, peak: float, window: int,
+               sigma: float) -> torch.Tensor:
     batch, channels, height, width = x.shape
     size = min(window, height, width)
     size -= 1 - size % 2  # odd
