@@ -11,7 +11,7 @@ import torch
 from PIL import Image
 
 from inrlab.data import (InterleaveDataset, image_folder_dataset, kali_patch_dataset,
-                         mnist_dataset, rpg_tile_dataset)
+                         mnist_dataset, random_shift, random_transpose, rpg_tile_dataset)
 from inrlab.errors import DataError
 
 
@@ -48,6 +48,34 @@ def test_tile_augmentation_is_batched_and_changes_tiles(tmp_path, rltiles) -> No
     batch = augmented.batch(list(range(0, 128, 2)))
     assert batch.shape == (64, 3, 32, 32)
     assert not torch.equal(batch, plain.batch(list(range(64))))
+
+
+def test_wrapped_shifts_and_transposes_only_move_pixels(tmp_path, rltiles) -> None:
+    images = torch.rand(32, 3, 8, 8)
+    generator = torch.Generator().manual_seed(0)
+    rolled = random_shift(images, 2, generator, wrap=True)
+    for image, out in zip(images, rolled):  # each output is the image rolled by <= 2 pixels
+        assert any(torch.equal(out, image.roll((dy, dx), (-2, -1)))
+                   for dy in range(-2, 3) for dx in range(-2, 3))
+    assert (random_shift(images, 2, generator) == 0).any()  # the seed's shift pads with 0
+    swapped = random_transpose(images, generator=generator)
+    kept = [torch.equal(out, image) for image, out in zip(images, swapped)]
+    assert all(k or torch.equal(out, image.transpose(-1, -2))
+               for k, image, out in zip(kept, images, swapped))
+    assert 0 < sum(kept) < len(kept)
+    with pytest.raises(ValueError, match="needs square images, got 8x6"):
+        random_transpose(images[..., :6])
+
+    config = sheet_config(tmp_path, rltiles)
+    plain = rpg_tile_dataset((3, 32, 32), limit=64, tile_config=config)
+    augmented = rpg_tile_dataset((3, 32, 32), limit=64, random_shift=4, shift_wrap=True,
+                                 random_flip=True, random_transpose=True, tile_config=config)
+    torch.manual_seed(0)
+    batch, reference = augmented.batch(list(range(64))), plain.batch(list(range(64)))
+    assert not torch.equal(batch, reference)
+    # Rolls, flips and transposes permute each tile's pixels: the same values, no black fill.
+    torch.testing.assert_close(batch.flatten(2).sort(-1).values,
+                               reference.flatten(2).sort(-1).values)
 
 
 @pytest.mark.parametrize("fields, message", [

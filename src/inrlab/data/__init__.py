@@ -1,7 +1,8 @@
 """Datasets: RPG tile sheets, kali-set fractal patches, MNIST, image folders, plumbing."""
 
 from inrlab.data.folder import image_folder_dataset
-from inrlab.data.images import random_flip, random_shift, resize_nearest, set_channels
+from inrlab.data.images import (random_flip, random_shift, random_transpose, resize_nearest,
+                                set_channels)
 from inrlab.data.kali import KaliPatchDataset, kali_patch_dataset
 from inrlab.data.mix import InterleaveDataset, LimitDataset
 from inrlab.data.mnist import mnist_dataset
@@ -9,7 +10,8 @@ from inrlab.data.tensor import ImageTensorDataset, TransformDataset
 from inrlab.data.tiles import load_tile_config, load_tiles, rpg_tile_dataset
 
 __all__ = [
-    "image_folder_dataset", "random_flip", "random_shift", "resize_nearest", "set_channels",
+    "image_folder_dataset", "random_flip", "random_shift", "random_transpose", "resize_nearest",
+    "set_channels",
     "KaliPatchDataset", "kali_patch_dataset", "InterleaveDataset", "LimitDataset",
     "mnist_dataset", "ImageTensorDataset", "TransformDataset", "load_tile_config", "load_tiles",
     "rpg_tile_dataset",

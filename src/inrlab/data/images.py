@@ -76,18 +76,35 @@ def random_flip(images: torch.Tensor, p_horizontal: float, p_vertical: float,
     return torch.where(flip_v.view(-1, 1, 1, 1), images.flip(-2), images)
 
 
-def random_shift(images: torch.Tensor, pixels: int,
-                 generator: torch.Generator | None = None) -> torch.Tensor:
+def random_shift(images: torch.Tensor, pixels: int, generator: torch.Generator | None = None,
+                 wrap: bool = False) -> torch.Tensor:
     """Translate each image of (B, C, H, W) by up to +-``pixels`` in x and y, filling with 0
-    (the seed's pad-then-random-crop)."""
+    (the seed's pad-then-random-crop), or with ``wrap=True`` rolling it around (what leaves
+    one side comes back on the other, so no black border appears)."""
     if pixels <= 0:
         return images
     (batch, channels, height, width), device = images.shape, images.device
-    padded = F.pad(images, (pixels, pixels, pixels, pixels))
-    dy = torch.randint(0, 2 * pixels + 1, (batch,), generator=generator, device=device)
-    dx = torch.randint(0, 2 * pixels + 1, (batch,), generator=generator, device=device)
-    rows = (dy.view(-1, 1) + torch.arange(height, device=device)).view(batch, 1, height, 1)
-    cols = (dx.view(-1, 1) + torch.arange(width, device=device)).view(batch, 1, 1, width)
+    dy = torch.randint(-pixels, pixels + 1, (batch,), generator=generator, device=device)
+    dx = torch.randint(-pixels, pixels + 1, (batch,), generator=generator, device=device)
+    rows = dy.view(-1, 1) + torch.arange(height, device=device)  # (B, H): source rows
+    cols = dx.view(-1, 1) + torch.arange(width, device=device)  # (B, W)
+    if wrap:
+        source, rows, cols = images, rows % height, cols % width
+    else:
+        source = F.pad(images, (pixels, pixels, pixels, pixels))
+        rows, cols = rows + pixels, cols + pixels
     batch_index = torch.arange(batch, device=device).view(-1, 1, 1, 1)
     channel_index = torch.arange(channels, device=device).view(1, -1, 1, 1)
-    return padded[batch_index, channel_index, rows, cols]
+    return source[batch_index, channel_index, rows.view(batch, 1, height, 1),
+                  cols.view(batch, 1, 1, width)]
+
+
+def random_transpose(images: torch.Tensor, p: float = 0.5,
+                     generator: torch.Generator | None = None) -> torch.Tensor:
+    """Swap x and y of each square image of (B, C, S, S) with probability ``p``; with both
+    flips this reaches all 8 rotations and reflections of the square."""
+    if images.shape[-1] != images.shape[-2]:
+        raise ValueError(f"random_transpose needs square images, got "
+                         f"{images.shape[-2]}x{images.shape[-1]}")
+    swap = torch.rand(images.shape[0], generator=generator, device=images.device) < p
+    return torch.where(swap.view(-1, 1, 1, 1), images.transpose(-1, -2), images)

@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from inrlab.data.images import random_flip, random_shift
+from inrlab.data.images import random_flip, random_shift, random_transpose
 
 
 def fits_on(device: torch.device, nbytes: int, share: float = 0.25) -> bool:
@@ -23,7 +23,9 @@ class ImageTensorDataset(Dataset):
     """Items ``(image,)``: float (C, H, W) in [0, 1] from a uint8 or float (N, C, H, W) tensor.
 
     ``random_shift`` (pixels) and ``random_flip`` (probabilities ``flip_probs`` for
-    horizontal, vertical; the seed's 0.4 / 0.2) augment anew on every read. ``num_repeat``
+    horizontal, vertical; the seed's 0.4 / 0.2) augment anew on every read; ``shift_wrap``
+    rolls the shifted image around instead of filling with black, ``random_transpose`` swaps
+    x and y of half the (square) images. ``num_repeat``
     repeats every image (each copy augmented independently). ``batch(indices)`` gives a
     whole augmented batch in a few tensor operations; the trainer calls it directly (a
     DataLoader goes through ``__getitems__``), after ``on_device`` put the images on the
@@ -37,6 +39,8 @@ class ImageTensorDataset(Dataset):
         random_flip: bool = False,
         flip_probs: tuple[float, float] = (0.4, 0.2),
         num_repeat: int = 1,
+        shift_wrap: bool = False,
+        random_transpose: bool = False,
     ) -> None:
         if images.dim() != 4:
             raise ValueError(f"images must be (N, C, H, W), got {tuple(images.shape)}")
@@ -45,6 +49,11 @@ class ImageTensorDataset(Dataset):
         self.flip = bool(random_flip)
         self.flip_probs = flip_probs
         self.num_repeat = int(num_repeat)
+        self.shift_wrap = bool(shift_wrap)
+        self.transpose = bool(random_transpose)
+        if self.transpose and images.shape[-1] != images.shape[-2]:
+            raise ValueError(f"random_transpose needs square images, got "
+                             f"{images.shape[-2]}x{images.shape[-1]}")
 
     def __len__(self) -> int:
         return self.images.shape[0] * self.num_repeat
@@ -57,7 +66,8 @@ class ImageTensorDataset(Dataset):
             return self
         return ImageTensorDataset(self.images.to(device), random_shift=self.shift,
                                   random_flip=self.flip, flip_probs=self.flip_probs,
-                                  num_repeat=self.num_repeat)
+                                  num_repeat=self.num_repeat, shift_wrap=self.shift_wrap,
+                                  random_transpose=self.transpose)
 
     def batch(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """Augmented float images (B, C, H, W) for ``indices``, on the images' device."""
@@ -66,9 +76,11 @@ class ImageTensorDataset(Dataset):
         images = self.images[index]
         images = images.float() / 255.0 if images.dtype == torch.uint8 else images.float()
         if self.shift:
-            images = random_shift(images, self.shift)
+            images = random_shift(images, self.shift, wrap=self.shift_wrap)
         if self.flip:
             images = random_flip(images, *self.flip_probs)
+        if self.transpose:
+            images = random_transpose(images)
         return images
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor]:

@@ -208,16 +208,19 @@ def rpg_tile_dataset(
     validation_ratio: int = 20,
     seed: int = 0,
     resample: str = "nearest",
+    shift_wrap: bool = False,
+    random_transpose: bool = False,
 ) -> ImageTensorDataset:
     """The logs' RPG tile dataset: (C, H, W) float tiles in [0, 1].
 
     ``validation``: True = every 21st tile (``validation_ratio`` 20 : 1), False = the others,
     None = all. ``shuffle`` permutes the tiles once with ``seed`` (then ``limit`` takes a
     fixed random subset); ``interleave`` alternates between sheets. Augmentation
-    (``random_shift`` pixels, ``random_flip`` with p = 0.4 horizontal / 0.2 vertical) is
-    drawn anew at every read. Training loaders shuffle map-style datasets every epoch.
-    Tiles of another size than ``shape`` are resized with ``resample`` ("nearest" or
-    "area", see ``resize``).
+    (``random_shift`` pixels, filled with black or, with ``shift_wrap``, rolled around;
+    ``random_flip`` with p = 0.4 horizontal / 0.2 vertical; ``random_transpose`` swapping x
+    and y with p = 0.5) is drawn anew at every read. Training loaders shuffle map-style
+    datasets every epoch. Tiles of another size than ``shape`` are resized with ``resample``
+    ("nearest" or "area", see ``resize``).
     """
     tiles = load_tiles(tile_config, shape, resample)
     if interleave:
@@ -230,7 +233,8 @@ def rpg_tile_dataset(
     if tiles.shape[0] == 0:
         raise DataError("the tile dataset is empty after the split and limit")
     return ImageTensorDataset(tiles, random_shift=random_shift, random_flip=random_flip,
-                              num_repeat=num_repeat)
+                              num_repeat=num_repeat, shift_wrap=shift_wrap,
+                              random_transpose=random_transpose)
 
 
 def _interleave_sheets(config: Any, shape: Sequence[int], tiles: torch.Tensor) -> torch.Tensor:
