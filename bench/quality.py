@@ -6,6 +6,7 @@ is reproducible with ``inrlab run FILE --max-inputs N``), plus the 2x test.
     python bench/quality.py --max-inputs 200000 --report   # report runs that exist
     python bench/quality.py --two-x --max-inputs 300000    # the 16x16 -> 32x32 test
     python bench/quality.py experiments/rltiles-best.yml --report --refine-steps 100
+    python bench/quality.py experiments/rltiles-wide.yml --report --generalisation
 
 Runs go to ``--runs-dir`` (default ``runs-bench``); an interrupted benchmark resumes.
 """
@@ -280,6 +281,24 @@ def renders_bicubic(images: torch.Tensor, factor: int = 2) -> torch.Tensor:
     return F.interpolate(images, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
 
 
+@torch.no_grad()
+def generalisation(runs: list[tuple[RunSpec, RunDir]]) -> None:
+    """Each run on the tiles it was trained on (as they are, no augmentation) against the
+    held-out ones: a small gap means more tiles would not help at this budget, a large one
+    that the model memorises its training set."""
+    tiles = {"train": split_tiles(32, False), "validation": split_tiles(32, True)}
+    print(f"\nGeneralisation: PSNR on the {tiles['train'].shape[0]} training tiles (no "
+          f"augmentation) and the {tiles['validation'].shape[0]} validation tiles")
+    print("| run | training tiles (dB) | validation tiles (dB) | gap (dB) |\n|---|---:|---:|---:|")
+    for spec, run_dir in runs:
+        if not (run_dir.best.exists() or run_dir.last.exists()):
+            continue
+        model = trained_model(spec, run_dir)
+        train, valid = (image_psnr(torch.cat([model(batch) for batch in images.split(256)]),
+                                   images) for images in tiles.values())
+        print(f"| {spec.experiment_name} | {train:.2f} | {valid:.2f} | {train - valid:.2f} |")
+
+
 def refine(spec: RunSpec, run_dir: RunDir, steps: int, learnrate: float) -> None:
     """The amortisation gap: how much better the stored codes of the validation tiles get
     when optimised for each tile, starting from the encoder's."""
@@ -310,6 +329,8 @@ def main() -> None:
                         help="also optimise the validation codes of each run for N steps")
     parser.add_argument("--refine-learnrate", type=float, default=0.01,
                         help="Adam learning rate of the refinement table (default 0.01)")
+    parser.add_argument("--generalisation", action="store_true",
+                        help="also score each run on its (unaugmented) training tiles")
     parser.add_argument("--refine-rate-weight", type=float, default=None,
                         help="rate weight of the refinement of entropy-coded codes (default: "
                              "the model's rate_weight); higher keeps the codes shorter")
@@ -329,6 +350,8 @@ def main() -> None:
         linear_bound()
         bytes_table(runs, refine_steps=args.refine_steps,
                     refine_rate_weight=args.refine_rate_weight)
+        if args.generalisation:
+            generalisation(runs)
         for spec, run_dir in runs if args.refine_steps else []:
             if run_dir.best.exists() or run_dir.last.exists():
                 refine(spec, run_dir, args.refine_steps, args.refine_learnrate)
