@@ -95,11 +95,18 @@ class GridLinear(nn.Module):
 
     @torch.no_grad()
     def _init_as(self, conv: nn.Conv2d) -> None:
-        """Copy the dense matrix of ``conv`` on this grid: its response to each basis grid."""
-        basis = torch.eye(self.linear.in_features).view(-1, self.in_channels, *self.grid)
-        response = conv(basis) - conv.bias.view(1, -1, 1, 1)  # (in * cells, out, gh, gw)
-        self.linear.weight.copy_(response.flatten(1).T)
-        self.linear.bias.copy_(conv.bias.repeat_interleave(self.grid[0] * self.grid[1]))
+        """Copy ``conv`` ('same' padding, stride 1) as the dense matrix it is on this grid."""
+        (height, width), kernel = self.grid, conv.kernel_size[0]
+        weight = torch.zeros(self.out_channels, height, width, self.in_channels, height, width)
+        for y in range(height):
+            for x in range(width):
+                for dy in range(kernel):
+                    for dx in range(kernel):
+                        source_y, source_x = y + dy - kernel // 2, x + dx - kernel // 2
+                        if 0 <= source_y < height and 0 <= source_x < width:
+                            weight[:, y, x, :, source_y, source_x] = conv.weight[:, :, dy, dx]
+        self.linear.weight.copy_(weight.view_as(self.linear.weight))
+        self.linear.bias.copy_(conv.bias.repeat_interleave(height * width))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if tuple(x.shape[-2:]) != self.grid:
