@@ -66,6 +66,11 @@ def split_tiles(size: int, validation: bool, resample: str = "nearest") -> torch
     return tiles[split_indices(tiles.shape[0], validation, VALIDATION_RATIO)].float() / 255
 
 
+def has_weights(run_dir: RunDir) -> bool:
+    """Whether the run left a checkpoint (``trained_model`` can load it)."""
+    return run_dir.best.exists() or run_dir.last.exists()
+
+
 def trained_model(spec: RunSpec, run_dir: RunDir) -> torch.nn.Module:
     """The run's model with its best (else last) weights, in eval mode."""
     model = build_entry(spec, with_data=False).model
@@ -185,7 +190,7 @@ def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
         rows.append((f"{fmt} quality {quality} (Pillow)",
                      f"{payload:.0f} (file {file_bytes:.0f})", *score(decoded, valid)))
     for spec, run_dir in runs:
-        if not run_dir.best.exists() and not run_dir.last.exists():
+        if not has_weights(run_dir):
             continue
         model = trained_model(spec, run_dir)
         if not hasattr(model, "encode") or isinstance(model, UpscalingAutoencoder):
@@ -291,7 +296,7 @@ def generalisation(runs: list[tuple[RunSpec, RunDir]]) -> None:
           f"augmentation) and the {tiles['validation'].shape[0]} validation tiles")
     print("| run | training tiles (dB) | validation tiles (dB) | gap (dB) |\n|---|---:|---:|---:|")
     for spec, run_dir in runs:
-        if not (run_dir.best.exists() or run_dir.last.exists()):
+        if not has_weights(run_dir):
             continue
         model = trained_model(spec, run_dir)
         train, valid = (image_psnr(torch.cat([model(batch) for batch in images.split(256)]),
@@ -353,7 +358,7 @@ def main() -> None:
         if args.generalisation:
             generalisation(runs)
         for spec, run_dir in runs if args.refine_steps else []:
-            if run_dir.best.exists() or run_dir.last.exists():
+            if has_weights(run_dir):
                 refine(spec, run_dir, args.refine_steps, args.refine_learnrate)
 
 

@@ -6,6 +6,8 @@ whole batch is augmented with a few tensor operations, on the device the batch i
 
 from __future__ import annotations
 
+from typing import Sequence
+
 import numpy as np
 import torch
 import torch.nn.functional as F
@@ -103,8 +105,12 @@ def random_transpose(images: torch.Tensor, p: float = 0.5,
                      generator: torch.Generator | None = None) -> torch.Tensor:
     """Swap x and y of each square image of (B, C, S, S) with probability ``p``; with both
     flips this reaches all 8 rotations and reflections of the square."""
-    if images.shape[-1] != images.shape[-2]:
-        raise ValueError(f"random_transpose needs square images, got "
-                         f"{images.shape[-2]}x{images.shape[-1]}")
+    check_square(images.shape, "random_transpose")
     swap = torch.rand(images.shape[0], generator=generator, device=images.device) < p
     return torch.where(swap.view(-1, 1, 1, 1), images.transpose(-1, -2), images)
+
+
+def check_square(shape: Sequence[int], what: str) -> None:
+    """ValueError unless the last two sizes of ``shape`` are equal (``what`` needs them so)."""
+    if shape[-1] != shape[-2]:
+        raise ValueError(f"{what} needs square images, got {shape[-2]}x{shape[-1]}")

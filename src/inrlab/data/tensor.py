@@ -7,7 +7,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
-from inrlab.data.images import random_flip, random_shift, random_transpose
+from inrlab.data.images import check_square, random_flip, random_shift, random_transpose
 
 
 def fits_on(device: torch.device, nbytes: int, share: float = 0.25) -> bool:
@@ -51,9 +51,8 @@ class ImageTensorDataset(Dataset):
         self.num_repeat = int(num_repeat)
         self.shift_wrap = bool(shift_wrap)
         self.transpose = bool(random_transpose)
-        if self.transpose and images.shape[-1] != images.shape[-2]:
-            raise ValueError(f"random_transpose needs square images, got "
-                             f"{images.shape[-2]}x{images.shape[-1]}")
+        if self.transpose:
+            check_square(images.shape, "random_transpose")
 
     def __len__(self) -> int:
         return self.images.shape[0] * self.num_repeat

@@ -4,6 +4,7 @@ convolution block, a Linear layer over a whole latent grid."""
 from __future__ import annotations
 
 import inspect
+import itertools
 from typing import Any, Sequence
 
 import torch
@@ -98,13 +99,11 @@ class GridLinear(nn.Module):
         """Copy ``conv`` ('same' padding, stride 1) as the dense matrix it is on this grid."""
         (height, width), kernel = self.grid, conv.kernel_size[0]
         weight = torch.zeros(self.out_channels, height, width, self.in_channels, height, width)
-        for y in range(height):
-            for x in range(width):
-                for dy in range(kernel):
-                    for dx in range(kernel):
-                        source_y, source_x = y + dy - kernel // 2, x + dx - kernel // 2
-                        if 0 <= source_y < height and 0 <= source_x < width:
-                            weight[:, y, x, :, source_y, source_x] = conv.weight[:, :, dy, dx]
+        for y, x, dy, dx in itertools.product(range(height), range(width), range(kernel),
+                                              range(kernel)):
+            source_y, source_x = y + dy - kernel // 2, x + dx - kernel // 2
+            if 0 <= source_y < height and 0 <= source_x < width:
+                weight[:, y, x, :, source_y, source_x] = conv.weight[:, :, dy, dx]
         self.linear.weight.copy_(weight.view_as(self.linear.weight))
         self.linear.bias.copy_(conv.bias.repeat_interleave(height * width))
 
