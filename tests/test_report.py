@@ -218,12 +218,16 @@ def test_render_with_refined_codes_reproduces_the_input_closer(trained, cli, tmp
     Image.fromarray(generator.integers(0, 256, (8, 8, 3), dtype=np.uint8)).save(picture)
     truth = np.asarray(Image.open(picture), dtype=float)
     errors = {}
-    for steps in ("0", "30"):
-        out = tmp_path / f"refined-{steps}.png"
+    for steps, learnrate in (("0", "0.01"), ("30", "0.01"), ("30", "1e-12")):
+        out = tmp_path / f"refined-{steps}-{learnrate}.png"
         code, _, err = cli("render", run, "--input", picture, "--size", "8",
-                           "--refine-steps", steps, "-o", out)
+                           "--refine-steps", steps, "--refine-learnrate", learnrate, "-o", out)
         assert code == 0, err
-        errors[steps] = ((np.asarray(Image.open(out), dtype=float) - truth) ** 2).mean()
-    assert errors["30"] < errors["0"]
+        errors[steps, learnrate] = ((np.asarray(Image.open(out), dtype=float) - truth) ** 2).mean()
+    assert errors["30", "0.01"] < errors["0", "0.01"]
+    assert errors["30", "1e-12"] == errors["0", "0.01"]  # the learning rate is the one asked for
     code, _, err = cli("render", run, "--input", picture, "--size", "8", "--refine-steps", "-1")
     assert code == 2 and "--refine-steps must be 0 or more" in err
+    code, _, err = cli("render", run, "--input", picture, "--size", "8", "--refine-steps", "5",
+                       "--refine-learnrate", "0")
+    assert code == 2 and "--refine-learnrate must be above 0" in err

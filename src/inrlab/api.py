@@ -60,10 +60,11 @@ class Run:
 
     @torch.no_grad()
     def reconstruct(self, images: torch.Tensor, size: Sequence[int] | None = None,
-                    refine_steps: int = 0) -> torch.Tensor:
+                    refine_steps: int = 0, refine_learnrate: float = 0.01) -> torch.Tensor:
         """Encode ``images`` (B, C, H, W) in [0, 1] and decode them, at ``size`` (H, W) when
         given (an implicit decoder renders any size), else at the images' own size.
-        ``refine_steps``: refine each image's code first (``EncoderDecoder.refine_codes``)."""
+        ``refine_steps``: refine each image's code first (``EncoderDecoder.refine_codes``,
+        Adam at ``refine_learnrate``)."""
         from inrlab.report.figures import render_code
 
         model = self.model
@@ -72,7 +73,8 @@ class Run:
         if size is None and not refine_steps:
             return model(images)  # (B, C, H, W)
         size = tuple(images.shape[-2:]) if size is None else tuple(size)
-        return model.decode(render_code(model, images, refine_steps), size)  # (B, C, *size)
+        return model.decode(render_code(model, images, refine_steps, refine_learnrate),
+                            size)  # (B, C, *size)
 
 
 def load_run(path: str | Path, model: nn.Module | None = None) -> Run:

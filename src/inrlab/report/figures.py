@@ -170,16 +170,17 @@ def reproduction_columns(model: torch.nn.Module, images: torch.Tensor,
     return columns
 
 
-def render_code(model: torch.nn.Module, images: torch.Tensor,
-                refine_steps: int = 0) -> torch.Tensor:
+def render_code(model: torch.nn.Module, images: torch.Tensor, refine_steps: int = 0,
+                refine_learnrate: float = 0.01) -> torch.Tensor:
     """The code to render ``images`` from at other sizes: ``model.render_code`` where the model
     has one (an upscaler encodes the image as it is), else ``model.encode``; with
-    ``refine_steps``, that code refined for each image (``EncoderDecoder.refine_codes``)."""
+    ``refine_steps``, that code refined for each image (``EncoderDecoder.refine_codes`` at
+    ``refine_learnrate``)."""
     if refine_steps:
         if not hasattr(model, "refine_codes"):
             raise InrlabError(f"{type(model).__name__} has no refine_codes(): its codes "
                               "cannot be refined", key="--refine-steps")
-        return model.refine_codes(images, refine_steps)
+        return model.refine_codes(images, refine_steps, refine_learnrate)
     return getattr(model, "render_code", model.encode)(images)
 
 

@@ -117,16 +117,20 @@ def decode_at_precision(model: torch.nn.Module, codes: torch.Tensor, size: tuple
 def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int],
                output: Path | None = None, interpolate: Sequence[Path] | None = None,
                steps: int = 8, device: str = "auto", precision: str = "auto",
-               refine_steps: int = 0) -> list[Path]:
+               refine_steps: int = 0, refine_learnrate: float = 0.01) -> list[Path]:
     """Render each input (and the interpolation path, if asked) at ``size`` on ``device``
     in ``precision`` (``decode_at_precision``), from the encoder's codes or, with
-    ``refine_steps``, those codes refined for each image; returns the PNG files written.
+    ``refine_steps``, those codes refined for each image (Adam at ``refine_learnrate``);
+    returns the PNG files written.
     Rendering goes in pixel chunks sized by the device's memory, so memory stays bounded."""
     if steps < 2:
         raise InrlabError(f"--steps must be at least 2 (both ends), got {steps}", key="--steps")
     if refine_steps < 0:
         raise InrlabError(f"--refine-steps must be 0 or more, got {refine_steps}",
                           key="--refine-steps")
+    if not refine_learnrate > 0:  # also catches NaN
+        raise InrlabError(f"--refine-learnrate must be above 0, got {refine_learnrate}",
+                          key="--refine-learnrate")
     check_precision(precision)
     where = resolve_device(device)
     spec, model, checkpoint = load_trained_model(run_path)
@@ -147,7 +151,7 @@ def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int],
     written = []
     for name, paths in jobs:
         codes = render_code(model, torch.stack([images[p] for p in paths]).to(where),
-                            refine_steps)
+                            refine_steps, refine_learnrate)
         if len(paths) == 2:
             weights = torch.linspace(0, 1, steps, device=where)
             weights = weights.view(-1, *([1] * (codes.dim() - 1)))
