@@ -30,6 +30,7 @@ from inrlab.data.tiles import load_tiles, split_indices  # noqa: E402
 from inrlab.experiment.build import build_entry  # noqa: E402
 from inrlab.experiment.runner import RunOptions, load_run_weights, run_entry  # noqa: E402
 from inrlab.experiment.spec import RunSpec, load_experiment  # noqa: E402
+from inrlab.train.checkpoint import load_checkpoint  # noqa: E402
 from inrlab.models import UpscalingAutoencoder  # noqa: E402
 from inrlab.models.posenc import resampled_pixel_grid  # noqa: E402
 from inrlab.report.figures import reproduction_sheet  # noqa: E402
@@ -66,15 +67,19 @@ def split_tiles(size: int, validation: bool, resample: str = "nearest") -> torch
     return tiles[split_indices(tiles.shape[0], validation, VALIDATION_RATIO)].float() / 255
 
 
-def has_weights(run_dir: RunDir) -> bool:
-    """Whether the run left a checkpoint (``trained_model`` can load it)."""
-    return run_dir.best.exists() or run_dir.last.exists()
+def has_weights(run_dir: RunDir, checkpoint: str = "best") -> bool:
+    """Whether the run left the checkpoint ``trained_model`` loads (best: either one)."""
+    return run_dir.last.exists() or (checkpoint == "best" and run_dir.best.exists())
 
 
-def trained_model(spec: RunSpec, run_dir: RunDir) -> torch.nn.Module:
-    """The run's model with its best (else last) weights, in eval mode."""
+def trained_model(spec: RunSpec, run_dir: RunDir, checkpoint: str = "best") -> torch.nn.Module:
+    """The run's model in eval mode, with its best (else last) weights, or with
+    ``checkpoint="last"`` the weights it ended with (no selection on the validation tiles)."""
     model = build_entry(spec, with_data=False).model
-    load_run_weights(model, run_dir.path)
+    if checkpoint == "last":
+        model.load_state_dict(load_checkpoint(run_dir.last)["model"])
+    else:
+        load_run_weights(model, run_dir.path)
     return model.eval()
 
 
@@ -169,7 +174,8 @@ def score(images: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
 
 @torch.no_grad()
 def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
-                refine_steps: int = 0, refine_rate_weight: float | None = None) -> None:
+                refine_steps: int = 0, refine_rate_weight: float | None = None,
+                checkpoint: str = "best") -> None:
     """Every method on the validation tiles at about ``budget`` bytes per tile: PCA with 8-
     and 4-bit coefficients, JPEG and WebP at the same or more bytes, each run's code in
     fp32, fp16 and 8 bits (a quantising model's stored code, and with ``refine_steps``
@@ -190,9 +196,9 @@ def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
         rows.append((f"{fmt} quality {quality} (Pillow)",
                      f"{payload:.0f} (file {file_bytes:.0f})", *score(decoded, valid)))
     for spec, run_dir in runs:
-        if not has_weights(run_dir):
+        if not has_weights(run_dir, checkpoint):
             continue
-        model = trained_model(spec, run_dir)
+        model = trained_model(spec, run_dir, checkpoint)
         if not hasattr(model, "encode") or isinstance(model, UpscalingAutoencoder):
             continue
         codes = model.encode(valid)
@@ -247,9 +253,9 @@ def entropy_coded_row(model: torch.nn.Module, name: str, codes: torch.Tensor,
 
 
 @torch.no_grad()
-def two_x(spec: RunSpec, run_dir: RunDir) -> None:
+def two_x(spec: RunSpec, run_dir: RunDir, checkpoint: str = "best") -> None:
     """Encode the 16x16 validation tiles, render 32x32, score against the true 32x32 tiles."""
-    model = trained_model(spec, run_dir)
+    model = trained_model(spec, run_dir, checkpoint)
     truth = split_tiles(32, True)  # (B, 3, 32, 32)
     low = split_tiles(16, True, "area")  # as rltiles-2x.yml reads them
     if isinstance(model, UpscalingAutoencoder):
@@ -287,7 +293,7 @@ def renders_bicubic(images: torch.Tensor, factor: int = 2) -> torch.Tensor:
 
 
 @torch.no_grad()
-def generalisation(runs: list[tuple[RunSpec, RunDir]]) -> None:
+def generalisation(runs: list[tuple[RunSpec, RunDir]], checkpoint: str = "best") -> None:
     """Each run on the tiles it was trained on (as they are, no augmentation) against the
     held-out ones: a small gap means more tiles would not help at this budget, a large one
     that the model memorises its training set."""
@@ -296,20 +302,22 @@ def generalisation(runs: list[tuple[RunSpec, RunDir]]) -> None:
           f"augmentation) and the {tiles['validation'].shape[0]} validation tiles")
     print("| run | training tiles (dB) | validation tiles (dB) | gap (dB) |\n|---|---:|---:|---:|")
     for spec, run_dir in runs:
-        if not has_weights(run_dir):
+        if not has_weights(run_dir, checkpoint):
             continue
-        model = trained_model(spec, run_dir)
+        model = trained_model(spec, run_dir, checkpoint)
         train, valid = (image_psnr(torch.cat([model(batch) for batch in images.split(256)]),
                                    images) for images in tiles.values())
         print(f"| {spec.experiment_name} | {train:.2f} | {valid:.2f} | {train - valid:.2f} |")
 
 
-def refine(spec: RunSpec, run_dir: RunDir, steps: int, learnrate: float) -> None:
+def refine(spec: RunSpec, run_dir: RunDir, steps: int, learnrate: float,
+           checkpoint: str = "best") -> None:
     """The amortisation gap: how much better the stored codes of the validation tiles get
     when optimised for each tile, starting from the encoder's."""
-    model = trained_model(spec, run_dir)
+    model = trained_model(spec, run_dir, checkpoint)
     valid = split_tiles(32, True)
-    print(f"\nCode refinement of {run_dir.path} on the {valid.shape[0]} validation tiles:")
+    print(f"\nCode refinement of {run_dir.path} ({checkpoint} weights) on the "
+          f"{valid.shape[0]} validation tiles:")
     print("| Adam steps on the codes | val PSNR (dB) |\n|---:|---:|")
 
     def report(step: int, output: torch.Tensor) -> None:
@@ -336,6 +344,9 @@ def main() -> None:
                         help="Adam learning rate of the refinement table (default 0.01)")
     parser.add_argument("--generalisation", action="store_true",
                         help="also score each run on its (unaugmented) training tiles")
+    parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                        help="the weights scored: best (default: the run's best validation "
+                             "loss, else its last) or last (those it ended with)")
     parser.add_argument("--refine-rate-weight", type=float, default=None,
                         help="rate weight of the refinement of entropy-coded codes (default: "
                              "the model's rate_weight); higher keeps the codes shorter")
@@ -348,18 +359,18 @@ def main() -> None:
         runs = train(args.experiments or TWO_X, options, args.report)
         curves(runs)
         for spec, run_dir in runs:
-            two_x(spec, run_dir)
+            two_x(spec, run_dir, args.checkpoint)
     else:
         runs = train(args.experiments or EXPERIMENTS, options, args.report)
         curves(runs)
         linear_bound()
         bytes_table(runs, refine_steps=args.refine_steps,
-                    refine_rate_weight=args.refine_rate_weight)
+                    refine_rate_weight=args.refine_rate_weight, checkpoint=args.checkpoint)
         if args.generalisation:
-            generalisation(runs)
+            generalisation(runs, args.checkpoint)
         for spec, run_dir in runs if args.refine_steps else []:
-            if has_weights(run_dir):
-                refine(spec, run_dir, args.refine_steps, args.refine_learnrate)
+            if has_weights(run_dir, args.checkpoint):
+                refine(spec, run_dir, args.refine_steps, args.refine_learnrate, args.checkpoint)
 
 
 if __name__ == "__main__":
