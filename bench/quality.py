@@ -226,18 +226,27 @@ def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
                 rows.append((f"{name}, stored code after {refine_steps} refinement steps",
                              size, *score(model.decode(refined, shape), valid)))
             continue
-        rows.append((f"{name}, fp32 code", f"{4 * values}",
-                     *score(model.decode(codes, shape), valid)))
-        rows.append((f"{name}, fp16 code", f"{2 * values}",
-                     *score(model.decode(codes.half().float(), shape), valid)))
-        train_codes = model.encode(train_tiles).flatten(1)
-        eight = quantise_uniform(codes.flatten(1), train_codes, 8).view_as(codes)
-        rows.append((f"{name}, 8-bit code (after training)", f"{values}",
-                     *score(model.decode(eight, shape), valid)))
+        rows += float_code_rows(model, name, codes, valid, model.encode(train_tiles))
     print(f"\nBytes per tile: the {valid.shape[0]} validation tiles, about {budget} bytes each")
+    print_rows(rows)
+
+
+def print_rows(rows: list[tuple[str, str, float, float]]) -> None:
     print("| method | bytes per tile | val PSNR (dB) | val SSIM |\n|---|---:|---:|---:|")
     for name, size, value, similarity in rows:
         print(f"| {name} | {size} | {value:.2f} | {similarity:.3f} |")
+
+
+def float_code_rows(model: torch.nn.Module, name: str, codes: torch.Tensor, truth: torch.Tensor,
+                    train_codes: torch.Tensor) -> list[tuple[str, str, float, float]]:
+    """Table rows for float codes stored as they are, in fp16 and at 8 bits per value
+    (uniform over each value's range in ``train_codes``, the training tiles' encodings)."""
+    shape, values = tuple(truth.shape[-2:]), codes[0].numel()
+    eight = quantise_uniform(codes.flatten(1), train_codes.flatten(1), 8).view_as(codes)
+    return [(f"{name}, fp32 code", f"{4 * values}", *score(model.decode(codes, shape), truth)),
+            (f"{name}, fp16 code", f"{2 * values}",
+             *score(model.decode(codes.half().float(), shape), truth)),
+            (f"{name}, 8-bit code", f"{values}", *score(model.decode(eight, shape), truth))]
 
 
 def entropy_coded_row(model: torch.nn.Module, name: str, codes: torch.Tensor,
@@ -318,13 +327,19 @@ def refine(spec: RunSpec, run_dir: RunDir, steps: int, learnrate: float,
     valid = split_tiles(32, True)
     print(f"\nCode refinement of {run_dir.path} ({checkpoint} weights) on the "
           f"{valid.shape[0]} validation tiles:")
-    print("| Adam steps on the codes | val PSNR (dB) |\n|---:|---:|")
+    print("| Adam steps on the codes | val PSNR (dB) | val SSIM |\n|---:|---:|---:|")
 
     def report(step: int, output: torch.Tensor) -> None:
         if step in (0, 10, 30, 100, 300, 1000) or step == steps:
-            print(f"| {step} | {image_psnr(output, valid):.2f} |")
+            print("| {} | {:.2f} | {:.3f} |".format(step, *score(output, valid)))
 
-    model.refine_codes(valid, steps, learnrate, report=report)
+    refined = model.refine_codes(valid, steps, learnrate, report=report)
+    if getattr(model, "quantizer", None) is None:  # float codes: also stored in fewer bytes
+        with torch.no_grad():
+            rows = float_code_rows(model, f"refined {steps} steps", refined, valid,
+                                   model.encode(split_tiles(32, False)))
+        print("\nThe refined codes stored in fewer bytes:")
+        print_rows(rows)
 
 
 def main() -> None:
