@@ -30,10 +30,10 @@ from inrlab.data.tiles import load_tiles, split_indices  # noqa: E402
 from inrlab.experiment.build import build_entry  # noqa: E402
 from inrlab.experiment.runner import RunOptions, load_run_weights, run_entry  # noqa: E402
 from inrlab.experiment.spec import RunSpec, load_experiment  # noqa: E402
-from inrlab.train.checkpoint import load_checkpoint  # noqa: E402
 from inrlab.models import UpscalingAutoencoder  # noqa: E402
 from inrlab.models.posenc import resampled_pixel_grid  # noqa: E402
 from inrlab.report.figures import reproduction_sheet  # noqa: E402
+from inrlab.train.checkpoint import load_checkpoint  # noqa: E402
 from inrlab.train.image_metrics import psnr, ssim  # noqa: E402
 from inrlab.train.log import read_metrics  # noqa: E402
 from inrlab.train.rundir import RunDir  # noqa: E402
@@ -322,7 +322,8 @@ def generalisation(runs: list[tuple[RunSpec, RunDir]], checkpoint: str = "best")
 def refine(spec: RunSpec, run_dir: RunDir, steps: int, learnrate: float,
            checkpoint: str = "best") -> None:
     """The amortisation gap: how much better the stored codes of the validation tiles get
-    when optimised for each tile, starting from the encoder's."""
+    when optimised for each tile, starting from the encoder's; float codes are then also
+    scored in fp16 and at 8 bits per value."""
     model = trained_model(spec, run_dir, checkpoint)
     valid = split_tiles(32, True)
     print(f"\nCode refinement of {run_dir.path} ({checkpoint} weights) on the "
