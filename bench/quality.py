@@ -33,7 +33,6 @@ from inrlab.experiment.spec import RunSpec, load_experiment  # noqa: E402
 from inrlab.models import UpscalingAutoencoder  # noqa: E402
 from inrlab.models.posenc import resampled_pixel_grid  # noqa: E402
 from inrlab.report.figures import reproduction_sheet  # noqa: E402
-from inrlab.train.checkpoint import load_checkpoint  # noqa: E402
 from inrlab.train.image_metrics import psnr, ssim  # noqa: E402
 from inrlab.train.log import read_metrics  # noqa: E402
 from inrlab.train.rundir import RunDir  # noqa: E402
@@ -76,10 +75,7 @@ def trained_model(spec: RunSpec, run_dir: RunDir, checkpoint: str = "best") -> t
     """The run's model in eval mode, with its best (else last) weights, or with
     ``checkpoint="last"`` the weights it ended with (no selection on the validation tiles)."""
     model = build_entry(spec, with_data=False).model
-    if checkpoint == "last":
-        model.load_state_dict(load_checkpoint(run_dir.last)["model"])
-    else:
-        load_run_weights(model, run_dir.path)
+    load_run_weights(model, run_dir.path, checkpoint)
     return model.eval()
 
 

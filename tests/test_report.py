@@ -231,3 +231,32 @@ def test_render_with_refined_codes_reproduces_the_input_closer(trained, cli, tmp
     code, _, err = cli("render", run, "--input", picture, "--size", "8", "--refine-steps", "5",
                        "--refine-learnrate", "0")
     assert code == 2 and "--refine-learnrate must be above 0" in err
+
+
+def test_render_checkpoint_last_uses_the_weights_the_run_ended_with(trained, cli, tmp_path) -> None:
+    import shutil
+
+    from inrlab.train.checkpoint import load_checkpoint, save_checkpoint
+
+    _, runs = trained
+    run = tmp_path / "run"
+    shutil.copytree(runs / "tiny" / "hid:8", run)
+    state = load_checkpoint(run / "checkpoint-last.pt")
+    bias = next(k for k in state["model"] if k.endswith("bias"))
+    state["model"][bias] = state["model"][bias] + 0.5  # the last weights now differ
+    save_checkpoint(run / "checkpoint-last.pt", {k: v for k, v in state.items() if k != "format"})
+    picture = tmp_path / "noise.png"
+    noise = np.random.default_rng(0).integers(0, 256, (8, 8, 3), dtype=np.uint8)
+    Image.fromarray(noise).save(picture)
+    rendered = {}
+    for which in ("best", "last"):
+        out = tmp_path / f"{which}.png"
+        code, printed, err = cli("render", run, "--input", picture, "--size", "8",
+                                 "--checkpoint", which, "-o", out)
+        assert code == 0, err
+        assert f"checkpoint-{which}.pt" in printed
+        rendered[which] = np.asarray(Image.open(out))
+    assert not np.array_equal(rendered["best"], rendered["last"])
+    (run / "checkpoint-last.pt").unlink()
+    code, _, err = cli("render", run, "--input", picture, "--size", "8", "--checkpoint", "last")
+    assert code == 2 and "no readable checkpoint" in err

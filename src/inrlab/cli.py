@@ -100,6 +100,8 @@ def make_parser() -> argparse.ArgumentParser:
                              "reconstruction before rendering (default 0: the encoder's code)")
     render.add_argument("--refine-learnrate", type=float, default=0.01, metavar="LR",
                         help="Adam learning rate of --refine-steps (default 0.01)")
+    render.add_argument("--checkpoint", choices=("best", "last"), default="best",
+                        help="the run's best weights (default; else its last) or its last")
     render.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     render.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),
                         help="auto (default): bf16 on a GPU when a probe of pixels comes out "
@@ -249,7 +251,7 @@ def command_render(args: argparse.Namespace) -> int:
         raise InrlabError(f"{args.run_dir} is not a run directory", path=args.run_dir)
     render_run(args.run_dir, args.input, size, args.output, args.interpolate, args.steps,
                device=args.device, precision=args.precision, refine_steps=args.refine_steps,
-               refine_learnrate=args.refine_learnrate)
+               refine_learnrate=args.refine_learnrate, checkpoint=args.checkpoint)
     return EXIT_OK
 
 

@@ -105,11 +105,15 @@ def load_weights(model: torch.nn.Module, source: Any) -> None:
     print(f"loaded weights from {path}")
 
 
-def load_run_weights(model: torch.nn.Module, run_path: str | Path) -> Path:
+def load_run_weights(model: torch.nn.Module, run_path: str | Path,
+                     checkpoint: str = "best") -> Path:
     """Load a run directory's best weights into ``model`` (its last ones when the best are
-    missing or unreadable); returns the checkpoint used."""
+    missing or unreadable), or with ``checkpoint="last"`` the last ones only; returns the
+    checkpoint used."""
     errors = []
-    for path in (Path(run_path) / "checkpoint-best.pt", Path(run_path) / "checkpoint-last.pt"):
+    names = ("checkpoint-last.pt",) if checkpoint == "last" else ("checkpoint-best.pt",
+                                                                  "checkpoint-last.pt")
+    for path in (Path(run_path) / name for name in names):
         if not path.exists():
             continue
         try:
@@ -122,12 +126,14 @@ def load_run_weights(model: torch.nn.Module, run_path: str | Path) -> Path:
     raise InrlabError(f"no readable checkpoint in {run_path}{detail}", path=Path(run_path))
 
 
-def load_trained_model(run_path: str | Path) -> tuple[RunSpec, torch.nn.Module, Path]:
+def load_trained_model(run_path: str | Path,
+                       checkpoint: str = "best") -> tuple[RunSpec, torch.nn.Module, Path]:
     """(spec, model in eval mode, checkpoint used) of a run directory: the model rebuilt from
-    its ``config.yaml`` with the best weights (the last ones when no best exists)."""
+    its ``config.yaml`` with the best weights (the last ones when no best exists), or with
+    ``checkpoint="last"`` the weights it ended with."""
     spec = load_run_spec(run_path)
     model = build_entry(spec, with_data=False).model
-    checkpoint = load_run_weights(model, run_path)
+    checkpoint = load_run_weights(model, run_path, checkpoint)
     return spec, model.eval(), checkpoint
 
 

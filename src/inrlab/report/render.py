@@ -117,11 +117,12 @@ def decode_at_precision(model: torch.nn.Module, codes: torch.Tensor, size: tuple
 def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int],
                output: Path | None = None, interpolate: Sequence[Path] | None = None,
                steps: int = 8, device: str = "auto", precision: str = "auto",
-               refine_steps: int = 0, refine_learnrate: float = 0.01) -> list[Path]:
+               refine_steps: int = 0, refine_learnrate: float = 0.01,
+               checkpoint: str = "best") -> list[Path]:
     """Render each input (and the interpolation path, if asked) at ``size`` on ``device``
     in ``precision`` (``decode_at_precision``), from the encoder's codes or, with
     ``refine_steps``, those codes refined for each image (Adam at ``refine_learnrate``);
-    returns the PNG files written.
+    returns the PNG files written. ``checkpoint``: "best" (else the last) or "last" weights.
     Rendering goes in pixel chunks sized by the device's memory, so memory stays bounded."""
     if steps < 2:
         raise InrlabError(f"--steps must be at least 2 (both ends), got {steps}", key="--steps")
@@ -133,13 +134,16 @@ def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int],
                           key="--refine-learnrate")
     check_precision(precision)
     where = resolve_device(device)
-    spec, model, checkpoint = load_trained_model(run_path)
+    if checkpoint not in ("best", "last"):
+        raise InrlabError(f"--checkpoint must be best or last, got {checkpoint!r}",
+                          key="--checkpoint")
+    spec, model, used = load_trained_model(run_path, checkpoint)
     if not (hasattr(model, "encode") and hasattr(model, "decode")):
         raise InrlabError(f"{type(model).__name__} has no encode()/decode(code, shape), so it "
                           "cannot render at other sizes", path=run_path)
     shape = input_shape(model)
     model.to(where)
-    print(f"rendering with {checkpoint} ({spec.experiment_name}) at {size[0]}x{size[1]} "
+    print(f"rendering with {used} ({spec.experiment_name}) at {size[0]}x{size[1]} "
           f"on {where}")
     jobs = [(f"{Path(p).stem}-{size[0]}x{size[1]}.png", [Path(p)]) for p in inputs]
     if interpolate:
