@@ -35,7 +35,7 @@ from inrlab.models.posenc import resampled_pixel_grid  # noqa: E402
 from inrlab.report.figures import reproduction_sheet  # noqa: E402
 from inrlab.train.image_metrics import psnr, ssim  # noqa: E402
 from inrlab.train.log import read_metrics  # noqa: E402
-from inrlab.train.rundir import RunDir  # noqa: E402
+from inrlab.train.rundir import CHECKPOINTS, RunDir  # noqa: E402
 from inrlab.train.trainer import resolve_device  # noqa: E402
 from throughput import print_machine  # noqa: E402
 
@@ -67,8 +67,8 @@ def split_tiles(size: int, validation: bool, resample: str = "nearest") -> torch
 
 
 def has_weights(run_dir: RunDir, checkpoint: str = "best") -> bool:
-    """Whether the run left the checkpoint ``trained_model`` loads (best: either one)."""
-    return run_dir.last.exists() or (checkpoint == "best" and run_dir.best.exists())
+    """Whether the run left a checkpoint file ``trained_model`` can load ``checkpoint`` from."""
+    return any(path.exists() for path in run_dir.weights(checkpoint))
 
 
 def trained_model(spec: RunSpec, run_dir: RunDir, checkpoint: str = "best") -> torch.nn.Module:
@@ -356,7 +356,7 @@ def main() -> None:
                         help="Adam learning rate of the refinement table (default 0.01)")
     parser.add_argument("--generalisation", action="store_true",
                         help="also score each run on its (unaugmented) training tiles")
-    parser.add_argument("--checkpoint", choices=("best", "last"), default="best",
+    parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="best",
                         help="the weights scored: best (default: the run's best validation "
                              "loss, else its last) or last (those it ended with)")
     parser.add_argument("--refine-rate-weight", type=float, default=None,

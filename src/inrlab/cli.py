@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from inrlab.errors import InrlabError
-from inrlab.train.rundir import default_runs_dir
+from inrlab.train.rundir import CHECKPOINTS, default_runs_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 
@@ -100,7 +100,7 @@ def make_parser() -> argparse.ArgumentParser:
                              "reconstruction before rendering (default 0: the encoder's code)")
     render.add_argument("--refine-learnrate", type=float, default=0.01, metavar="LR",
                         help="Adam learning rate of --refine-steps (default 0.01)")
-    render.add_argument("--checkpoint", choices=("best", "last"), default="best",
+    render.add_argument("--checkpoint", choices=CHECKPOINTS, default="best",
                         help="the run's best weights (default; else its last) or its last")
     render.add_argument("--device", default="auto", help="auto (default), cpu, cuda, cuda:N")
     render.add_argument("--precision", default="auto", choices=("auto", "fp32", "bf16"),

@@ -111,9 +111,7 @@ def load_run_weights(model: torch.nn.Module, run_path: str | Path,
     missing or unreadable), or with ``checkpoint="last"`` the last ones only; returns the
     checkpoint used."""
     errors = []
-    names = ("checkpoint-last.pt",) if checkpoint == "last" else ("checkpoint-best.pt",
-                                                                  "checkpoint-last.pt")
-    for path in (Path(run_path) / name for name in names):
+    for path in RunDir(Path(run_path)).weights(checkpoint):
         if not path.exists():
             continue
         try:
@@ -133,8 +131,8 @@ def load_trained_model(run_path: str | Path,
     ``checkpoint="last"`` the weights it ended with."""
     spec = load_run_spec(run_path)
     model = build_entry(spec, with_data=False).model
-    checkpoint = load_run_weights(model, run_path, checkpoint)
-    return spec, model.eval(), checkpoint
+    used = load_run_weights(model, run_path, checkpoint)
+    return spec, model.eval(), used
 
 
 def run_entry(spec: RunSpec, options: RunOptions) -> str:

@@ -16,6 +16,7 @@ from inrlab.errors import InrlabError
 from inrlab.experiment.runner import load_trained_model
 from inrlab.report.figures import render_code
 from inrlab.report.grids import image_grid, save_png, to_8_bits
+from inrlab.train.rundir import CHECKPOINTS
 from inrlab.train.trainer import resolve_device
 
 SIZE = re.compile(r"^\s*(\d+)\s*(?:[x×,]\s*(\d+))?\s*$")
@@ -134,7 +135,7 @@ def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int],
                           key="--refine-learnrate")
     check_precision(precision)
     where = resolve_device(device)
-    if checkpoint not in ("best", "last"):
+    if checkpoint not in CHECKPOINTS:
         raise InrlabError(f"--checkpoint must be best or last, got {checkpoint!r}",
                           key="--checkpoint")
     spec, model, used = load_trained_model(run_path, checkpoint)

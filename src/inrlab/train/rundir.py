@@ -17,6 +17,7 @@ from inrlab.errors import InrlabError
 from inrlab.train.checkpoint import atomic_write_json
 
 STATUSES = ("running", "complete", "diverged", "failed")
+CHECKPOINTS = ("best", "last")  # which weights of a run to load (RunDir.weights)
 
 
 def default_runs_dir() -> Path:
@@ -50,6 +51,13 @@ class RunDir:
     result_file = property(lambda self: self.path / "result.json")
     tensorboard = property(lambda self: self.path / "tensorboard")
     images = property(lambda self: self.path / "images")
+
+    def weights(self, checkpoint: str = "best") -> tuple[Path, ...]:
+        """The checkpoint files to load ``checkpoint``'s weights from, in order: the best
+        then the last ones for "best", the last ones only for "last"."""
+        if checkpoint not in CHECKPOINTS:
+            raise ValueError(f"checkpoint must be one of {CHECKPOINTS}, got {checkpoint!r}")
+        return (self.last,) if checkpoint == "last" else (self.best, self.last)
 
     def read_result(self) -> dict[str, Any] | None:
         """``result.json`` as a dict, or None when missing or unreadable."""
