@@ -74,10 +74,18 @@ _NUMBER = r"(?:\d+\.?\d*|\.\d+)(?:[eE][-+]?\d+)?"
 _TERM = re.compile(rf"\s*(?:({_NUMBER})\s*\*\s*)?([A-Za-z_]\w*)\s*")
 
 
-def loss_function(spec: str) -> LossFunction:
+def loss_function(spec: str, key: str = "loss_function") -> LossFunction:
     """The loss a ``loss_function`` value names: one name (see the module docstring) or a
-    weighted sum ``"name + w * name + ..."`` of them."""
-    text = str(spec)
+    weighted sum ``"name + w * name + ..."`` of them. ``key``: the experiment key an error
+    names (e.g. ``warmup_loss_function``)."""
+    try:
+        return _parse_loss(str(spec))
+    except InrlabError as e:
+        e.key = key
+        raise
+
+
+def _parse_loss(text: str) -> LossFunction:
     terms: list[tuple[float, str]] = []
     position = 0
     while True:

@@ -21,6 +21,11 @@ class TrainSettings:
     validation_batch_size: int | None = None  # None: batch_size
     scheduler: str | None = None  # torch.optim.lr_scheduler class, sized max_inputs/batch_size
     loss_function: str = "l1"
+    # Train on warmup_loss_function for the first warmup_inputs images, then on loss_function
+    # (validation always uses loss_function): MSE's gradient keeps a sigmoid output away from
+    # the all-black start that L1 drives it to on mostly black tiles (bench/constant_start.py).
+    warmup_inputs: int | None = None
+    warmup_loss_function: str = "l2"
     max_inputs: int | None = None
     max_epoch: int | None = None
     min_loss: float | None = None  # stop when the validation loss reaches it
@@ -34,15 +39,15 @@ class TrainSettings:
     training_noise: float = 0.0
     gradient_clipping: float | None = None
     seed: int = 0
-    precision: str = "fp32"  # "fp32" or "bf16" (autocast, fp32 master weights)
+    # "fp32", "bf16" (autocast, fp32 master weights) or "auto": bf16 where the device has
+    # bf16 units (a CUDA GPU that supports it, a CPU with AMX or AVX512-BF16), else fp32
+    precision: str = "fp32"
     train_pixels: int | None = None  # autoencoders: decode N random pixels per image in training
     # torch.compile the model (and implicit decoders' query): true, or a torch.compile mode
     compile: bool | str = False
-    # A run is "stuck" when its validation loss stayed within stuck_tolerance (relative) over
-    # the last stuck_validations validations while its outputs are near constant (pixel std
-    # at most stuck_output_std); 0 validations turns the check off.
+    # A run is "stuck" when its outputs were near constant (each output's pixel std at most
+    # stuck_output_std) at each of the last stuck_validations validations; 0 turns it off.
     stuck_validations: int = 3
-    stuck_tolerance: float = 1e-3
     stuck_output_std: float = 0.01
 
     def __post_init__(self) -> None:
@@ -52,12 +57,13 @@ class TrainSettings:
 
 REQUIRED = tuple(f.name for f in dataclasses.fields(TrainSettings)
                  if f.default is dataclasses.MISSING)
-NON_NEGATIVE = {"stuck_validations", "stuck_tolerance", "stuck_output_std"}
+NON_NEGATIVE = {"stuck_validations", "stuck_output_std"}
 POSITIVE = {"batch_size", "validation_batch_size", "max_inputs", "max_epoch",
             "num_epochs_between_validations", "num_inputs_between_validations",
-            "num_inputs_between_checkpoints", "num_train_loss_steps", "learnrate", "train_pixels"}
+            "num_inputs_between_checkpoints", "num_train_loss_steps", "learnrate", "train_pixels",
+            "warmup_inputs"}
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-CHOICES = {"precision": ("fp32", "bf16"), "compile": (True, False, *COMPILE_MODES)}
+CHOICES = {"precision": ("fp32", "bf16", "auto"), "compile": (True, False, *COMPILE_MODES)}
 
 
 def check_value(name: str, value: Any, annotation: Any) -> Any:

@@ -15,7 +15,7 @@ import math
 import random
 import signal
 import time
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, fields
 from typing import Any, Iterator, Sequence
 
 import numpy as np
@@ -68,7 +68,7 @@ class Progress:
     last_checkpoint_inputs: int = 0
     validation: dict[str, float] = field(default_factory=dict)
     train: dict[str, float] = field(default_factory=dict)
-    recent_validations: list[tuple[int, float]] = field(default_factory=list)  # inputs, loss
+    recent_output_std: list[tuple[int, float]] = field(default_factory=list)  # (inputs, std)
     stuck: bool = False
     warnings: list[dict[str, Any]] = field(default_factory=list)
 
@@ -83,6 +83,27 @@ def resolve_device(device: str | None) -> torch.device:
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InrlabError(f"device '{device}' asked for, but CUDA is not available here")
     return resolved
+
+
+def bf16_units(device: torch.device) -> str | None:
+    """Why ``device`` runs bf16 matrix products fast (a short reason), or None."""
+    if device.type == "cuda":
+        return "a CUDA GPU with bf16 support" if torch.cuda.is_bf16_supported() else None
+    if device.type != "cpu":
+        return None
+    checks = (("_is_amx_tile_supported", "AMX"), ("_is_avx512_bf16_supported", "AVX512-BF16"))
+    found = [name for probe, name in checks if getattr(torch.cpu, probe, lambda: False)()]
+    return f"this CPU has {' and '.join(found)} units" if found else None
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
+    """(the precision to train in, why): ``auto`` becomes bf16 where ``bf16_units``."""
+    if precision != "auto":
+        return precision, "set in the experiment"
+    reason = bf16_units(device)
+    if reason:
+        return "bf16", reason
+    return "fp32", f"no bf16 units on this {device.type}"
 
 
 class Trainer:
@@ -103,6 +124,8 @@ class Trainer:
         self.settings = settings
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device)
+        self.precision, self.precision_reason = resolve_precision(settings.precision,
+                                                                  self.device)
         if settings.compile:
             compile_model(self.model, "default" if settings.compile is True else settings.compile)
         self.train_sets = sorted(train_sets, key=lambda item: item[0])
@@ -110,7 +133,8 @@ class Trainer:
         self.run_dir = run_dir
         self.info = dict(info or {})
         self.tensorboard = tensorboard
-        self.loss_function = loss_function(settings.loss_function)
+        self.main_loss = self.loss_function = loss_function(settings.loss_function)
+        self.warmup_loss = loss_function(settings.warmup_loss_function, "warmup_loss_function")
         self.progress = Progress()
         self.optimizer = _make_optimizer(settings, self.model, self.device)
         self.scheduler = _make_scheduler(settings, self.optimizer)
@@ -192,6 +216,8 @@ class Trainer:
         self._write_result(status)
         print(f"---- training '{self.info.get('experiment_name', self.run_dir.path)}' on "
               f"{self.device}{f' from {self.progress.num_inputs:,} inputs' if resumed else ''}")
+        if s.precision == "auto":
+            print(f"precision auto: {self.precision} ({self.precision_reason})")
         clock = time.monotonic()
         bar = self._progress_bar()
         try:
@@ -203,6 +229,7 @@ class Trainer:
                             noisy = batch[0] + torch.randn_like(batch[0]) * s.training_noise
                             batch = (noisy, *batch[1:])
                         self.model.train()
+                        self.loss_function = self._training_loss()
                         with self._autocast():
                             losses = self.train_step(batch)
                         self.optimizer.zero_grad(set_to_none=True)
@@ -255,6 +282,16 @@ class Trainer:
         self._write_result(status)
         self.log.close()
         return status
+
+    def _training_loss(self) -> Any:
+        """``warmup_loss_function`` for the first ``warmup_inputs`` images, then the loss."""
+        s, p = self.settings, self.progress
+        if s.warmup_inputs and p.num_inputs < s.warmup_inputs:
+            return self.warmup_loss
+        if s.warmup_inputs and self.loss_function is self.warmup_loss:
+            print(f"loss warm-up ({s.warmup_loss_function}) done at {p.num_inputs:,} inputs; "
+                  f"training on {s.loss_function} from here")
+        return self.main_loss
 
     def _end_epoch(self) -> None:
         p, s = self.progress, self.settings
@@ -358,15 +395,17 @@ class Trainer:
                      for b in batch)
 
     def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.settings.precision == "bf16":
+        if self.precision == "bf16":
             return torch.autocast(self.device.type, dtype=torch.bfloat16)
         return contextlib.nullcontext()
 
     # ------------------------------------------------------------------ validation & logs
     @torch.no_grad()
     def validate(self) -> dict[str, float]:
-        """Mean losses over the validation set, model in eval mode (weighted per image)."""
+        """Mean losses over the validation set, model in eval mode (weighted per image), always
+        with ``loss_function`` (also during a loss warm-up)."""
         self.model.eval()
+        training_loss, self.loss_function = self.loss_function, self.main_loss
         sums: dict[str, torch.Tensor] = {}
         count = 0
         for batch in self._validation_batches():
@@ -378,6 +417,7 @@ class Trainer:
                 sums[key] = sums.get(key, 0) + value.detach().float() * size
             count += size
         self.model.train()
+        self.loss_function = training_loss
         p = self.progress
         p.last_validation_inputs = p.num_inputs
         if not count:
@@ -401,29 +441,26 @@ class Trainer:
         return means
 
     def _check_stuck(self, means: dict[str, float]) -> None:
-        """Warn once when the run sits at a constant output: the validation loss flat over
-        the last ``stuck_validations`` validations and the outputs' pixel std near 0 (the
-        sigmoid's all-black start, a collapse). Recorded in metrics.jsonl and result.json's
-        ``warnings``; when the run leaves the plateau, the warning gets ``until``."""
+        """Warn once when the run sits at a constant output: each output's pixel std at most
+        ``stuck_output_std`` at each of the last ``stuck_validations`` validations (the
+        sigmoid's all-black start, a collapse to each image's mean colour), whatever the
+        loss does meanwhile -- a run that learns only the mean colour still lowers its loss.
+        Recorded in metrics.jsonl and result.json's ``warnings``; when the run leaves the
+        constant output, the warning gets ``until``."""
         s, p = self.settings, self.progress
-        if not s.stuck_validations:
-            return
-        window = [*p.recent_validations, (p.num_inputs, means["loss"])]
-        window = window[-s.stuck_validations:]
-        p.recent_validations = window
         spread = means.get("output_std")
-        if spread is None:
-            return  # only image trainers report the outputs' spread
-        losses = [loss for _, loss in window]
-        level = max(abs(sum(losses) / len(losses)), 1e-12)
-        flat = len(window) == s.stuck_validations and max(losses) - min(losses) \
-            <= s.stuck_tolerance * level
-        stuck = flat and spread <= s.stuck_output_std
+        if not s.stuck_validations or spread is None:
+            return  # off, or not an image trainer (only those report the outputs' spread)
+        window = [*p.recent_output_std, (p.num_inputs, spread)][-s.stuck_validations:]
+        p.recent_output_std = window
+        stuck = len(window) == s.stuck_validations and all(
+            std <= s.stuck_output_std for _, std in window)
         if stuck and not p.stuck:
             since = window[0][0]
-            message = (f"stuck at a constant output since {since:,} inputs: validation loss "
-                       f"{means['loss']:.6g} within {s.stuck_tolerance:g} (relative) over the "
-                       f"last {s.stuck_validations} validations, output pixel std {spread:.2g}")
+            message = (f"stuck at a constant output since {since:,} inputs: output pixel std "
+                       f"at most {max(std for _, std in window):.2g} at each of the last "
+                       f"{s.stuck_validations} validations (validation loss now "
+                       f"{means['loss']:.6g}); see 'Stuck runs' in the README")
             print(f"warning: {message}")
             p.warnings.append({"kind": "stuck", "inputs": since, "detected": p.num_inputs,
                                "message": message})
@@ -504,7 +541,9 @@ class Trainer:
                 errors.append(str(e))
                 print(f"warning: cannot resume from {path.name}: {e}")
                 continue
-            self.progress = Progress(**state["progress"])
+            known = {f.name for f in fields(Progress)}  # older checkpoints may hold others
+            self.progress = Progress(**{k: v for k, v in state["progress"].items()
+                                        if k in known})
             torch.set_rng_state(state["rng"]["torch"])
             if errors:
                 print(f"warning: resumed from {path.name} instead")
@@ -543,6 +582,7 @@ class Trainer:
             "training_time_s": round(p.training_time, 3),
             "throughput": round(p.num_inputs / p.training_time, 3) if p.training_time else None,
             "device": str(self.device),
+            "precision": self.precision,
             "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
         }
 
