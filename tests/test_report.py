@@ -108,13 +108,64 @@ def test_render_at_several_sizes_and_an_interpolation(trained, cli, tmp_path) ->
 
 @pytest.mark.parametrize("args, message", [
     (["--size", "0"], "at least 1x1"),
-    (["--size", "big"], "H or HxW"),
+    (["--size", "big"], "H, HxW or a scale"),
+    (["--size", "0x"], "scale must be above 0"),
     (["--size", "8"], "--input IMAGE"),
 ])
 def test_render_bad_sizes_and_missing_inputs(trained, cli, args, message) -> None:
     _, runs = trained
     code, _, err = cli("render", runs / "tiny" / "hid:8", *args)
     assert code == 2 and message in err
+
+
+UPSCALER = """
+experiment_name: upscaler
+trainer: TrainAutoencoder
+globals:
+  SHAPE: (3, 8, 8)
+train_set: |
+  kali_patch_dataset(SHAPE, num_images=32)
+batch_size: 16
+learnrate: 0.003
+optimizer: Adam
+loss_function: l2
+max_inputs: 32
+model: |
+  UpscalingAutoencoder(
+      EncoderConvMap(in_channels=3, latent_channels=4, channels=8, num_blocks=1),
+      LocalLatentDecoder(latent_channels=4, grid=None, pixel_geometry="areas",
+                         num_output_channels=3, default_shape=SHAPE[1:], num_hidden=8,
+                         num_layers=2, activation_out=None),
+      factor=2,
+  )
+"""
+
+
+def test_render_at_a_scale_encodes_an_upscalers_input_at_its_own_size(
+        write, cli, tmp_path) -> None:
+    """An upscaler trained on 8x8 images renders a 16x16 input at --size 2x as 32x32, from
+    the latent map of the 16x16 image itself (what ``upscale`` computes), not from the
+    input shrunk to the 8x8 training size."""
+    import torch
+
+    from inrlab import load_run
+
+    path = write("upscaler.yml", UPSCALER)
+    assert cli("run", path)[0] == 0
+    run = tmp_path / "runs" / "upscaler"
+    picture = tmp_path / "in.png"
+    pixels = (np.random.default_rng(0).random((16, 16, 3)) * 255).astype(np.uint8)
+    Image.fromarray(pixels).save(picture)
+    code, out, err = cli("render", run, "--input", picture, "--size", "2x",
+                         "-o", tmp_path / "out")
+    assert code == 0, err
+    assert "resized" not in out
+    rendered = np.asarray(Image.open(tmp_path / "out" / "in-32x32.png"))
+    image = torch.from_numpy(pixels).permute(2, 0, 1).float().unsqueeze(0) / 255
+    with torch.no_grad():
+        expected = load_run(run).model.upscale(image, (32, 32))[0].clamp(0, 1)
+    expected = (expected.permute(1, 2, 0) * 255).round().byte().numpy()
+    assert np.abs(rendered.astype(int) - expected.astype(int)).max() <= 1
 
 
 def test_render_rejects_a_file_that_is_not_an_image(trained, cli, tmp_path) -> None:

@@ -90,7 +90,8 @@ def make_parser() -> argparse.ArgumentParser:
         "render", help="encode images with a run's best checkpoint and render at any size")
     render.add_argument("run_dir", type=Path)
     render.add_argument("--input", nargs="+", type=Path, default=[], metavar="IMAGE")
-    render.add_argument("--size", required=True, help="H or HxW, e.g. 64 or 512x512")
+    render.add_argument("--size", required=True,
+                        help="H, HxW or a scale of each input's size: 64, 512x512, 2x")
     render.add_argument("--interpolate", nargs=2, type=Path, default=None, metavar=("A", "B"),
                         help="render the straight path between the codes of images A and B")
     render.add_argument("--steps", type=int, default=8,
@@ -109,6 +110,7 @@ def make_parser() -> argparse.ArgumentParser:
     render.add_argument("-o", "--output", type=Path, default=None,
                         help="a .png file (one output) or a directory "
                              "(default: RUN_DIR/renders)")
+    _add_runs_dir(render)
     return parser
 
 
@@ -146,6 +148,10 @@ def command_run(args: argparse.Namespace) -> int:
             bad_input = True
     if len(specs) > 1:
         print(_finished_line(statuses))
+    if any(status != "failed" for status in statuses.values()):
+        where = "" if args.runs_dir is None else f" --runs-dir {args.runs_dir}"
+        print(f"next: 'inrlab results {args.file}{where}' tables the runs, 'inrlab report "
+              f"{args.file}{where}' draws their curves and reproductions")
     if bad_input:
         return EXIT_BAD_INPUT
     return EXIT_OK if all(s == "complete" for s in statuses.values()) else EXIT_FAILED
@@ -223,6 +229,11 @@ def command_results(args: argparse.Namespace) -> int:
         rows = sort_rows(rows, args.sort)
     if args.json:
         print(json.dumps(rows, indent=2))
+    elif not rows:
+        runs_dir = args.runs_dir or default_runs_dir()
+        print(f"(no results yet: none of the {len(specs)} entries of {args.file} has a "
+              f"result.json in {runs_dir.resolve()}; run it with 'inrlab run {args.file}', "
+              "or read another runs directory with --runs-dir DIR)")
     else:
         print(format_table(rows, exclude=args.exclude))
     return EXIT_OK
@@ -247,9 +258,16 @@ def command_render(args: argparse.Namespace) -> int:
     if not args.input and not args.interpolate:
         raise InrlabError("give images to render with --input IMAGE... and/or "
                           "--interpolate A B")
-    if not args.run_dir.is_dir():
-        raise InrlabError(f"{args.run_dir} is not a run directory", path=args.run_dir)
-    render_run(args.run_dir, args.input, size, args.output, args.interpolate, args.steps,
+    run_dir = args.run_dir
+    runs_dir = args.runs_dir or default_runs_dir()
+    if not run_dir.is_dir() and (runs_dir / run_dir).is_dir():
+        run_dir = runs_dir / run_dir  # an experiment name, inside the runs directory
+    if not run_dir.is_dir():
+        raise InrlabError(f"{args.run_dir} is not a run directory, nor is "
+                          f"{(runs_dir / args.run_dir).resolve()} (the runs directory is "
+                          f"{runs_dir.resolve()}; --runs-dir DIR reads another)",
+                          path=args.run_dir)
+    render_run(run_dir, args.input, size, args.output, args.interpolate, args.steps,
                device=args.device, precision=args.precision, refine_steps=args.refine_steps,
                refine_learnrate=args.refine_learnrate, checkpoint=args.checkpoint)
     return EXIT_OK

@@ -149,9 +149,25 @@ def run_entry(spec: RunSpec, options: RunOptions) -> str:
     print_parameters(built.model)
     trainer = make_trainer(spec, built, run_dir, options)
     try:
-        return fit_run(trainer, resolved_config(spec), options, load=spec.values.get("load"))
+        status = fit_run(trainer, resolved_config(spec), options, load=spec.values.get("load"))
     except InrlabError as e:
         raise locate(e, spec) from None
+    print(summary_line(run_dir))
+    return status
+
+
+def summary_line(run_dir: RunDir) -> str:
+    """One line that ends an entry: its status, validation PSNR and where the run is."""
+    result = run_dir.read_result() or {}
+    psnr = result.get("validation_psnr")
+    score = (f"validation PSNR {psnr:.2f} dB" if isinstance(psnr, (int, float))
+             else f"validation loss {result.get('validation_loss')}"
+             if result.get("validation_loss") is not None else "no validation")
+    inputs = result.get("num_inputs")
+    seconds = result.get("training_time_s")
+    trained = (f", {inputs:,} inputs in {seconds:.0f} s"
+               if isinstance(inputs, int) and isinstance(seconds, (int, float)) else "")
+    return f"==> {result.get('status', 'no result')}: {score}{trained}; run in {run_dir.path}"
 
 
 def fit_run(trainer: Trainer, config: dict[str, Any], options: RunOptions,

@@ -20,16 +20,24 @@ from inrlab.train.rundir import CHECKPOINTS
 from inrlab.train.trainer import resolve_device
 
 SIZE = re.compile(r"^\s*(\d+)\s*(?:[x×,]\s*(\d+))?\s*$")
+SCALE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*[x×]\s*$")
 PRECISIONS = ("auto", "fp32", "bf16")
 PROBE_PIXELS = 4096  # pixels per image on which "auto" compares bf16 with fp32
 
 
-def parse_size(text: str) -> tuple[int, int]:
-    """``"64"`` -> (64, 64), ``"48x64"`` -> (48, 64) as (H, W); both at least 1."""
+def parse_size(text: str) -> tuple[int, int] | float:
+    """``"64"`` -> (64, 64), ``"48x64"`` -> (48, 64) as (H, W), both at least 1; ``"2x"`` ->
+    2.0, a scale of each input's own size (``render_size``)."""
+    scale = SCALE.match(str(text))
+    if scale:
+        factor = float(scale.group(1))
+        if not factor > 0:
+            raise InrlabError(f"--size scale must be above 0, got '{text}'", key="--size")
+        return factor
     match = SIZE.match(str(text))
     if not match:
-        raise InrlabError(f"--size must be H or HxW (e.g. 64 or 48x64), got '{text}'",
-                          key="--size")
+        raise InrlabError(f"--size must be H, HxW or a scale (e.g. 64, 48x64 or 2x), got "
+                          f"'{text}'", key="--size")
     height = int(match.group(1))
     width = int(match.group(2) or height)
     if height < 1 or width < 1:
@@ -37,13 +45,21 @@ def parse_size(text: str) -> tuple[int, int]:
     return height, width
 
 
-def input_shape(model: torch.nn.Module) -> tuple[int, int, int]:
+def render_size(size: tuple[int, int] | float, image: torch.Tensor) -> tuple[int, int]:
+    """The (H, W) to render ``image`` (C, h, w) at: ``size`` itself, or a scale of (h, w)."""
+    if isinstance(size, tuple):
+        return size
+    return max(1, round(image.shape[-2] * size)), max(1, round(image.shape[-1] * size))
+
+
+def input_shape(model: torch.nn.Module) -> tuple[int, int | None, int | None]:
     """The (C, H, W) a model was built for: its encoder's or its own ``shape``, else the
-    decoder's channels and default shape."""
+    decoder's channels and default shape. H and W are None for an encoder that takes any
+    size (``EncoderConvMap``): images are then encoded as they are."""
     for owner in (getattr(model, "encoder", None), model):
         shape = getattr(owner, "shape", None)
         if isinstance(shape, (tuple, list)) and len(shape) == 3:
-            return tuple(int(s) for s in shape)  # type: ignore[return-value]
+            return tuple(None if s is None else int(s) for s in shape)  # type: ignore
     decoder = getattr(model, "decoder", None)
     default = getattr(decoder, "default_shape", None)
     if decoder is not None and default is not None:
@@ -53,8 +69,9 @@ def input_shape(model: torch.nn.Module) -> tuple[int, int, int]:
 
 
 def read_image(path: Path, shape: Sequence[int]) -> torch.Tensor:
-    """An image file as (C, H, W) floats in [0, 1] in the model's channels and size;
-    transparency is composited on black (like the tile sheets)."""
+    """An image file as (C, H, W) floats in [0, 1] in the model's channels and size (its own
+    size where the model takes any); transparency is composited on black (like the tile
+    sheets)."""
     try:
         with Image.open(path) as picture:
             rgba = rgba_uint8(picture).astype(np.float32) / 255
@@ -65,7 +82,7 @@ def read_image(path: Path, shape: Sequence[int]) -> torch.Tensor:
                           path=path) from None
     rgb = torch.from_numpy(rgba[..., :3] * rgba[..., 3:]).permute(2, 0, 1)  # (3, H, W)
     image = set_channels(rgb, int(shape[0]))
-    if tuple(image.shape[-2:]) != tuple(shape[1:]):
+    if shape[1] is not None and tuple(image.shape[-2:]) != tuple(shape[1:]):
         print(f"note: {path.name} is {image.shape[-1]}x{image.shape[-2]}, resized (nearest) to "
               f"the run's {shape[2]}x{shape[1]}")
         image = resize_nearest(image.unsqueeze(0), tuple(shape[1:]))[0]
@@ -115,13 +132,14 @@ def decode_at_precision(model: torch.nn.Module, codes: torch.Tensor, size: tuple
 
 
 @torch.no_grad()
-def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int],
+def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int] | float,
                output: Path | None = None, interpolate: Sequence[Path] | None = None,
                steps: int = 8, device: str = "auto", precision: str = "auto",
                refine_steps: int = 0, refine_learnrate: float = 0.01,
                checkpoint: str = "best") -> list[Path]:
     """Render each input (and the interpolation path, if asked) at ``size`` on ``device``
-    in ``precision`` (``decode_at_precision``), from the encoder's codes or, with
+    (or, given a float, at that scale of each input's size as the model encodes it) in
+    ``precision`` (``decode_at_precision``), from the encoder's codes or, with
     ``refine_steps``, those codes refined for each image (Adam at ``refine_learnrate``);
     returns the PNG files written. ``checkpoint``: "best" (else the last) or "last" weights.
     Rendering goes in pixel chunks sized by the device's memory, so memory stays bounded."""
@@ -144,24 +162,30 @@ def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int],
                           "cannot render at other sizes", path=run_path)
     shape = input_shape(model)
     model.to(where)
-    print(f"rendering with {used} ({spec.experiment_name}) at {size[0]}x{size[1]} "
-          f"on {where}")
-    jobs = [(f"{Path(p).stem}-{size[0]}x{size[1]}.png", [Path(p)]) for p in inputs]
+    wanted = f"{size[0]}x{size[1]}" if isinstance(size, tuple) else f"{size:g}x scale"
+    print(f"rendering with {used} ({spec.experiment_name}) at {wanted} on {where}")
+    jobs = [(f"{Path(p).stem}", [Path(p)]) for p in inputs]
     if interpolate:
         a, b = (Path(p) for p in interpolate)
-        jobs.append((f"interpolate-{a.stem}-{b.stem}-{size[0]}x{size[1]}.png", [a, b]))
+        jobs.append((f"interpolate-{a.stem}-{b.stem}", [a, b]))
     images = {p: read_image(p, shape) for _, paths in jobs for p in paths}  # fail before writing
+    for _, paths in jobs:
+        if len({tuple(images[p].shape) for p in paths}) > 1:
+            raise InrlabError(f"--interpolate needs two images of one size; "
+                              f"{paths[0].name} and {paths[1].name} differ", key="--interpolate")
     single_file = output is not None and output.suffix.lower() == ".png" and len(jobs) == 1
     directory = output if output is not None and not single_file else run_path / "renders"
     written = []
-    for name, paths in jobs:
+    for stem, paths in jobs:
+        height, width = render_size(size, images[paths[0]])
+        name = f"{stem}-{height}x{width}.png"
         codes = render_code(model, torch.stack([images[p] for p in paths]).to(where),
                             refine_steps, refine_learnrate)
         if len(paths) == 2:
             weights = torch.linspace(0, 1, steps, device=where)
             weights = weights.view(-1, *([1] * (codes.dim() - 1)))
             codes = codes[0] * (1 - weights) + codes[1] * weights  # (steps, *code)
-        rendered, used = decode_at_precision(model, codes, size, precision)  # (n, C, H, W)
+        rendered, used = decode_at_precision(model, codes, (height, width), precision)
         rendered = rendered.cpu()
         picture = rendered[0] if rendered.shape[0] == 1 else image_grid(rendered, steps, 2)
         if picture.shape[0] == 1:

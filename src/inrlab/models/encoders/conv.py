@@ -159,6 +159,7 @@ class EncoderConvMap(nn.Module):
                  num_blocks: int = 4, act_fn: Any = "gelu") -> None:
         super().__init__()
         self.in_channels = check_positive_int("in_channels", in_channels)
+        self.shape = (self.in_channels, None, None)  # any height and width
         self.latent_channels = check_positive_int("latent_channels", latent_channels)
         check_positive_int("channels", channels)
         num_blocks = check_count("num_blocks", num_blocks)
