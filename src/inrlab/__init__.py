@@ -29,8 +29,8 @@ _EXPORTS = {
     **{name: "inrlab.data" for name in (
         "rpg_tile_dataset", "kali_patch_dataset", "mnist_dataset", "image_folder_dataset",
         "KaliPatchDataset", "TransformDataset", "ImageTensorDataset", "InterleaveDataset",
-        "LimitDataset", "load_tile_config", "load_tiles", "random_flip", "random_shift",
-        "random_transpose", "resize_nearest", "set_channels")},
+        "LimitDataset", "first_images", "load_tile_config", "load_tiles", "random_flip",
+        "random_shift", "random_transpose", "resize_nearest", "set_channels")},
     # models
     **{name: "inrlab.models" for name in (
         "MODELS", "register_model", "count_parameters", "ImplicitDecoder",

@@ -71,3 +71,16 @@ class LimitDataset(Dataset):
         if not 0 <= index < self.size:
             raise IndexError(index)
         return self.dataset[index]
+
+
+def first_images(dataset: Dataset, count: int) -> torch.Tensor:
+    """The first ``count`` images of a map-style dataset as one float tensor (n, C, H, W):
+    element 0 of each item (items are ``(image,)`` or ``(image, target)`` tuples)."""
+    items = []
+    for index in range(min(int(count), len(dataset))):  # type: ignore[arg-type]
+        item = dataset[index]
+        items.append(item[0] if isinstance(item, (tuple, list)) else item)
+    if not items:
+        raise ValueError("the dataset is empty")
+    return torch.stack(items).float()
+

@@ -147,26 +147,34 @@ HEADER = 34
 
 @torch.no_grad()
 def reproduction_columns(model: torch.nn.Module, images: torch.Tensor,
-                         scales: Sequence[int] = (2, 4)) -> list[tuple[str, torch.Tensor]]:
-    """(title, images (N, C, h, w)) columns: original, reproduction and, for models that can
-    render at any size (``encode`` + ``decode(code, shape)``), renders at each scale next to
-    nearest-neighbour and bicubic upscales of the original."""
+                         scales: Sequence[int] = (2, 4), pca: Any = None
+                         ) -> list[tuple[str, torch.Tensor]]:
+    """(title, images (N, C, h, w)) columns: original, reproduction, the PCA reconstruction
+    at the model's code size (``pca``, a ``baselines.PCA``, when given) and, for models that
+    can render at any size (``encode`` + ``decode(code, shape)``), renders at each scale next
+    to bicubic upscales of the original and of the PCA reconstruction. (A nearest-neighbour
+    upscale would look exactly like the original: every picture is shown that way.)"""
     height, width = images.shape[-2:]
     output = model(images)
     output = output[0] if isinstance(output, (tuple, list)) else output
     columns = [("original", images), ("reproduction", output.clamp(0, 1))]
+    linear = pca.reconstruct(images) if pca is not None else None
+    if linear is not None:
+        columns.append((f"PCA, {pca.components} floats", linear))
     can_render = hasattr(model, "encode") and hasattr(model, "decode")
     if not can_render:
         return columns
+
+    def bicubic(pictures: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+        return F.interpolate(pictures, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
+
     codes = render_code(model, images)
     for scale in scales:
         size = (height * scale, width * scale)
-        columns += [
-            (f"render {scale}x", model.decode(codes, size).clamp(0, 1)),
-            (f"nearest {scale}x", F.interpolate(images, size=size, mode="nearest")),
-            (f"bicubic {scale}x", F.interpolate(images, size=size, mode="bicubic",
-                                                align_corners=False).clamp(0, 1)),
-        ]
+        columns += [(f"render {scale}x", model.decode(codes, size).clamp(0, 1)),
+                    (f"bicubic {scale}x", bicubic(images, size))]
+        if linear is not None:
+            columns.append((f"PCA bicubic {scale}x", bicubic(linear, size)))
     return columns
 
 

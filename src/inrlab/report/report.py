@@ -12,13 +12,14 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from torch.utils.data import Dataset
 
+from inrlab.data import first_images
 from inrlab.errors import InrlabError
 from inrlab.experiment.build import BuiltEntry, build_entry
 from inrlab.experiment.matrix import MatrixEntry
 from inrlab.experiment.runner import load_run_weights
 from inrlab.experiment.spec import RunSpec, load_experiment, load_run_spec
+from inrlab.report.baselines import compare_with_baselines
 from inrlab.report.figures import (curves_from_metrics, plot_losses, reproduction_columns,
                                    reproduction_sheet)
 from inrlab.report.results import format_table, result_row, warnings_text
@@ -43,6 +44,7 @@ class ReportRun:
     metrics: list[dict[str, Any]]
     label: str = ""
     reproductions: Path | None = None
+    baselines: dict[str, Any] = field(default_factory=dict)
     notes: list[str] = field(default_factory=list)
 
 
@@ -110,27 +112,27 @@ def short_labels(runs: Sequence[ReportRun]) -> list[str]:
 
 def _validation_images(built: BuiltEntry, count: int) -> torch.Tensor:
     sets = built.validation_sets or built.train_sets
-    dataset: Dataset = sets[0][1]
-    items = []
-    for index in range(min(count, len(dataset))):  # type: ignore[arg-type]
-        item = dataset[index]
-        items.append(item[0] if isinstance(item, (tuple, list)) else item)
-    if not items:
-        raise ValueError("the validation set is empty")
-    return torch.stack(items).float()
+    return first_images(sets[0][1], count)
 
 
 def write_reproductions(run: ReportRun, path: Path, count: int = NUM_REPRODUCTIONS) -> bool:
-    """The run's reproduction sheet from its best (else last) checkpoint; False (with a
-    note) when the run cannot be rebuilt or has no readable checkpoint."""
+    """The run's reproduction sheet from its best (else last) checkpoint, and its PSNR next
+    to the mean-colour and PCA baselines on the same validation images (``run.baselines``);
+    False (with a note) when the run cannot be rebuilt or has no readable checkpoint."""
     if run.spec is None:
         return False
     try:
         built = build_entry(run.spec, with_data=True)
         load_run_weights(built.model, run.run_dir.path)
         model = built.model.eval()
-        images = _validation_images(built, count)
-        reproduction_sheet(reproduction_columns(model, images), path)
+        pca = None
+        if hasattr(model, "encode"):
+            sets = built.validation_sets or built.train_sets
+            run.baselines, pca, images = compare_with_baselines(model, built.train_sets[0][1],
+                                                                sets[0][1])
+        else:
+            images = _validation_images(built, count)
+        reproduction_sheet(reproduction_columns(model, images[:count], pca=pca), path)
     except (InrlabError, ValueError, RuntimeError, OSError) as e:
         run.notes.append(f"no reproductions: {e}")
         warn(f"{run.experiment_name}: no reproductions: {e}")
@@ -184,6 +186,8 @@ def best_psnr_rows(runs: Sequence[ReportRun]) -> list[dict[str, Any]]:
             "at inputs": best.get("inputs"),
             "ssim there": round(float(best["ssim"]), 4)
             if isinstance(best.get("ssim"), (int, float)) else None,
+            "PCA psnr, same code size (dB)": _rounded(run.baselines.get("pca psnr")),
+            "mean colour psnr (dB)": _rounded(run.baselines.get("mean colour psnr")),
             "loss": loss_function_of(run),
             **{str(k): v if isinstance(v, (int, float, str)) or v is None else str(v)
                for k, v in run.entry.params.items()},
@@ -194,15 +198,34 @@ def best_psnr_rows(runs: Sequence[ReportRun]) -> list[dict[str, Any]]:
     return sorted(rows, key=lambda row: -row["best validation psnr (dB)"])
 
 
+def _rounded(value: Any) -> float | None:
+    return round(float(value), 3) if isinstance(value, (int, float)) else None
+
+
+def baseline_text(baselines: dict[str, Any]) -> str:
+    """One sentence: the model's PSNR against its baselines on the same images."""
+    if not baselines:
+        return ""
+    text = (f"On the first {baselines['images']} validation images: model "
+            f"{baselines['model psnr']:.2f} dB, each image's mean colour "
+            f"{baselines['mean colour psnr']:.2f} dB")
+    if baselines.get("pca psnr") is not None:
+        text += (f", PCA with {baselines['pca components']} components (the code has "
+                 f"{baselines['code floats']} floats; fit on the training images) "
+                 f"{baselines['pca psnr']:.2f} dB")
+    return text + "."
+
+
 # ------------------------------------------------------------------------------- HTML
 STYLE = """
 body { font-family: system-ui, sans-serif; margin: 2em auto; max-width: 1200px;
        color: #222; padding: 0 1em; }
 img { max-width: 100%; image-rendering: pixelated; }
-table { border-collapse: collapse; font-size: 0.9em; margin: 1em 0; }
+.table { max-width: 100%; overflow-x: auto; margin: 1em 0; }
+table { border-collapse: collapse; font-size: 0.9em; }
 th, td { border: 1px solid #ccc; padding: 0.25em 0.6em; text-align: right; }
 th { background: #f0f0f0; }
-td.text { text-align: left; }
+td.text { text-align: left; overflow-wrap: anywhere; min-width: 6em; }
 pre { background: #f6f6f6; padding: 1em; overflow-x: auto; font-size: 0.85em; }
 .note { color: #a05000; }
 section { border-top: 1px solid #ddd; margin-top: 2em; }
@@ -230,7 +253,8 @@ def _table(rows: Sequence[dict[str, Any]]) -> str:
             kind = "" if isinstance(value, (int, float)) else ' class="text"'
             cells.append(f"<td{kind}>{html.escape(text)}</td>")
         body.append("<tr>" + "".join(cells) + "</tr>")
-    return f"<table><tr>{head}</tr>{''.join(body)}</table>"
+    # Wide tables scroll inside their box instead of overflowing the page.
+    return f'<div class="table"><table><tr>{head}</tr>{"".join(body)}</table></div>'
 
 
 def _run_section(run: ReportRun) -> str:
@@ -252,6 +276,8 @@ def _run_section(run: ReportRun) -> str:
                 if isinstance(w, dict) else str(w) for w in result.get("warnings") or []]
     parts += [f'<p class="note">warning: {html.escape(text)}</p>' for text in warnings]
     parts += [f'<p class="note">{html.escape(note)}</p>' for note in run.notes]
+    if run.baselines:
+        parts.append(f"<p>{html.escape(baseline_text(run.baselines))}</p>")
     if run.reproductions is not None:
         parts.append(f'<img alt="reproductions of {html.escape(run.label)}" '
                      f'src="{_embedded(run.reproductions)}">')
