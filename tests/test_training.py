@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import random
+import re
 import signal
 import subprocess
 import sys
@@ -290,3 +291,17 @@ def test_the_seed_fixes_the_initial_weights(tiny_experiment) -> None:
     spec.values["seed"] = 1
     other = build_entry(spec, with_data=False).model.state_dict()
     assert not torch.equal(first["encoder.linear.weight"], other["encoder.linear.weight"])
+
+
+def test_run_ends_each_entry_with_its_status_psnr_and_directory_and_results_say_where(
+        tiny_experiment, cli, tmp_path) -> None:
+    code, out, _ = cli("run", tiny_experiment)
+    assert code == 0
+    lines = [line for line in out.splitlines() if line.startswith("==> ")]
+    runs = tmp_path / "runs"
+    assert len(lines) == 2 and all(re.match(r"==> complete: validation PSNR \d+\.\d\d dB, 256 "
+                                            r"inputs in \d+ s; run in ", line) for line in lines)
+    assert lines[0].endswith(str(runs / "tiny" / "hid:8"))
+    assert f"next: 'inrlab results {tiny_experiment}'" in out
+    code, out, _ = cli("results", tiny_experiment, "--runs-dir", tmp_path / "elsewhere")
+    assert code == 0 and "no results yet" in out and str(tmp_path / "elsewhere") in out
