@@ -231,9 +231,10 @@ def command_results(args: argparse.Namespace) -> int:
         print(json.dumps(rows, indent=2))
     elif not rows:
         runs_dir = args.runs_dir or default_runs_dir()
-        print(f"(no results yet: none of the {len(specs)} entries of {args.file} has a "
-              f"result.json in {runs_dir.resolve()}; run it with 'inrlab run {args.file}', "
-              "or read another runs directory with --runs-dir DIR)")
+        entries = "its entry" if len(specs) == 1 else f"any of its {len(specs)} entries"
+        print(f"(no results yet: {args.file} has no result.json for {entries} in "
+              f"{runs_dir.resolve()}; run it with 'inrlab run {args.file}', or read another "
+              "runs directory with --runs-dir DIR)")
     else:
         print(format_table(rows, exclude=args.exclude))
     return EXIT_OK
