@@ -305,3 +305,48 @@ def test_run_ends_each_entry_with_its_status_psnr_and_directory_and_results_say_
     assert f"next: 'inrlab results {tiny_experiment}'" in out
     code, out, _ = cli("results", tiny_experiment, "--runs-dir", tmp_path / "elsewhere")
     assert code == 0 and "no results yet" in out and str(tmp_path / "elsewhere") in out
+
+
+def test_one_process_at_a_time_trains_a_run_and_a_killed_holders_lock_is_taken_over(
+        tiny_experiment, cli, tmp_path) -> None:
+    run = tmp_path / "runs" / "tiny" / "hid:8"
+    hold = ("import sys, time\nfrom pathlib import Path\n"
+            "from inrlab.train.rundir import RunDir\n"
+            "with RunDir(Path(sys.argv[1])).lock():\n"
+            "    print('locked', flush=True)\n    time.sleep(120)\n")
+    holder = subprocess.Popen([sys.executable, "-c", hold, str(run)], stdout=subprocess.PIPE,
+                              text=True)
+    try:
+        assert holder.stdout.readline().strip() == "locked"
+        code, _, err = cli("run", tiny_experiment, "--only", "hid:8")
+        assert code == 2 and f"is being trained by process {holder.pid} on " in err
+        assert sorted(p.name for p in run.iterdir()) == [".lock", ".lock-holder.json"]
+    finally:
+        holder.kill()
+        holder.wait()
+    (run / ".checkpoint-last.pt.x1y2.tmp").write_bytes(b"half a checkpoint")  # a killed write
+    code, out, _ = cli("run", tiny_experiment, "--only", "hid:8")
+    assert code == 0 and f"taking over the lock of process {holder.pid} on " in out
+    assert "removed .checkpoint-last.pt.x1y2.tmp" in out and not list(run.glob("*.tmp"))
+    assert json.loads((run / "result.json").read_text())["status"] == "complete"
+    assert not (run / ".lock-holder.json").exists()  # released at the end
+
+
+def test_a_run_never_nests_in_another_and_reset_deletes_no_other_run(write, cli,
+                                                                     tmp_path) -> None:
+    from conftest import TINY_EXPERIMENT
+
+    def experiment(name: str) -> Path:
+        text = TINY_EXPERIMENT.replace("experiment_name: tiny/${matrix_slug}",
+                                       f"experiment_name: {name}")
+        return write(f"{name.replace('/', '_')}.yml", "matrix:\n  hid: [8]\n" + text)
+
+    assert cli("run", experiment("base/interrupted"))[0] == 0
+    inner = tmp_path / "runs" / "base" / "interrupted"
+    before = {p: p.read_bytes() for p in inner.rglob("*") if p.is_file()}
+    for name, message in [("base", "holds the run"),
+                          ("base/interrupted/images", "would lie inside the run")]:
+        for extra in ((), ("--reset",)):
+            code, _, err = cli("run", experiment(name), *extra)
+            assert code == 2 and message in err and "key 'experiment_name'" in err
+    assert {p: p.read_bytes() for p in inner.rglob("*") if p.is_file()} == before

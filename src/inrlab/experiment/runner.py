@@ -180,32 +180,36 @@ def fit_run(trainer: Trainer, config: dict[str, Any], options: RunOptions,
     nothing at all.
     """
     run_dir = trainer.run_dir
+    run_dir.check_place()
     trainer.check_data()
-    name = config.get("experiment_name") or run_dir.path.name
-    previous = run_dir.read_result()
-    if not options.reset and previous and previous.get("status") == "complete" \
-            and trainer.budget_spent_by(previous):
-        print(f"'{name}' is complete ({previous.get('num_inputs', 0):,} inputs): nothing to "
-              "train; --reset starts it over, a larger max_inputs continues it")
-        return "complete"
-    fresh = options.reset or (not run_dir.last.exists() and not run_dir.best.exists())
-    if fresh and load:  # before --reset removes anything: a bad source keeps the old run
-        load_weights(trainer.model, load)
-    if options.reset:
-        run_dir.remove()
-        previous = None
-    config_text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
-    atomic_write_bytes(run_dir.config, lambda f: f.write(config_text.encode()))
-    try:
-        return trainer.fit(resume=not options.reset)
-    except KeyboardInterrupt:
-        raise
-    except Exception as e:
-        if not (previous and previous.get("status") == "complete"):
-            result = trainer.result("failed")
-            result["error"] = f"{type(e).__name__}: {e}"
-            run_dir.write_result(result)
-        if isinstance(e, InrlabError):
+    with run_dir.lock():  # one process at a time trains a run
+        for stale in run_dir.remove_temporaries():
+            print(f"removed {stale.name}, left by a write that was killed")
+        name = config.get("experiment_name") or run_dir.path.name
+        previous = run_dir.read_result()
+        if not options.reset and previous and previous.get("status") == "complete" \
+                and trainer.budget_spent_by(previous):
+            print(f"'{name}' is complete ({previous.get('num_inputs', 0):,} inputs): nothing to "
+                  "train; --reset starts it over, a larger max_inputs continues it")
+            return "complete"
+        fresh = options.reset or (not run_dir.last.exists() and not run_dir.best.exists())
+        if fresh and load:  # before --reset removes anything: a bad source keeps the old run
+            load_weights(trainer.model, load)
+        if options.reset:
+            run_dir.remove()
+            previous = None
+        config_text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
+        atomic_write_bytes(run_dir.config, lambda f: f.write(config_text.encode()))
+        try:
+            return trainer.fit(resume=not options.reset)
+        except KeyboardInterrupt:
             raise
-        traceback.print_exc()
-        return "failed"
+        except Exception as e:
+            if not (previous and previous.get("status") == "complete"):
+                result = trainer.result("failed")
+                result["error"] = f"{type(e).__name__}: {e}"
+                run_dir.write_result(result)
+            if isinstance(e, InrlabError):
+                raise
+            traceback.print_exc()
+            return "failed"

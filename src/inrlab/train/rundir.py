@@ -6,17 +6,22 @@ Layout: ``config.yaml`` (resolved experiment + matrix entry), ``checkpoint-last.
 
 from __future__ import annotations
 
+import contextlib
 import json
 import os
 import shutil
+import socket
 from dataclasses import dataclass
 from pathlib import Path, PurePosixPath
-from typing import Any
+from typing import Any, Iterator
+
+from filelock import FileLock, Timeout
 
 from inrlab.errors import InrlabError
 from inrlab.train.checkpoint import atomic_write_json
 
 STATUSES = ("running", "complete", "diverged", "failed")
+LOCK, LOCK_HOLDER = ".lock", ".lock-holder.json"  # RunDir.lock's files, kept by remove()
 CHECKPOINTS = ("best", "last")  # which weights of a run to load (RunDir.weights)
 
 
@@ -36,13 +41,46 @@ def check_experiment_name(name: Any) -> str:
     return name
 
 
+# Files that only a run directory holds: a directory with one of them is a run.
+RUN_MARKERS = ("config.yaml", "result.json", "metrics.jsonl", "checkpoint-last.pt",
+               "checkpoint-best.pt")
+
+
+def is_run(path: Path) -> bool:
+    return path.is_dir() and any((path / marker).is_file() for marker in RUN_MARKERS)
+
+
 @dataclass(frozen=True)
 class RunDir:
     path: Path
+    root: Path | None = None  # the runs directory, when known (for_experiment)
 
     @classmethod
     def for_experiment(cls, runs_dir: Path, experiment_name: str) -> "RunDir":
-        return cls(Path(runs_dir) / check_experiment_name(experiment_name))
+        return cls(Path(runs_dir) / check_experiment_name(experiment_name), Path(runs_dir))
+
+    def check_place(self) -> None:
+        """Bad input when this run would lie inside another run, or would hold one (its
+        ``--reset`` would delete that run), or when its path is a file."""
+        where = {"key": "experiment_name"}
+        if self.path.exists() and not self.path.is_dir():
+            raise InrlabError(f"{self.path} is a file, not a run directory; choose another "
+                              "experiment_name", **where)
+        if self.root is not None:
+            for parent in self.path.parents:
+                if parent == self.root or self.root not in parent.parents:
+                    break
+                if is_run(parent):
+                    raise InrlabError(f"{self.path} would lie inside the run {parent}; choose "
+                                      "an experiment_name that is no run's subfolder", **where)
+        if self.path.is_dir():
+            for marker in RUN_MARKERS:
+                inner = next((p.parent for p in self.path.rglob(marker)
+                              if p.parent != self.path and is_run(p.parent)), None)
+                if inner is not None:
+                    raise InrlabError(f"{self.path} holds the run {inner}: a run there would "
+                                      "mix with it (and --reset would delete it); choose "
+                                      "another experiment_name", **where)
 
     config = property(lambda self: self.path / "config.yaml")
     last = property(lambda self: self.path / "checkpoint-last.pt")
@@ -75,5 +113,56 @@ class RunDir:
         return bool(result and result.get("status") == "complete")
 
     def remove(self) -> None:
-        if self.path.exists():
-            shutil.rmtree(self.path)
+        """Delete the run's files, all but its lock (held by whoever removes them)."""
+        if not self.path.exists():
+            return
+        for child in self.path.iterdir():
+            if child.name in (LOCK, LOCK_HOLDER):
+                continue
+            shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+    def remove_temporaries(self) -> list[Path]:
+        """Delete the temporary files of writes that were killed midway (``atomic_write_*``
+        names them ``.<file>.<random>.tmp``); call it holding the lock. Returns them."""
+        stale = [p for p in self.path.glob(".*.tmp") if p.is_file()] if self.path.is_dir() else []
+        for path in stale:
+            path.unlink(missing_ok=True)
+        return stale
+
+    @contextlib.contextmanager
+    def lock(self) -> Iterator[None]:
+        """Hold the run's lock while training it: a second process (``inrlab run``, a Ray task,
+        ``inrlab.fit``) that tries is bad input naming the holder. The lock is the operating
+        system's (``filelock``), so a killed holder leaves none; its holder file tells the
+        next one whose lock it takes over."""
+        self.path.mkdir(parents=True, exist_ok=True)
+        holder_file = self.path / LOCK_HOLDER
+        lock = FileLock(self.path / LOCK, timeout=0)
+        try:
+            lock.acquire()
+        except Timeout:
+            raise InrlabError(f"the run {self.path} is being trained by {_read_holder(holder_file)}"
+                              "; wait for it to end, or stop it (Ctrl-C) and run again",
+                              path=self.path) from None
+        try:
+            if holder_file.exists():
+                print(f"warning: taking over the lock of {_read_holder(holder_file)}, which "
+                      "ended without releasing it (killed?)")
+            me = {"pid": os.getpid(), "host": socket.gethostname()}
+            atomic_write_json(holder_file, me)
+            yield
+        finally:
+            holder_file.unlink(missing_ok=True)
+            lock.release()
+            if [child.name for child in self.path.iterdir()] == [LOCK]:  # nothing was written
+                (self.path / LOCK).unlink(missing_ok=True)
+                self.path.rmdir()
+
+
+def _read_holder(path: Path) -> str:
+    try:
+        holder = json.loads(path.read_text())
+        return f"process {holder['pid']} on {holder['host']}"
+    except (OSError, ValueError, KeyError, TypeError):
+        return "another process"
+
