@@ -311,3 +311,27 @@ def test_render_checkpoint_last_uses_the_weights_the_run_ended_with(trained, cli
     (run / "checkpoint-last.pt").unlink()
     code, _, err = cli("render", run, "--input", picture, "--size", "8", "--checkpoint", "last")
     assert code == 2 and "no readable checkpoint" in err
+
+
+def test_a_damaged_run_is_skipped_with_a_warning_and_the_others_still_show(
+        trained, cli, tmp_path) -> None:
+    import shutil
+
+    path, runs = trained
+    copy = tmp_path / "runs"
+    shutil.copytree(runs, copy)
+    damaged = copy / "tiny" / "hid:8"
+    result = json.loads((damaged / "result.json").read_text())
+    (damaged / "result.json").write_text(json.dumps({**result, "training_time_s": "soon",
+                                                     "parameters": [1, 2]}))
+    with open(damaged / "metrics.jsonl", "ab") as f:  # a non-UTF-8 line, inputs null
+        f.write(b'{"kind": "train", "inputs": 5, "loss": "\xff"}\n'
+                b'{"kind": "validation", "inputs": null, "loss": 0.1}\n')
+    code, out, err = cli("results", path, "--runs-dir", copy)
+    assert code == 0 and "hid:12" in out and "hid:8" not in out
+    assert f"warning: skipping {damaged / 'result.json'}: unexpected values" in err
+    code, _, err = cli("report", path, "--runs-dir", copy, "-o", tmp_path / "report")
+    assert code == 0 and err.count("skipping") == 1
+    (damaged / "result.json").write_text('{"status": "compl')  # truncated
+    code, out, err = cli("results", path, "--runs-dir", copy)
+    assert code == 0 and "hid:12" in out and "not a readable JSON object" in err

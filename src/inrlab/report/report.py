@@ -64,7 +64,8 @@ def collect_runs(targets: Sequence[Path], runs_dir: Path) -> list[ReportRun]:
                                   "left out of the report")
                     continue
                 runs.append(ReportRun(run_dir, spec.entry, spec.experiment_name, spec,
-                                      run_dir.read_result(), read_metrics(run_dir.metrics)))
+                                      _usable_result(run_dir, spec.entry),
+                                      read_metrics(run_dir.metrics)))
         else:
             raise InrlabError(f"{target} is neither an experiment file nor a run directory",
                               path=target)
@@ -94,8 +95,17 @@ def _run_from_directory(path: Path) -> ReportRun:
                             str(known.get("matrix_slug") or ""),
                             str(known.get("matrix_id") or "1"))
         name = str(known.get("experiment_name") or path.name)
-    return ReportRun(run_dir, entry, name, spec, result, read_metrics(run_dir.metrics),
-                     notes=notes)
+    return ReportRun(run_dir, entry, name, spec, _usable_result(run_dir, entry),
+                     read_metrics(run_dir.metrics), notes=notes)
+
+
+def _usable_result(run_dir: RunDir, entry: MatrixEntry) -> dict[str, Any] | None:
+    """``result.json``, or None (with one warning, from ``result_row``) when it is damaged:
+    the rest of the report goes on without it."""
+    result = run_dir.read_result()
+    if result is not None and result_row(entry, run_dir) is None:
+        return None
+    return result
 
 
 def short_labels(runs: Sequence[ReportRun]) -> list[str]:
@@ -153,8 +163,8 @@ def write_report(runs: Sequence[ReportRun], out_dir: Path, title: str) -> dict[s
                  for run in runs], loss)
     for run in runs:
         write_reproductions(run, out_dir / "runs" / run.experiment_name / "reproductions.png")
-    rows = [{"run": run.label, **row} for run in runs
-            if (row := result_row(run.entry, run.run_dir)) is not None]
+    rows = [{"run": run.label, **row} for run in runs if run.result is not None
+            and (row := result_row(run.entry, run.run_dir)) is not None]
     results = out_dir / "results.md"
     results.write_text(f"# {title}\n\n{format_table(rows)}\n")
     page = out_dir / "report.html"

@@ -5,6 +5,7 @@ from __future__ import annotations
 import math
 import re
 import statistics
+import sys
 from pathlib import Path
 from typing import Any, Sequence
 
@@ -27,12 +28,27 @@ def result_rows(specs: Sequence[Any], runs_dir: Path,
     return rows
 
 
+def _damaged(run_dir: RunDir, why: str) -> None:
+    print(f"warning: skipping {run_dir.result_file}: {why}", file=sys.stderr)
+
+
 def result_row(entry: Any, run_dir: RunDir, include: Sequence[str] = ()) -> dict[str, Any] | None:
     """The table row of one run directory (None without ``result.json``); ``entry`` is its
     ``MatrixEntry`` (params, slug, id)."""
     result = run_dir.read_result()
     if result is None:
+        if run_dir.result_file.exists():
+            _damaged(run_dir, "not a readable JSON object (truncated or damaged?)")
         return None
+    try:
+        return _row(entry, run_dir, result, include)
+    except (TypeError, ValueError, AttributeError) as e:  # fields of the wrong types
+        _damaged(run_dir, f"unexpected values ({type(e).__name__}: {e})")
+        return None
+
+
+def _row(entry: Any, run_dir: RunDir, result: dict[str, Any],
+         include: Sequence[str]) -> dict[str, Any]:
     row: dict[str, Any] = dict(entry.params)
     row["matrix_slug"] = entry.slug
     row["matrix_id"] = entry.id

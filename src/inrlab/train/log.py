@@ -11,18 +11,20 @@ import torch
 
 
 def read_metrics(path: Path) -> list[dict[str, Any]]:
-    """All complete lines of a metrics file; a half-written last line is skipped."""
+    """All complete lines of a metrics file; a half-written or damaged line is skipped, and
+    so are records whose ``inputs`` is not a number (every reader plots against it)."""
     records = []
     try:
-        lines = path.read_text().splitlines()
+        lines = path.read_bytes().splitlines()
     except OSError:
         return records
     for line in lines:
-        try:
-            record = json.loads(line)
+        try:  # a damaged line (not UTF-8, not JSON) is skipped like a half-written one
+            record = json.loads(line.decode())
         except ValueError:
             continue
-        if isinstance(record, dict):
+        if isinstance(record, dict) and isinstance(record.get("inputs"), (int, float)) \
+                and not isinstance(record.get("inputs"), bool):
             records.append(record)
     return records
 
