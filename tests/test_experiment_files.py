@@ -238,3 +238,19 @@ def test_entries_sharing_a_run_directory_list_but_do_not_run(write, cli) -> None
     assert "both get experiment_name 'dup/act:gelu'" in err
     code, _, err = cli("run", path)
     assert code == 2 and "both get experiment_name" in err and "line 3" in err
+
+
+def test_a_matrix_over_the_entry_limit_is_refused_before_it_is_built(
+        write, cli, monkeypatch) -> None:
+    """10 lists of 10 values: 10^10 entries, refused at once (the product is counted, not
+    built); the environment variable raises the limit."""
+    keys = "\n".join(f"  k{i}: [{', '.join(str(v) for v in range(10))}]" for i in range(10))
+    path = write("huge.yml", f"matrix:\n{keys}\nexperiment_name: huge/${{matrix_slug}}\n")
+    code, _, err = cli("show", path, "--no-build")
+    assert code == 2 and "10,000,000,000 entries" in err and "INRLAB_MAX_MATRIX_ENTRIES" in err
+    assert "key 'matrix'" in err
+    small = write("small.yml", "matrix:\n  a: [1, 2, 3]\nexperiment_name: s/${matrix_slug}\n")
+    monkeypatch.setenv("INRLAB_MAX_MATRIX_ENTRIES", "2")
+    assert cli("show", small, "--no-build")[0] == 2
+    monkeypatch.setenv("INRLAB_MAX_MATRIX_ENTRIES", "3")
+    assert cli("show", small, "--no-build")[0] == 0

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import itertools
 import math
+import os
 from dataclasses import dataclass
 from typing import Any, Callable
 
@@ -18,6 +19,16 @@ from inrlab.errors import InrlabError
 RESERVED_KEYS = ("matrix_slug", "matrix_id")
 FILTER_KEY = "$filter"
 SLUG_VALUE_LENGTH = 96
+MAX_ENTRIES = 100_000  # default bound on a matrix's product; $INRLAB_MAX_MATRIX_ENTRIES raises it
+
+
+def max_entries() -> int:
+    """The largest product a matrix may have: ``$INRLAB_MAX_MATRIX_ENTRIES``, else 100,000."""
+    try:
+        return int(os.environ.get("INRLAB_MAX_MATRIX_ENTRIES", MAX_ENTRIES))
+    except ValueError:
+        raise InrlabError("INRLAB_MAX_MATRIX_ENTRIES must be a whole number, got "
+                          f"{os.environ['INRLAB_MAX_MATRIX_ENTRIES']!r}") from None
 
 
 @dataclass(frozen=True)
@@ -85,6 +96,11 @@ def expand_matrix(
         return [MatrixEntry(params={}, slug="", id="1")]
 
     names = list(columns)
+    count = math.prod(len(values) for values in columns.values())  # before building any
+    if count > max_entries():
+        raise error("matrix", f"the matrix has {count:,} entries (the product of its lists' "
+                    f"lengths), over the limit of {max_entries():,}; shorten its lists, or "
+                    "raise the limit with the environment variable INRLAB_MAX_MATRIX_ENTRIES")
     combinations = list(itertools.product(*columns.values()))
     entries = []
     for index, values in enumerate(combinations, start=1):
