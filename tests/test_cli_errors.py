@@ -57,6 +57,24 @@ CASES = {
                              "the $filter keeps none of the matrix entries", "$filter"),
     "unreadable loss sum": (tiny(batch_size="batch_size: 16\nloss_function: l2 +* gradient"),
                             "cannot read loss_function", "loss_function"),
+    "scheduler without a step count": (tiny(scheduler="scheduler: ExponentialLR"),
+                                       "takes 'gamma' after the optimizer", "scheduler"),
+    "scheduler base class": (tiny(scheduler="scheduler: LRScheduler"),
+                             "not a step count", "scheduler"),
+    "NaN learning rate": (tiny(learnrate="learnrate: .nan"), "learnrate must be a finite",
+                          "learnrate"),
+    "infinite learning rate": (tiny(learnrate="learnrate: .inf"), "must be a finite",
+                               "learnrate"),
+    "negative clipping": (tiny(batch_size="batch_size: 16\ngradient_clipping: -1"),
+                          "gradient_clipping must be positive", "gradient_clipping"),
+    "negative checkpoint interval": (tiny(batch_size="batch_size: 16\n"
+                                                     "checkpoint_every_seconds: -5"),
+                                     "checkpoint_every_seconds must be positive",
+                                     "checkpoint_every_seconds"),
+    "no budget": (tiny(max_inputs="", scheduler=""), "no budget", None),
+    "seed too large": (tiny(batch_size="batch_size: 16\nseed: 18446744073709551616"),
+                       "seed must be at most", "seed"),
+    "device mps": (tiny(batch_size="batch_size: 16\ndevice: mps"), "not supported", "device"),
     "bad model argument": (tiny(model="model: |\n  ImageManifoldDecoder(6, concat_residual="
                                       "[True, False], num_blocks=3)"),
                            "concat_residual must be a bool or a list of 3 bools", "model"),
@@ -71,7 +89,7 @@ def test_bad_input_exits_2_with_located_message(case: str, write, cli) -> None:
     assert code == 2, (out, err)
     assert message in err
     assert str(path) in err
-    if case != "missing key":  # a missing key has no line to point at
+    if case not in ("missing key", "no budget"):  # a missing key has no line to point at
         assert "line" in err
     if key:
         assert f"key '{key}'" in err
@@ -227,3 +245,8 @@ def test_the_trainers_own_arguments_are_not_experiment_keys(write, cli, key) -> 
     code, _, err = cli("run", write("own.yml", tiny(batch_size=f"batch_size: 16\n{key}: 3")))
     assert code == 2 and f"key '{key}': unknown key '{key}'" in err
     assert err.count(" model,") <= 1  # each known key listed once
+
+
+def test_max_inputs_zero_is_bad_input(tiny_experiment, cli) -> None:
+    code, _, err = cli("run", tiny_experiment, "--max-inputs", "0")
+    assert code == 2 and "--max-inputs must be at least 1" in err

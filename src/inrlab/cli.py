@@ -125,6 +125,9 @@ def command_run(args: argparse.Namespace) -> int:
     from inrlab.experiment import RunOptions, run_entry
     from inrlab.experiment.spec import entries_to_run
 
+    if args.max_inputs is not None and args.max_inputs < 1:
+        raise InrlabError(f"--max-inputs must be at least 1, got {args.max_inputs}",
+                          key="--max-inputs")
     specs = entries_to_run(args.file, args.only)
     options = RunOptions(runs_dir=args.runs_dir or default_runs_dir(), device=args.device,
                          reset=args.reset, skip=args.skip, max_inputs=args.max_inputs,

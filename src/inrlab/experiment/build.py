@@ -20,7 +20,7 @@ from inrlab.experiment.snippets import evaluate
 from inrlab.experiment.spec import RunSpec
 from inrlab.models.registry import MODELS
 from inrlab.train import TRAINERS, Trainer
-from inrlab.train.settings import TrainSettings, make_settings, settings_keys
+from inrlab.train.settings import MAX_SEED, TrainSettings, make_settings, settings_keys
 
 STRUCTURAL_KEYS = ("experiment_name", "trainer", "globals", "model", "train_set",
                    "validation_set", "load", "matrix", "$extends", "description", "device")
@@ -145,9 +145,10 @@ def trainer_option_names(cls: type[Trainer]) -> list[str]:
 
 
 def seed_everything(seed: Any) -> None:
-    """Seed torch, numpy and random (a seed that is no integer is reported by the settings
-    check later; the generators then get 0)."""
-    value = seed if isinstance(seed, int) and not isinstance(seed, bool) else 0
+    """Seed torch, numpy and random (a seed that is no integer in [0, 2**63) is reported by
+    the settings check later; the generators then get 0)."""
+    valid = isinstance(seed, int) and not isinstance(seed, bool) and 0 <= seed <= MAX_SEED
+    value = seed if valid else 0
     torch.manual_seed(value)
     np.random.seed(value % 2**32)
     random.seed(value)

@@ -16,6 +16,7 @@ from inrlab.experiment.spec import RunSpec, load_run_spec
 from inrlab.models.layers import count_parameters
 from inrlab.train.checkpoint import atomic_write_bytes, load_checkpoint
 from inrlab.train.rundir import RunDir
+from inrlab.train.settings import check_budget
 from inrlab.train.trainer import Trainer, resolve_device
 
 
@@ -180,6 +181,7 @@ def fit_run(trainer: Trainer, config: dict[str, Any], options: RunOptions,
     nothing at all.
     """
     run_dir = trainer.run_dir
+    check_budget(trainer.settings)
     run_dir.check_place()
     trainer.check_data()
     with run_dir.lock():  # one process at a time trains a run

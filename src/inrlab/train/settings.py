@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import dataclasses
+import math
 import types
 import typing
 from dataclasses import dataclass
@@ -57,11 +58,13 @@ class TrainSettings:
 
 REQUIRED = tuple(f.name for f in dataclasses.fields(TrainSettings)
                  if f.default is dataclasses.MISSING)
-NON_NEGATIVE = {"stuck_validations", "stuck_output_std"}
+NON_NEGATIVE = {"stuck_validations", "stuck_output_std", "training_noise", "seed"}
 POSITIVE = {"batch_size", "validation_batch_size", "max_inputs", "max_epoch",
             "num_epochs_between_validations", "num_inputs_between_validations",
             "num_inputs_between_checkpoints", "num_train_loss_steps", "learnrate", "train_pixels",
-            "warmup_inputs"}
+            "warmup_inputs", "gradient_clipping", "checkpoint_every_seconds"}
+BUDGETS = ("max_inputs", "max_epoch", "min_loss")  # at least one ends training
+MAX_SEED = 2**63 - 1  # torch.manual_seed takes at most a 64-bit value
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
 CHOICES = {"precision": ("fp32", "bf16", "auto"), "compile": (True, False, *COMPILE_MODES)}
 
@@ -102,6 +105,10 @@ def make_settings(values: dict[str, Any], where: Any) -> TrainSettings:
     for name, value in values.items():
         try:
             value = check_value(name, value, hints[name])
+            if isinstance(value, float) and not math.isfinite(value):
+                raise ValueError(f"{name} must be a finite number, got {value!r}")
+            if name == "seed" and value > MAX_SEED:
+                raise ValueError(f"seed must be at most 2**63 - 1, got {value!r}")
             if name in POSITIVE and value is not None and value <= 0:
                 raise ValueError(f"{name} must be positive, got {value!r}")
             if name in NON_NEGATIVE and value < 0:
@@ -112,6 +119,13 @@ def make_settings(values: dict[str, Any], where: Any) -> TrainSettings:
             raise InrlabError(str(e), **where(name)) from None
         kwargs[name] = value
     return TrainSettings(**kwargs)
+
+
+def check_budget(settings: TrainSettings) -> None:
+    """Bad input when nothing ends the training (no max_inputs, max_epoch or min_loss)."""
+    if all(getattr(settings, name) is None for name in BUDGETS):
+        raise InrlabError("no budget: training would never end; set max_inputs (images), "
+                          "max_epoch or min_loss", key="max_inputs")
 
 
 def settings_keys() -> list[str]:

@@ -80,6 +80,9 @@ def resolve_device(device: str | None) -> torch.device:
         resolved = torch.device(device)
     except RuntimeError:
         raise InrlabError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise InrlabError(f"device '{device}' is not supported: inrlab trains on cpu or cuda "
+                          "(auto, cpu, cuda, cuda:N)")
     if resolved.type == "cuda" and not torch.cuda.is_available():
         raise InrlabError(f"device '{device}' asked for, but CUDA is not available here")
     return resolved
@@ -626,6 +629,18 @@ def _make_optimizer(settings: TrainSettings, model: nn.Module,
     return cls(params, lr=settings.learnrate)
 
 
+# Names torch.optim.lr_scheduler gives a scheduler's length in steps, its second argument.
+STEP_COUNT_PARAMETERS = ("T_max", "total_iters", "step_size", "T_0")
+
+
+def _second_parameter(cls: type) -> str | None:
+    try:
+        parameters = list(inspect.signature(cls.__init__).parameters)[1:]  # without self
+    except (TypeError, ValueError):
+        return None
+    return parameters[1] if len(parameters) > 1 else None
+
+
 def _make_scheduler(settings: TrainSettings, optimizer: torch.optim.Optimizer) -> Any:
     if not settings.scheduler:
         return None
@@ -636,6 +651,13 @@ def _make_scheduler(settings: TrainSettings, optimizer: torch.optim.Optimizer) -
     if not settings.max_inputs:
         raise InrlabError("a scheduler is sized by max_inputs / batch_size: set max_inputs",
                           key="scheduler")
+    second = _second_parameter(cls)
+    if second not in STEP_COUNT_PARAMETERS:
+        raise InrlabError(f"scheduler '{settings.scheduler}' takes {second!r} after the "
+                          "optimizer, not a step count; inrlab builds a scheduler as "
+                          "(optimizer, max_inputs // batch_size): use one whose second "
+                          "argument is its length, such as CosineAnnealingLR, PolynomialLR, "
+                          "StepLR or CosineAnnealingWarmRestarts", key="scheduler")
     steps = max(1, settings.max_inputs // settings.batch_size)
     try:
         return cls(optimizer, steps)
