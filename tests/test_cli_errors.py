@@ -26,6 +26,8 @@ def tiny(**replace: str) -> str:
 
 CASES = {
     "yaml syntax": ("experiment_name: [unclosed\n", "invalid YAML", None),
+    "control character": ("batch_size: 1\nexperiment_name: x\x1b\n",
+                          "is not allowed in a YAML file", None),
     "not a mapping": ("- just\n- a list\n", "must be a YAML mapping", None),
     "missing key": (tiny(optimizer=""), "required key 'optimizer' is missing", "optimizer"),
     "unknown optimizer": (tiny(optimizer="optimizer: Adamm"), "unknown optimizer 'Adamm'",

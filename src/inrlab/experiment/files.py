@@ -161,7 +161,13 @@ def parse_yaml(text: str, path: Path, variables: dict[str, Any] | None = None,
 
     ``variables=None`` (the raw pass) parses plain YAML 1.1, else ``1e-3`` is a float too.
     """
-    loader = (_RawLoader if variables is None else _Loader)(text)
+    try:  # the reader checks every character first: control characters fail here
+        loader = (_RawLoader if variables is None else _Loader)(text)
+    except yaml.reader.ReaderError as e:
+        line = text.count("\n", 0, e.position) + 1
+        raise InrlabError(f"invalid YAML: the character with code {e.character} (a "
+                          "control character such as ESC or NUL) is not allowed in a YAML file",
+                          path=path, line=line) from None
     loader.inrlab_dir = path.parent
     loader.inrlab_variables = variables
     loader.inrlab_stack = (*_stack, path.resolve())
