@@ -350,3 +350,25 @@ def test_a_run_never_nests_in_another_and_reset_deletes_no_other_run(write, cli,
             code, _, err = cli("run", experiment(name), *extra)
             assert code == 2 and message in err and "key 'experiment_name'" in err
     assert {p: p.read_bytes() for p in inner.rglob("*") if p.is_file()} == before
+
+
+@pytest.mark.parametrize("change", ["architecture", "optimizer"])
+def test_a_rerun_that_cannot_resume_leaves_every_file_of_the_run_as_it_was(
+        change, write, cli, tmp_path) -> None:
+    from conftest import TINY_EXPERIMENT
+
+    text = "matrix:\n  hid: [8]\n" + TINY_EXPERIMENT.replace(
+        "experiment_name: tiny/${matrix_slug}", "experiment_name: kept")
+    assert cli("run", write("first.yml", text), "--max-inputs", "64")[0] == 0
+    run = tmp_path / "runs" / "kept"
+    result = json.loads((run / "result.json").read_text())
+    (run / "result.json").write_text(json.dumps({**result, "status": "running"}))  # interrupted
+    before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    changed = (text.replace("hid: [8]", "hid: [12]") if change == "architecture"
+               else text.replace("optimizer: Adam", "optimizer: SGD"))
+    code, _, err = cli("run", write("second.yml", changed))
+    assert code == 2 and "no readable checkpoint to resume from" in err
+    if change == "optimizer":
+        assert "another optimizer" in err
+    after = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    assert after == before

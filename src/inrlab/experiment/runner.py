@@ -200,6 +200,10 @@ def fit_run(trainer: Trainer, config: dict[str, Any], options: RunOptions,
         if options.reset:
             run_dir.remove()
             previous = None
+        # An earlier run's files as they are: what a failure before the first step (a
+        # checkpoint of another architecture, an optimizer state of another class)
+        # restores, byte for byte.
+        before = run_dir.snapshot() if run_dir.path.is_dir() else {}
         config_text = yaml.safe_dump(config, sort_keys=False, allow_unicode=True)
         atomic_write_bytes(run_dir.config, lambda f: f.write(config_text.encode()))
         try:
@@ -207,7 +211,10 @@ def fit_run(trainer: Trainer, config: dict[str, Any], options: RunOptions,
         except KeyboardInterrupt:
             raise
         except Exception as e:
-            if not (previous and previous.get("status") == "complete"):
+            if before and run_dir.restore(before):
+                print(f"{run_dir.path} is left as it was: the run failed before its first "
+                      "checkpoint")
+            elif not (previous and previous.get("status") == "complete"):
                 result = trainer.result("failed")
                 result["error"] = f"{type(e).__name__}: {e}"
                 run_dir.write_result(result)

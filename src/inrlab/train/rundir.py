@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from filelock import FileLock, Timeout
 
 from inrlab.errors import InrlabError
-from inrlab.train.checkpoint import atomic_write_json
+from inrlab.train.checkpoint import atomic_write_bytes, atomic_write_json
 
 STATUSES = ("running", "complete", "diverged", "failed")
 LOCK, LOCK_HOLDER = ".lock", ".lock-holder.json"  # RunDir.lock's files, kept by remove()
@@ -120,6 +120,31 @@ class RunDir:
             if child.name in (LOCK, LOCK_HOLDER):
                 continue
             shutil.rmtree(child) if child.is_dir() and not child.is_symlink() else child.unlink()
+
+    def snapshot(self) -> dict[Path, bytes | tuple[int, int]]:
+        """The run's files as they are: the bytes of each, but (size, mtime) of checkpoints,
+        which nothing rewrites until training has taken a step. For ``restore``."""
+        files: dict[Path, bytes | tuple[int, int]] = {}
+        for path in sorted(self.path.rglob("*")) if self.path.is_dir() else []:
+            if path.is_file() and path.name not in (LOCK, LOCK_HOLDER):
+                stat = path.stat()
+                files[path] = ((stat.st_size, stat.st_mtime_ns) if path.suffix == ".pt"
+                               else path.read_bytes())
+        return files
+
+    def restore(self, snapshot: dict[Path, bytes | tuple[int, int]]) -> bool:
+        """Put the run back as ``snapshot`` found it, unless a checkpoint changed since (then
+        training took steps worth keeping: False). Files that appeared are deleted."""
+        now = self.snapshot()
+        if any(now.get(path) != before for path, before in snapshot.items()
+               if isinstance(before, tuple)):
+            return False
+        for path in now.keys() - snapshot.keys():
+            path.unlink(missing_ok=True)
+        for path, before in snapshot.items():
+            if isinstance(before, bytes) and now.get(path) != before:
+                atomic_write_bytes(path, lambda f, data=before: f.write(data))
+        return True
 
     def remove_temporaries(self) -> list[Path]:
         """Delete the temporary files of writes that were killed midway (``atomic_write_*``

@@ -537,6 +537,7 @@ class Trainer:
             try:
                 state = load_checkpoint(path)
                 self.model.load_state_dict(state["model"])
+                _check_same_optimizer(state["optimizer"], self.optimizer)
                 self.optimizer.load_state_dict(state["optimizer"])
                 if self.scheduler is not None and state.get("scheduler"):
                     self.scheduler.load_state_dict(state["scheduler"])
@@ -607,6 +608,18 @@ def compile_model(model: nn.Module, mode: str = "default") -> None:
 def _part_parameters(model: nn.Module, name: str) -> int | None:
     part = getattr(model, name, None)
     return count_parameters(part) if isinstance(part, nn.Module) else None
+
+
+def _check_same_optimizer(saved: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
+    """ValueError when a checkpoint's optimizer state is another class's (its settings
+    differ, e.g. Adam's betas against SGD's momentum): loading it would fail at the first
+    step, after the run's files were written."""
+    groups = saved.get("param_groups") or [{}]
+    keys, wanted = set(groups[0]), set(optimizer.param_groups[0])
+    if keys != wanted:
+        raise ValueError(f"its optimizer state has the settings {sorted(keys - {'params'})}, "
+                         f"this {type(optimizer).__name__} has {sorted(wanted - {'params'})}: "
+                         "the run was trained with another optimizer")
 
 
 def _make_optimizer(settings: TrainSettings, model: nn.Module,
