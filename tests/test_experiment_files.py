@@ -141,6 +141,8 @@ def test_filter_can_use_slug_and_id(write) -> None:
     ("matrix:\n  a: [1]\nexperiment_name: x\n# ${nope}\n", "${nope} is not defined", 4),
     ("experiment_name: x_${b}\n", "${b} is not defined", 1),
     ("experiment_name: ../escape\n", "relative path inside the runs", 1),
+    ("experiment_name: runs/" + "x" * 300 + "\n", "at most 255 bytes per folder name", 1),
+    ('experiment_name: "a\\0b"\n', "control character", 1),
 ])
 def test_matrix_and_name_errors(write, text: str, message: str, line: int) -> None:
     path = write("bad.yml", text)

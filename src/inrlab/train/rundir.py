@@ -30,6 +30,9 @@ def default_runs_dir() -> Path:
     return Path(os.environ.get("INRLAB_RUNS_DIR", "runs"))
 
 
+MAX_NAME_BYTES = 255  # the longest folder name ext4, XFS, APFS and NTFS take
+
+
 def check_experiment_name(name: Any) -> str:
     """A relative path without ``..``: run directories never escape the runs directory."""
     if not isinstance(name, str) or not name.strip():
@@ -38,6 +41,15 @@ def check_experiment_name(name: Any) -> str:
     if name.startswith(("/", "~")) or ".." in parts or not parts:
         raise InrlabError(f"experiment_name '{name}' must be a relative path inside the runs "
                           "directory (no leading '/', '~' or '..')")
+    if any(ord(c) < 32 for c in name):
+        raise InrlabError(f"experiment_name {name!r} holds a control character (NUL, newline, "
+                          "...), which file systems refuse in a folder name")
+    long = next((part for part in parts if len(part.encode()) > MAX_NAME_BYTES), None)
+    if long is not None:
+        raise InrlabError(f"experiment_name has a part of {len(long.encode())} bytes "
+                          f"('{long[:40]}...'); file systems take at most {MAX_NAME_BYTES} "
+                          "bytes per folder name (a long matrix value makes a long slug: "
+                          "name the run with ${matrix_id} instead)")
     return name
 
 
