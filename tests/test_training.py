@@ -372,3 +372,30 @@ def test_a_rerun_that_cannot_resume_leaves_every_file_of_the_run_as_it_was(
         assert "another optimizer" in err
     after = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
     assert after == before
+
+
+def test_a_runs_directory_that_cannot_be_written_is_bad_input(tiny_experiment, cli,
+                                                             tmp_path) -> None:
+    blocked = tmp_path / "a-file"
+    blocked.write_text("not a directory")
+    code, _, err = cli("run", tiny_experiment, "--runs-dir", blocked)
+    assert code == 2 and "cannot write the run" in err and "Traceback" not in err
+
+
+def test_a_full_disk_is_named_when_a_checkpoint_write_fails(tmp_path, monkeypatch) -> None:
+    import errno
+    import shutil
+    from collections import namedtuple
+
+    from inrlab.train import checkpoint
+
+    def zip_writer_fails(*args, **kwargs):
+        raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos")
+
+    usage = namedtuple("usage", "total used free")
+    monkeypatch.setattr(checkpoint.torch, "save", zip_writer_fails)
+    monkeypatch.setattr(shutil, "disk_usage", lambda path: usage(10**9, 10**9, 0))
+    with pytest.raises(OSError) as info:
+        checkpoint.save_checkpoint(tmp_path / "checkpoint-last.pt", {})
+    assert info.value.errno == errno.ENOSPC and "No space left" in str(info.value)
+    assert list(tmp_path.iterdir()) == []  # no temporary file left behind

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import contextlib
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -184,6 +185,16 @@ def fit_run(trainer: Trainer, config: dict[str, Any], options: RunOptions,
     check_budget(trainer.settings)
     run_dir.check_place()
     trainer.check_data()
+    try:
+        return _fit_locked(trainer, run_dir, config, options, load)
+    except OSError as e:  # a read-only or full disk, a runs directory that is a file, ...
+        where = e.filename or run_dir.path
+        raise InrlabError(f"cannot write the run (a file error): {e.strerror or e} ({where})",
+                          path=run_dir.path) from None
+
+
+def _fit_locked(trainer: Trainer, run_dir: RunDir, config: dict[str, Any],
+                options: RunOptions, load: Any) -> str:
     with run_dir.lock():  # one process at a time trains a run
         for stale in run_dir.remove_temporaries():
             print(f"removed {stale.name}, left by a write that was killed")
@@ -217,8 +228,9 @@ def fit_run(trainer: Trainer, config: dict[str, Any], options: RunOptions,
             elif not (previous and previous.get("status") == "complete"):
                 result = trainer.result("failed")
                 result["error"] = f"{type(e).__name__}: {e}"
-                run_dir.write_result(result)
-            if isinstance(e, InrlabError):
+                with contextlib.suppress(OSError):  # the disk may be what failed
+                    run_dir.write_result(result)
+            if isinstance(e, (InrlabError, OSError)):  # bad input; a disk that failed
                 raise
             traceback.print_exc()
             return "failed"

@@ -3,8 +3,10 @@ and read back with ``torch.load(weights_only=True)``."""
 
 from __future__ import annotations
 
+import errno
 import json
 import os
+import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
@@ -27,6 +29,9 @@ def _fsync_dir(directory: Path) -> None:
         os.close(fd)
 
 
+FULL_DISK = 64 * 2**20  # free bytes below which a failed write is put down to a full disk
+
+
 def atomic_write_bytes(path: Path, write: Any) -> None:
     """Call ``write(file)`` on a temp file beside ``path``, fsync, rename over ``path``."""
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -37,8 +42,12 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
             file.flush()
             os.fsync(file.fileno())
         os.replace(tmp, path)
-    except BaseException:
+    except BaseException as e:
         Path(tmp).unlink(missing_ok=True)
+        # torch.save reports a full disk as a RuntimeError of its zip writer: say what it is.
+        if isinstance(e, RuntimeError) and shutil.disk_usage(path.parent).free < FULL_DISK:
+            raise OSError(errno.ENOSPC, "No space left on device (writing "
+                          f"{path.name}: {e})", str(path)) from e
         raise
     _fsync_dir(path.parent)
 
