@@ -335,3 +335,22 @@ def test_a_damaged_run_is_skipped_with_a_warning_and_the_others_still_show(
     (damaged / "result.json").write_text('{"status": "compl')  # truncated
     code, out, err = cli("results", path, "--runs-dir", copy)
     assert code == 0 and "hid:12" in out and "not a readable JSON object" in err
+
+
+def test_render_and_report_say_when_they_run_snippets_of_a_run_from_elsewhere(
+        trained, cli, tmp_path) -> None:
+    import shutil
+
+    _, runs = trained
+    foreign = tmp_path / "received" / "run"
+    shutil.copytree(runs / "tiny" / "hid:8", foreign)
+    picture = tmp_path / "p.png"
+    Image.new("RGB", (8, 8), (10, 200, 30)).save(picture)
+    code, _, err = cli("render", foreign, "--input", picture, "--size", "8",
+                       "-o", tmp_path / "o.png")
+    assert code == 0 and "outside the runs directory" in err and "Python snippets" in err
+    code, _, err = cli("render", runs / "tiny" / "hid:8", "--input", picture, "--size", "8",
+                       "--runs-dir", runs, "-o", tmp_path / "o2.png")
+    assert code == 0 and "outside the runs directory" not in err
+    code, _, err = cli("report", foreign, "-o", tmp_path / "rep")
+    assert code == 0 and "outside the runs directory" in err

@@ -249,10 +249,22 @@ def command_report(args: argparse.Namespace) -> int:
     runs_dir = args.runs_dir or default_runs_dir()
     first = args.targets[0]
     output = args.output or Path("reports") / (first.stem if first.is_file() else first.name)
+    for target in args.targets:
+        if target.is_dir():
+            _note_foreign_run(target, runs_dir)
     runs = collect_runs(args.targets, runs_dir)
     written = write_report(runs, output, title=" + ".join(str(t) for t in args.targets))
     print(f"report of {len(runs)} run{'s' if len(runs) != 1 else ''}: {written['html']}")
     return EXIT_OK
+
+
+def _note_foreign_run(run_dir: Path, runs_dir: Path) -> None:
+    """Say so before rebuilding a run from outside the runs directory: its config.yaml's
+    Python snippets run like an experiment file's (a run directory is trusted code)."""
+    if runs_dir.resolve() not in run_dir.resolve().parents:
+        print(f"note: {run_dir} is outside the runs directory {runs_dir}; rebuilding its model "
+              "runs the Python snippets of its config.yaml (only open runs you trust)",
+              file=sys.stderr)
 
 
 def command_render(args: argparse.Namespace) -> int:
@@ -271,6 +283,7 @@ def command_render(args: argparse.Namespace) -> int:
                           f"{(runs_dir / args.run_dir).resolve()} (the runs directory is "
                           f"{runs_dir.resolve()}; --runs-dir DIR reads another)",
                           path=args.run_dir)
+    _note_foreign_run(run_dir, runs_dir)
     render_run(run_dir, args.input, size, args.output, args.interpolate, args.steps,
                device=args.device, precision=args.precision, refine_steps=args.refine_steps,
                refine_learnrate=args.refine_learnrate, checkpoint=args.checkpoint)
