@@ -32,6 +32,7 @@ from inrlab.experiment.runner import RunOptions, load_run_weights, run_entry  # 
 from inrlab.experiment.spec import RunSpec, load_experiment  # noqa: E402
 from inrlab.models import UpscalingAutoencoder  # noqa: E402
 from inrlab.models.posenc import resampled_pixel_grid  # noqa: E402
+from inrlab.report.baselines import image_psnr  # noqa: E402
 from inrlab.report.figures import reproduction_sheet  # noqa: E402
 from inrlab.train.image_metrics import psnr, ssim  # noqa: E402
 from inrlab.train.log import read_metrics  # noqa: E402
@@ -43,10 +44,6 @@ EXPERIMENTS = [ROOT / "experiments" / "rltiles-baseline.yml",
                ROOT / "experiments" / "rltiles-best.yml"]
 TWO_X = [ROOT / "experiments" / "rltiles-2x.yml", ROOT / "experiments" / "rltiles-upscale.yml"]
 VALIDATION_RATIO = 9  # the experiment files' split: every 10th tile validates
-
-
-def image_psnr(images: torch.Tensor, truth: torch.Tensor) -> float:
-    return psnr(F.mse_loss(images.clamp(0, 1), truth).item())
 
 
 def train(paths: list[Path], options: RunOptions,
