@@ -256,3 +256,17 @@ def test_a_matrix_over_the_entry_limit_is_refused_before_it_is_built(
     assert cli("show", small, "--no-build")[0] == 2
     monkeypatch.setenv("INRLAB_MAX_MATRIX_ENTRIES", "3")
     assert cli("show", small, "--no-build")[0] == 0
+
+
+def test_nested_yaml_aliases_that_expand_to_billions_are_refused(write, cli) -> None:
+    levels = ["a: &a [x, x, x, x, x, x, x, x, x, x]"]
+    for previous, name in zip("abcdefgh", "bcdefghi"):
+        levels.append(f"{name}: &{name} [{', '.join([f'*{previous}'] * 10)}]")
+    bomb = write("bomb.yml", "\n".join(levels) + "\nexperiment_name: bomb\n")
+    code, _, err = cli("show", bomb, "--no-build")
+    assert code == 2 and "once its YAML aliases (*name) are expanded" in err
+    loop = write("loop.yml", "a: &a [1, *a]\nexperiment_name: loop\n")
+    code, _, err = cli("show", loop, "--no-build")
+    assert code == 2 and "once its YAML aliases" in err
+    fine = write("fine.yml", "a: &a [1, 2]\nb: [*a, *a]\nexperiment_name: fine\n")
+    assert cli("show", fine, "--no-build")[0] == 0

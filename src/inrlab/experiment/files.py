@@ -155,6 +155,43 @@ def substitute(text: str, variables: dict[str, Any], path: Path) -> str:
     return PLACEHOLDER.sub(replace, text)
 
 
+MAX_EXPANDED_NODES = 1_000_000  # values a document may hold once its aliases are expanded
+
+
+def check_expanded_size(root: yaml.Node, path: Path) -> None:
+    """Bad input when the document holds more than ``MAX_EXPANDED_NODES`` values with its
+    aliases (``*name``) expanded, as copying, substituting or dumping it would: a few lines
+    of nested aliases (a "billion laughs") expand to billions. Counted on the node graph,
+    where an alias is the same node again, once per distinct node."""
+    def children(node: yaml.Node) -> list[yaml.Node]:
+        if isinstance(node, yaml.SequenceNode):
+            return node.value
+        if isinstance(node, yaml.MappingNode):
+            return [item for pair in node.value for item in pair]
+        return []
+
+    sizes: dict[int, int] = {}
+    stack: list[tuple[yaml.Node, bool]] = [(root, False)]
+    while stack:  # post-order: a node is summed once all its children are
+        node, children_done = stack.pop()
+        if children_done:
+            # A child still in progress (-1) is an ancestor: a recursive alias, endless.
+            total = 1 + sum(sizes[id(child)] if sizes[id(child)] >= 0
+                            else MAX_EXPANDED_NODES + 1 for child in children(node))
+            sizes[id(node)] = min(total, MAX_EXPANDED_NODES + 1)
+            continue
+        if id(node) in sizes:
+            continue
+        sizes[id(node)] = -1  # in progress
+        stack.append((node, True))
+        stack.extend((child, False) for child in children(node) if id(child) not in sizes)
+    if sizes[id(root)] > MAX_EXPANDED_NODES:
+        raise InrlabError(f"the file holds over {MAX_EXPANDED_NODES:,} values once its YAML "
+                          "aliases (*name) are expanded; nested aliases multiply (a 'billion "
+                          "laughs'): write the values out or use fewer levels", path=path,
+                          line=root.start_mark.line + 1)
+
+
 def parse_yaml(text: str, path: Path, variables: dict[str, Any] | None = None,
                _stack: tuple[Path, ...] = ()) -> tuple[Any, dict[str, Origin]]:
     """Parse YAML text; return the data and, for a top-level mapping, each key's origin.
@@ -174,6 +211,8 @@ def parse_yaml(text: str, path: Path, variables: dict[str, Any] | None = None,
     loader.inrlab_repeats = []
     try:
         node = loader.get_single_node()
+        if node is not None:
+            check_expanded_size(node, path)
         data = loader.construct_document(node) if node is not None else None
     except yaml.MarkedYAMLError as e:
         mark = e.problem_mark or e.context_mark
