@@ -96,10 +96,10 @@ def expand_matrix(
         return [MatrixEntry(params={}, slug="", id="1")]
 
     names = list(columns)
-    count = math.prod(len(values) for values in columns.values())  # before building any
-    if count > max_entries():
+    count, limit = math.prod(len(values) for values in columns.values()), max_entries()
+    if count > limit:  # counted before any entry is built
         raise error("matrix", f"the matrix has {count:,} entries (the product of its lists' "
-                    f"lengths), over the limit of {max_entries():,}; shorten its lists, or "
+                    f"lengths), over the limit of {limit:,}; shorten its lists, or "
                     "raise the limit with the environment variable INRLAB_MAX_MATRIX_ENTRIES")
     combinations = list(itertools.product(*columns.values()))
     entries = []

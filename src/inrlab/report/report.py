@@ -11,11 +11,10 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
-import torch
 
 from inrlab.data import first_images
 from inrlab.errors import InrlabError
-from inrlab.experiment.build import BuiltEntry, build_entry
+from inrlab.experiment.build import build_entry
 from inrlab.experiment.matrix import MatrixEntry
 from inrlab.experiment.runner import load_run_weights
 from inrlab.experiment.spec import RunSpec, load_experiment, load_run_spec
@@ -120,11 +119,6 @@ def short_labels(runs: Sequence[ReportRun]) -> list[str]:
     return labels
 
 
-def _validation_images(built: BuiltEntry, count: int) -> torch.Tensor:
-    sets = built.validation_sets or built.train_sets
-    return first_images(sets[0][1], count)
-
-
 def write_reproductions(run: ReportRun, path: Path, count: int = NUM_REPRODUCTIONS) -> bool:
     """The run's reproduction sheet from its best (else last) checkpoint, and its PSNR next
     to the mean-colour and PCA baselines on the same validation images (``run.baselines``);
@@ -135,13 +129,13 @@ def write_reproductions(run: ReportRun, path: Path, count: int = NUM_REPRODUCTIO
         built = build_entry(run.spec, with_data=True)
         load_run_weights(built.model, run.run_dir.path)
         model = built.model.eval()
+        shown = (built.validation_sets or built.train_sets)[0][1]
         pca = None
         if hasattr(model, "encode"):
-            sets = built.validation_sets or built.train_sets
             run.baselines, pca, images = compare_with_baselines(model, built.train_sets[0][1],
-                                                                sets[0][1])
+                                                                shown)
         else:
-            images = _validation_images(built, count)
+            images = first_images(shown, count)
         reproduction_sheet(reproduction_columns(model, images[:count], pca=pca), path)
     except (InrlabError, ValueError, RuntimeError, OSError) as e:
         run.notes.append(f"no reproductions: {e}")

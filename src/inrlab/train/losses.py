@@ -112,8 +112,9 @@ def _parse_loss(text: str) -> LossFunction:
     return weighted_sum
 
 
-def _second_parameter(function: Callable) -> str | None:
-    """The name of a function's second parameter (``target`` for torch's losses)."""
+def second_parameter(function: Callable) -> str | None:
+    """The name of a callable's second parameter (``target`` for torch's losses; for a
+    class, of its constructor after ``self``: ``T_max`` for ``CosineAnnealingLR``)."""
     try:
         parameters = list(inspect.signature(function).parameters)
     except (TypeError, ValueError):
@@ -125,7 +126,7 @@ def _named_loss(name: str) -> LossFunction:
     if name.lower() in LOSSES:
         return LOSSES[name.lower()]
     candidate = getattr(F, name, None)
-    if callable(candidate) and _second_parameter(candidate) == "target":
+    if callable(candidate) and second_parameter(candidate) == "target":
         return candidate
     module_class = getattr(torch.nn, name, None)
     if isinstance(module_class, type) and issubclass(module_class, _Loss):

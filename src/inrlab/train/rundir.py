@@ -85,12 +85,12 @@ class RunDir:
                 if is_run(parent):
                     raise InrlabError(f"{self.path} would lie inside the run {parent}; choose "
                                       "an experiment_name that is no run's subfolder", **where)
-        if self.path.is_dir():
-            for marker in RUN_MARKERS:
-                inner = next((p.parent for p in self.path.rglob(marker)
-                              if p.parent != self.path and is_run(p.parent)), None)
-                if inner is not None:
-                    raise InrlabError(f"{self.path} holds the run {inner}: a run there would "
+        if self.path.is_dir():  # one walk of the folder for every marker
+            inner = next((p.parent for p in self.path.rglob("*")
+                          if p.name in RUN_MARKERS and p.parent != self.path
+                          and p.is_file()), None)
+            if inner is not None:
+                raise InrlabError(f"{self.path} holds the run {inner}: a run there would "
                                       "mix with it (and --reset would delete it); choose "
                                       "another experiment_name", **where)
 

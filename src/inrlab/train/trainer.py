@@ -29,7 +29,7 @@ from inrlab.models.layers import count_parameters
 from inrlab.train.checkpoint import load_checkpoint, save_checkpoint
 from inrlab.train.image_metrics import psnr
 from inrlab.train.log import MetricsLog
-from inrlab.train.losses import loss_function
+from inrlab.train.losses import loss_function, second_parameter
 from inrlab.train.rundir import RunDir
 from inrlab.train.settings import TrainSettings
 
@@ -646,14 +646,6 @@ def _make_optimizer(settings: TrainSettings, model: nn.Module,
 STEP_COUNT_PARAMETERS = ("T_max", "total_iters", "step_size", "T_0")
 
 
-def _second_parameter(cls: type) -> str | None:
-    try:
-        parameters = list(inspect.signature(cls.__init__).parameters)[1:]  # without self
-    except (TypeError, ValueError):
-        return None
-    return parameters[1] if len(parameters) > 1 else None
-
-
 def _make_scheduler(settings: TrainSettings, optimizer: torch.optim.Optimizer) -> Any:
     if not settings.scheduler:
         return None
@@ -664,7 +656,7 @@ def _make_scheduler(settings: TrainSettings, optimizer: torch.optim.Optimizer) -
     if not settings.max_inputs:
         raise InrlabError("a scheduler is sized by max_inputs / batch_size: set max_inputs",
                           key="scheduler")
-    second = _second_parameter(cls)
+    second = second_parameter(cls)
     if second not in STEP_COUNT_PARAMETERS:
         raise InrlabError(f"scheduler '{settings.scheduler}' takes {second!r} after the "
                           "optimizer, not a step count; inrlab builds a scheduler as "
