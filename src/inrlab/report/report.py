@@ -298,7 +298,8 @@ def render_html(runs: Sequence[ReportRun], rows: Sequence[dict[str, Any]], loss:
     return "\n".join([
         "<!DOCTYPE html>", '<html lang="en"><head><meta charset="utf-8">',
         f"<title>{html.escape(title)}</title><style>{STYLE}</style></head><body>",
-        f"<h1>{html.escape(title)}</h1><p>{len(runs)} runs, written {stamp}</p>",
+        f"<h1>{html.escape(title)}</h1>",
+        f"<p>{len(runs)} run{'s' if len(runs) != 1 else ''}, written {stamp}</p>",
         "<h2>Best validation PSNR</h2>", _table(best_psnr_rows(runs)),
         "<h2>Curves</h2>",
         f'<img alt="loss and validation metrics by inputs and by time" src="{_embedded(loss)}">',
