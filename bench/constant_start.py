@@ -30,8 +30,8 @@ from inrlab.data import LimitDataset  # noqa: E402
 from inrlab.experiment.build import build_entry  # noqa: E402
 from inrlab.experiment.runner import RunOptions, fit_run, make_trainer, resolved_config  # noqa: E402
 from inrlab.experiment.spec import RunSpec, load_experiment  # noqa: E402
-from inrlab.train.log import read_metrics  # noqa: E402
-from inrlab.train.rundir import RunDir  # noqa: E402
+from inrlab.storage.metrics import read_metrics  # noqa: E402
+from inrlab.storage.rundir import RunDir  # noqa: E402
 from inrlab.train.settings import TrainSettings  # noqa: E402
 from throughput import print_machine  # noqa: E402
 

@@ -35,8 +35,8 @@ from inrlab.models.posenc import resampled_pixel_grid  # noqa: E402
 from inrlab.report.baselines import image_psnr  # noqa: E402
 from inrlab.report.figures import reproduction_sheet  # noqa: E402
 from inrlab.train.image_metrics import psnr, ssim  # noqa: E402
-from inrlab.train.log import read_metrics  # noqa: E402
-from inrlab.train.rundir import CHECKPOINTS, RunDir  # noqa: E402
+from inrlab.storage.metrics import read_metrics  # noqa: E402
+from inrlab.storage.rundir import CHECKPOINTS, RunDir  # noqa: E402
 from inrlab.train.trainer import resolve_device  # noqa: E402
 from throughput import print_machine  # noqa: E402
 

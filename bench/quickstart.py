@@ -25,7 +25,7 @@ from inrlab.experiment.build import build_entry  # noqa: E402
 from inrlab.experiment.runner import load_run_weights  # noqa: E402
 from inrlab.experiment.spec import load_experiment  # noqa: E402
 from inrlab.report.baselines import compare_with_baselines  # noqa: E402
-from inrlab.train.rundir import RunDir  # noqa: E402
+from inrlab.storage.rundir import RunDir  # noqa: E402
 from throughput import print_machine  # noqa: E402
 
 QUICKSTART = ROOT / "experiments" / "quickstart.yml"

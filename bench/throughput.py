@@ -41,10 +41,10 @@ from inrlab.models import (DalleManifoldAutoencoder, EncoderConv2d, EncoderDecod
                            ImageManifoldDecoder)
 from inrlab.models.decoders.base import render_chunk_elements  # noqa: E402
 from inrlab.models.posenc import pixel_grid  # noqa: E402
-from inrlab.report.grids import to_8_bits  # noqa: E402
+from inrlab.storage.grids import to_8_bits  # noqa: E402
 from inrlab.report.render import bf16_keeps_8_bits, decode_at_precision  # noqa: E402
 from inrlab.train.autoencoder import TrainAutoencoderSpecial  # noqa: E402
-from inrlab.train.rundir import RunDir  # noqa: E402
+from inrlab.storage.rundir import RunDir  # noqa: E402
 from inrlab.train.settings import make_settings  # noqa: E402
 
 BATCH = 64

@@ -182,7 +182,7 @@ def test_data_error_in_an_experiment_exits_2_naming_both_files(tmp_path, write, 
 def _trainer(dataset, tmp_path, **settings):
     from inrlab.models import EncoderDecoder, EncoderMLP, ImageManifoldDecoder
     from inrlab.train import TrainAutoencoder
-    from inrlab.train.rundir import RunDir
+    from inrlab.storage.rundir import RunDir
     from inrlab.train.settings import make_settings
 
     model = EncoderDecoder(EncoderMLP((3, 8, 8), 4, hidden=(8,)),

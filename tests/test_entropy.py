@@ -108,8 +108,8 @@ def test_the_rate_weight_trades_error_for_bytes(tmp_path) -> None:
     import inrlab
     from inrlab.data.kali import kali_patch_dataset
     from inrlab.report.results import result_row
-    from inrlab.train.log import read_metrics
-    from inrlab.train.rundir import RunDir
+    from inrlab.storage.metrics import read_metrics
+    from inrlab.storage.rundir import RunDir
 
     train = kali_patch_dataset((3, 8, 8), num_images=64)
     valid = kali_patch_dataset((3, 8, 8), num_images=16, validation=True)

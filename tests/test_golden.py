@@ -26,7 +26,7 @@ import yaml
 
 from conftest import ROOT
 from inrlab.experiment import load_experiment
-from inrlab.train.checkpoint import load_checkpoint
+from inrlab.storage.checkpoint import load_checkpoint
 
 GOLDEN = Path(__file__).parent / "golden" / "experiments.json"
 FILES = sorted(p for p in (ROOT / "experiments").rglob("*.yml") if "base" not in p.parts)

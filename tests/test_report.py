@@ -287,7 +287,7 @@ def test_render_with_refined_codes_reproduces_the_input_closer(trained, cli, tmp
 def test_render_checkpoint_last_uses_the_weights_the_run_ended_with(trained, cli, tmp_path) -> None:
     import shutil
 
-    from inrlab.train.checkpoint import load_checkpoint, save_checkpoint
+    from inrlab.storage.checkpoint import load_checkpoint, save_checkpoint
 
     _, runs = trained
     run = tmp_path / "run"

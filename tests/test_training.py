@@ -14,8 +14,8 @@ from pathlib import Path
 
 import pytest
 
-from inrlab.train.checkpoint import load_checkpoint
-from inrlab.train.log import read_metrics
+from inrlab.storage.checkpoint import load_checkpoint
+from inrlab.storage.metrics import read_metrics
 
 
 def run_path(experiment: Path, slug: str) -> Path:
@@ -311,7 +311,7 @@ def test_one_process_at_a_time_trains_a_run_and_a_killed_holders_lock_is_taken_o
         tiny_experiment, cli, tmp_path) -> None:
     run = tmp_path / "runs" / "tiny" / "hid:8"
     hold = ("import sys, time\nfrom pathlib import Path\n"
-            "from inrlab.train.rundir import RunDir\n"
+            "from inrlab.storage.rundir import RunDir\n"
             "with RunDir(Path(sys.argv[1])).lock():\n"
             "    print('locked', flush=True)\n    time.sleep(120)\n")
     holder = subprocess.Popen([sys.executable, "-c", hold, str(run)], stdout=subprocess.PIPE,
@@ -387,7 +387,7 @@ def test_a_full_disk_is_named_when_a_checkpoint_write_fails(tmp_path, monkeypatc
     import shutil
     from collections import namedtuple
 
-    from inrlab.train import checkpoint
+    from inrlab.storage import checkpoint
 
     def zip_writer_fails(*args, **kwargs):
         raise RuntimeError("[enforce fail at inline_container.cc:664] . unexpected pos")

@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from inrlab.errors import InrlabError
-from inrlab.train.rundir import RunDir, check_experiment_name, default_runs_dir
+from inrlab.storage.rundir import RunDir, check_experiment_name, default_runs_dir
 
 
 @dataclass
@@ -53,7 +53,7 @@ class Run:
 
     def metrics(self, kind: str | None = None) -> list[dict[str, Any]]:
         """The records of ``metrics.jsonl`` (``kind``: ``"train"`` or ``"validation"``)."""
-        from inrlab.train.log import read_metrics
+        from inrlab.storage.metrics import read_metrics
 
         records = read_metrics(self.path / "metrics.jsonl")
         return [r for r in records if kind is None or r.get("kind") == kind]

@@ -11,7 +11,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from inrlab.errors import InrlabError
-from inrlab.train.rundir import CHECKPOINTS, default_runs_dir
+from inrlab.storage.rundir import CHECKPOINTS, default_runs_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
 

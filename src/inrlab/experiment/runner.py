@@ -15,8 +15,9 @@ from inrlab.errors import InrlabError
 from inrlab.experiment.build import BuiltEntry, build_entry
 from inrlab.experiment.spec import RunSpec, load_run_spec
 from inrlab.models.layers import count_parameters
-from inrlab.train.checkpoint import atomic_write_bytes, load_checkpoint
-from inrlab.train.rundir import RunDir
+from inrlab.storage.atomic import atomic_write_bytes
+from inrlab.storage.checkpoint import load_checkpoint
+from inrlab.storage.rundir import RunDir
 from inrlab.train.settings import check_budget
 from inrlab.train.trainer import Trainer, resolve_device
 

@@ -18,7 +18,7 @@ from inrlab.experiment.files import Document, load_document, substitute
 from inrlab.experiment.matrix import MatrixEntry, expand_matrix
 from inrlab.experiment.namespace import snippet_namespace
 from inrlab.experiment.snippets import evaluate
-from inrlab.train.rundir import check_experiment_name
+from inrlab.storage.rundir import check_experiment_name
 
 
 @dataclass

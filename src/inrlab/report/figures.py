@@ -13,7 +13,7 @@ import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
 from inrlab.errors import InrlabError
-from inrlab.report.grids import save_picture
+from inrlab.storage.grids import save_picture
 
 
 SHARED_METRICS = {"psnr": "validation PSNR (dB)", "ssim": "validation SSIM"}

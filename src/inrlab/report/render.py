@@ -15,8 +15,8 @@ from inrlab.data.images import resize_nearest, rgba_uint8, set_channels
 from inrlab.errors import InrlabError
 from inrlab.experiment.runner import load_trained_model
 from inrlab.report.figures import render_code
-from inrlab.report.grids import image_grid, save_png, to_8_bits
-from inrlab.train.rundir import CHECKPOINTS
+from inrlab.storage.grids import image_grid, save_png, to_8_bits
+from inrlab.storage.rundir import CHECKPOINTS
 from inrlab.train.trainer import resolve_device
 
 SIZE = re.compile(r"^\s*(\d+)\s*(?:[x×,]\s*(\d+))?\s*$")

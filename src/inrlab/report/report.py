@@ -22,8 +22,8 @@ from inrlab.report.baselines import compare_with_baselines
 from inrlab.report.figures import (curves_from_metrics, plot_losses, reproduction_columns,
                                    reproduction_sheet)
 from inrlab.report.results import format_table, result_row, warnings_text
-from inrlab.train.log import read_metrics
-from inrlab.train.rundir import RunDir
+from inrlab.storage.metrics import read_metrics
+from inrlab.storage.rundir import RunDir
 from inrlab.train.settings import TrainSettings
 
 NUM_REPRODUCTIONS = 8  # the first validation images, the same for every run of a file

@@ -12,8 +12,8 @@ from typing import Any, Sequence
 from tabulate import tabulate
 
 from inrlab.errors import InrlabError
-from inrlab.train.log import read_metrics
-from inrlab.train.rundir import RunDir
+from inrlab.storage.metrics import read_metrics
+from inrlab.storage.rundir import RunDir
 
 
 def result_rows(specs: Sequence[Any], runs_dir: Path,

@@ -19,7 +19,7 @@ from typing import Any, Sequence
 from inrlab.errors import InrlabError
 from inrlab.experiment.runner import RunOptions, run_entry
 from inrlab.experiment.spec import RunSpec, load_experiment
-from inrlab.train.rundir import RunDir
+from inrlab.storage.rundir import RunDir
 
 INSTALL_HINT = ("--ray and --jobs need Ray, an optional extra: pip install -e '.[ray]' "
                 "(or pip install ray)")

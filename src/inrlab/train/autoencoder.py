@@ -10,7 +10,7 @@ import torch.nn.functional as F
 
 from inrlab.errors import InrlabError
 from inrlab.models.decoders.base import ImplicitDecoder
-from inrlab.report.grids import reconstruction_grid, save_png
+from inrlab.storage.grids import reconstruction_grid, save_png
 from inrlab.train.image_metrics import ssim
 from inrlab.train.trainer import Trainer
 

@@ -26,11 +26,11 @@ from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, defa
 from inrlab.errors import InrlabError
 from inrlab.models.decoders.base import ImplicitDecoder
 from inrlab.models.layers import count_parameters
-from inrlab.train.checkpoint import load_checkpoint, save_checkpoint
+from inrlab.storage.checkpoint import load_checkpoint, save_checkpoint
 from inrlab.train.image_metrics import psnr
-from inrlab.train.log import MetricsLog
+from inrlab.storage.metrics import MetricsLog
 from inrlab.train.losses import loss_function, second_parameter
-from inrlab.train.rundir import RunDir
+from inrlab.storage.rundir import RunDir
 from inrlab.train.settings import TrainSettings
 
 

@@ -18,7 +18,7 @@ from typing import Any, Iterator
 from filelock import FileLock, Timeout
 
 from inrlab.errors import InrlabError
-from inrlab.train.checkpoint import atomic_write_bytes, atomic_write_json
+from inrlab.storage.atomic import atomic_write_bytes, atomic_write_json
 
 STATUSES = ("running", "complete", "diverged", "failed")
 LOCK, LOCK_HOLDER = ".lock", ".lock-holder.json"  # RunDir.lock's files, kept by remove()

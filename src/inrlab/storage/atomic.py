@@ -1,5 +1,5 @@
-"""Crash-safe checkpoints: written to a temporary file, fsynced, then renamed into place,
-and read back with ``torch.load(weights_only=True)``."""
+"""Crash-safe file writes: to a temporary file beside the target, fsynced, then renamed over
+it, so a reader (or a run killed mid-write) sees the old file or the new one, never half."""
 
 from __future__ import annotations
 
@@ -10,10 +10,6 @@ import shutil
 import tempfile
 from pathlib import Path
 from typing import Any
-
-import torch
-
-FORMAT = "inrlab-checkpoint-1"
 
 
 def _fsync_dir(directory: Path) -> None:
@@ -55,18 +51,3 @@ def atomic_write_bytes(path: Path, write: Any) -> None:
 def atomic_write_json(path: Path, data: Any) -> None:
     text = json.dumps(data, indent=2, sort_keys=False, default=str).encode()
     atomic_write_bytes(path, lambda f: f.write(text + b"\n"))
-
-
-def save_checkpoint(path: Path, state: dict[str, Any]) -> None:
-    atomic_write_bytes(path, lambda f: torch.save({"format": FORMAT, **state}, f))
-
-
-def load_checkpoint(path: Path) -> dict[str, Any]:
-    """Load a checkpoint; raises ``ValueError`` when the file is unreadable or not ours."""
-    try:
-        state = torch.load(path, map_location="cpu", weights_only=True)
-    except Exception as e:  # noqa: BLE001 - truncated/corrupt files raise many kinds
-        raise ValueError(f"unreadable checkpoint {path}: {type(e).__name__}: {e}") from None
-    if not isinstance(state, dict) or state.get("format") != FORMAT:
-        raise ValueError(f"{path} is not an inrlab checkpoint")
-    return state
