@@ -27,8 +27,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from inrlab.data import LimitDataset  # noqa: E402
-from inrlab.experiment.build import build_entry  # noqa: E402
-from inrlab.experiment.runner import RunOptions, fit_run, make_trainer, resolved_config  # noqa: E402
+from inrlab.experiment.build import (build_entry, build_trainer, run_config,  # noqa: E402
+                                     run_device)
+from inrlab.experiment.runner import RunOptions, fit_run  # noqa: E402
 from inrlab.experiment.spec import RunSpec, load_experiment  # noqa: E402
 from inrlab.storage.metrics import read_metrics  # noqa: E402
 from inrlab.storage.rundir import RunDir  # noqa: E402
@@ -53,8 +54,8 @@ def run_arm(spec: RunSpec, name: str, overrides: dict[str, object], args: argpar
                              for start, dataset in built.validation_sets]
     options = RunOptions(runs_dir=args.runs_dir, tensorboard=False, quiet=True,
                          reset=not args.resume)
-    trainer = make_trainer(spec, built, run_dir, options)
-    fit_run(trainer, resolved_config(spec), options)
+    trainer = build_trainer(spec, built, run_dir, run_device(spec, None), tensorboard=False)
+    fit_run(trainer, run_config(spec, built.model), options)
     return run_dir
 
 

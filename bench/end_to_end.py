@@ -25,7 +25,6 @@ from torch.utils.flop_counter import FlopCounterMode
 import inrlab
 from inrlab.models import ImageManifoldDecoder
 from inrlab.models.decoders.base import ImplicitDecoder
-from inrlab.report.render import input_shape
 
 
 def child_file(original: Path, overrides: dict[str, Any], directory: Path) -> Path:
@@ -136,7 +135,7 @@ def end_to_end(files: Sequence[Path], device_name: str, max_inputs: int,
             result = run.result or {}
             model = run.model.to(device)
             batch = int(run.config.get("batch_size", 64))
-            images = torch.rand(batch, *input_shape(model), device=device)
+            images = torch.rand(batch, *model.input_shape, device=device)
             alone, flops = (decoder_only(model, images, device, seconds)
                             if isinstance(getattr(model, "decoder", None), ImplicitDecoder)
                             else (float("nan"), float("nan")))

@@ -32,6 +32,7 @@ from inrlab.experiment.runner import RunOptions, load_run_weights, run_entry  # 
 from inrlab.experiment.spec import RunSpec, load_experiment  # noqa: E402
 from inrlab.models import UpscalingAutoencoder  # noqa: E402
 from inrlab.models.posenc import resampled_pixel_grid  # noqa: E402
+from inrlab.models.refine import refine_codes  # noqa: E402
 from inrlab.report.baselines import image_psnr  # noqa: E402
 from inrlab.report.figures import reproduction_sheet  # noqa: E402
 from inrlab.train.image_metrics import psnr, ssim  # noqa: E402
@@ -203,9 +204,10 @@ def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
             rows.append(entropy_coded_row(model, f"{name}, entropy-coded {quantizer.bits}-bit "
                                           "code", codes, valid))
             if refine_steps:
-                refined = model.refine_codes(valid, refine_steps,
-                                             rate_weight=refine_rate_weight)
-                weight = model.rate_weight if refine_rate_weight is None else refine_rate_weight
+                refined = refine_codes(model, valid, refine_steps,
+                                       rate_weight=refine_rate_weight)
+                weight = (model.bottleneck.rate_weight if refine_rate_weight is None
+                          else refine_rate_weight)
                 rows.append(entropy_coded_row(model, f"{name}, entropy-coded code after "
                                               f"{refine_steps} refinement steps (rate weight "
                                               f"{weight:g})", refined, valid))
@@ -215,7 +217,7 @@ def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
             rows.append((f"{name}, stored {quantizer.bits}-bit code", size,
                          *score(model.decode(codes, shape), valid)))
             if refine_steps:
-                refined = model.refine_codes(valid, refine_steps)
+                refined = refine_codes(model, valid, refine_steps)
                 rows.append((f"{name}, stored code after {refine_steps} refinement steps",
                              size, *score(model.decode(refined, shape), valid)))
             continue
@@ -327,7 +329,7 @@ def refine(spec: RunSpec, run_dir: RunDir, steps: int, learnrate: float,
         if step in (0, 10, 30, 100, 300, 1000) or step == steps:
             print("| {} | {:.2f} | {:.3f} |".format(step, *score(output, valid)))
 
-    refined = model.refine_codes(valid, steps, learnrate, report=report)
+    refined = refine_codes(model, valid, steps, learnrate, report=report)
     if getattr(model, "quantizer", None) is None:  # float codes: also stored in fewer bytes
         with torch.no_grad():
             rows = float_code_rows(model, f"refined {steps} steps", refined, valid,

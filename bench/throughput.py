@@ -45,6 +45,7 @@ from inrlab.storage.grids import to_8_bits  # noqa: E402
 from inrlab.report.render import bf16_keeps_8_bits, decode_at_precision  # noqa: E402
 from inrlab.train.autoencoder import TrainAutoencoderSpecial  # noqa: E402
 from inrlab.storage.rundir import RunDir  # noqa: E402
+from inrlab.train.autoencoder import CodeStatisticsOptions  # noqa: E402
 from inrlab.train.settings import make_settings  # noqa: E402
 
 BATCH = 64
@@ -119,13 +120,14 @@ def make_trainer(model: torch.nn.Module, mode: Mode, device: str, run_path: Path
                  images: torch.Tensor) -> TrainAutoencoderSpecial:
     settings = make_settings({"batch_size": BATCH, "learnrate": 3e-4, "optimizer": "AdamW",
                               "loss_function": "l2", "precision": mode.precision,
-                              "train_pixels": mode.train_pixels, "compile": mode.compile},
-                             lambda key: {})
+                              "compile": mode.compile}, lambda key: {})
     if mode.batch_norm_images:
         model.decoder.batch_norm_images = mode.batch_norm_images
     dataset = torch.utils.data.TensorDataset(images)
+    options = CodeStatisticsOptions(train_pixels=mode.train_pixels)
     return TrainAutoencoderSpecial(model=model, train_sets=[(0, dataset)], settings=settings,
-                                   run_dir=RunDir(run_path), device=device, tensorboard=False)
+                                   run_dir=RunDir(run_path), device=device, tensorboard=False,
+                                   options=options)
 
 
 def step_function(trainer: TrainAutoencoderSpecial, mode: Mode) -> Callable[[torch.Tensor], float]:

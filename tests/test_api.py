@@ -89,7 +89,7 @@ def test_fit_a_model_object_needs_it_again_to_load(tmp_path) -> None:
 
 def test_fit_rejects_unknown_settings(tmp_path) -> None:
     train_set = inrlab.kali_patch_dataset((3, 8, 8), num_images=32)
-    with pytest.raises(inrlab.InrlabError, match="unknown settings \\['batch_sise'\\]"):
+    with pytest.raises(inrlab.InrlabError, match="unknown key 'batch_sise'"):
         inrlab.fit(TINY_SPEC, train_set, experiment_name="nb/x", runs_dir=tmp_path,
                    batch_sise=3, **SETTINGS)
     assert not (tmp_path / "nb").exists()

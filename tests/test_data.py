@@ -207,21 +207,21 @@ def test_whole_batches_on_the_device_match_the_data_loader(make, tmp_path) -> No
     no collate): the same images in the same order, the last batch smaller."""
     from torch.utils.data import DataLoader
 
-    from inrlab.train.trainer import EpochSampler
+    from inrlab.train.batches import EpochSampler
 
     dataset = make()
     trainer = _trainer(dataset, tmp_path)
-    assert trainer._batches_directly(dataset)
-    direct = [batch[0] for batch in trainer._train_batches()]
+    assert trainer.batches._direct(dataset)
+    direct = [batch[0] for batch in trainer.batches.train(0, 0)]
     sampler = EpochSampler(len(dataset), 0, 0)
     loaded = [batch[0] for batch in DataLoader(dataset, batch_size=5, sampler=sampler)]
     assert [b.shape[0] for b in direct] == [b.shape[0] for b in loaded]
     assert all(torch.equal(a, b) for a, b in zip(direct, loaded))
-    validation = [batch[0] for batch in trainer._validation_batches()]
+    validation = [batch[0] for batch in trainer.batches.validation(0)]
     assert torch.equal(torch.cat(validation), torch.stack([dataset[i][0]
                                                            for i in range(len(dataset))]))
     workers = _trainer(dataset, tmp_path, num_workers=1)
-    assert not workers._batches_directly(dataset)  # worker processes use a DataLoader
+    assert not workers.batches._direct(dataset)  # worker processes use a DataLoader
 
 
 def test_augmentation_runs_where_the_images_are() -> None:
@@ -248,8 +248,8 @@ def test_a_mixture_with_a_per_item_member_goes_through_the_data_loader(tmp_path)
     mixed = InterleaveDataset([kali_patch_dataset((3, 8, 8), num_images=5),
                                TensorDataset(torch.rand(4, 3, 8, 8))])
     assert not mixed.makes_batches
-    assert not _trainer(mixed, tmp_path)._batches_directly(mixed)
-    assert len(list(_trainer(mixed, tmp_path)._train_batches())) == 2  # 10 items, batch 5
+    assert not _trainer(mixed, tmp_path).batches._direct(mixed)
+    assert len(list(_trainer(mixed, tmp_path).batches.train(0, 0))) == 2  # 10 items, batch 5
 
 
 def test_the_default_sheet_is_found_from_any_working_directory(rltiles, tmp_path,

@@ -10,7 +10,8 @@ from types import SimpleNamespace
 import pytest
 import torch
 
-from inrlab.models.entropy import LevelPrior, decode_levels, encode_levels
+from inrlab.models.bottleneck import LevelPrior, decode_levels, encode_levels
+from inrlab.models.refine import refine_codes
 
 
 def skewed_prior(channels: int, levels: int, seed: int) -> LevelPrior:
@@ -95,7 +96,7 @@ def test_compressed_codes_decompress_exactly_at_their_estimated_size() -> None:
     blobs = model.compress(codes)
     assert len(blobs) == 6
     assert torch.equal(model.decompress(blobs, codes.shape[1:]), codes)
-    estimate = model.code_rate(codes) / 8  # bytes, from the prior
+    estimate = model.bottleneck.bits(codes) / 8  # bytes, from the prior
     sizes = torch.tensor([len(blob) for blob in blobs], dtype=torch.float)
     assert (sizes - estimate).abs().max() <= 2
     assert sizes.mean() < 3 * 16 * 4 / 8  # below the 24 bytes of 4 fixed bits per value
@@ -222,10 +223,11 @@ def test_refined_codes_are_stored_codes_that_reconstruct_better() -> None:
     model.eval()
     before = torch.nn.functional.mse_loss(model(images), images)
     seen = []
-    refined = model.refine_codes(images, 40, learnrate=0.05,
+    refined = refine_codes(model, images, 40, learnrate=0.05,
                                  report=lambda step, renders: seen.append(step))
     after = torch.nn.functional.mse_loss(model.decode(refined, (8, 8)), images)
     assert after < before and seen == list(range(41))
-    assert torch.equal(model.quantizer.dequantize(model.quantizer.quantize(refined)), refined)
+    quantizer = model.bottleneck.quantizer
+    assert torch.equal(quantizer.dequantize(quantizer.quantize(refined)), refined)
     assert all(p.grad is None for p in model.parameters())  # the weights are left alone
     assert torch.equal(model.decompress(model.compress(refined), refined.shape[1:]), refined)

@@ -35,8 +35,10 @@ BATCH, STEPS = 4, 3
 MAX_TRAINED = 8  # entries of one file trained (the rest are built and counted)
 # The loss before any update is one forward pass: equal but for float summation order. Later
 # steps go through Adam, whose first updates are ~lr * sign(gradient): a gradient within
-# rounding of 0 may flip between CPUs, so they get a looser (still architecture-tight) bound.
-FIRST_RTOL, LATER_RTOL = 1e-5, 1e-3
+# rounding of 0 flips with the summation order, which changes with the thread count and the
+# CPU (the ResNet entry's third loss moves by 1.4e-3 between 1 and 2 threads), so they get a
+# looser bound -- still far tighter than a changed loss, optimizer or learning rate moves it.
+FIRST_RTOL, LATER_RTOL = 1e-5, 1e-2
 
 
 def characterisation_file(path: Path, tmp_path: Path) -> Path:

@@ -213,16 +213,16 @@ def test_quantised_codes_are_stored_in_code_bits_and_train_with_noise() -> None:
     raw = model.encoder(images)
     model.eval()
     stored = model.encode(images)
-    levels = (stored + 1.5) / model.quantizer.step  # integers 0..15
+    levels = (stored + 1.5) / model.bottleneck.quantizer.step  # integers 0..15
     assert torch.allclose(levels, levels.round(), atol=1e-4)
     assert levels.min() >= 0 and levels.max() <= 15
-    assert (stored - raw.clamp(-1.5, 1.5)).abs().max() <= model.quantizer.step / 2 + 1e-6
-    assert model.quantizer.code_bytes(102) == 51
+    assert (stored - raw.clamp(-1.5, 1.5)).abs().max() <= model.bottleneck.quantizer.step / 2 + 1e-6
+    assert model.bottleneck.quantizer.code_bytes(102) == 51
     assert torch.equal(model(images), model.decode(stored, (8, 8)))  # renders see the code
     model.train()
     noisy = model.encode(images)
     assert not torch.equal(noisy, stored)
-    assert (noisy - raw.clamp(-1.5, 1.5)).abs().max() <= model.quantizer.step / 2 + 1e-6
+    assert (noisy - raw.clamp(-1.5, 1.5)).abs().max() <= model.bottleneck.quantizer.step / 2 + 1e-6
     model(images).sum().backward()
     assert model.encoder.linear.weight.grad.abs().sum() > 0  # gradients reach the encoder
     with pytest.raises(ValueError, match="code_bits must be at most 16"):

@@ -222,9 +222,9 @@ def test_a_run_stuck_at_a_constant_output_is_reported(write, cli) -> None:
 
 
 def test_the_stuck_check_fires_on_a_constant_output_while_the_loss_drifts() -> None:
-    from inrlab.train import TrainAutoencoder
+    from inrlab.train.monitors import check_stuck
     from inrlab.train.settings import make_settings
-    from inrlab.train.trainer import Progress
+    from inrlab.train.state import Progress
 
     class Log:
         def __init__(self) -> None:
@@ -233,10 +233,9 @@ def test_the_stuck_check_fires_on_a_constant_output_while_the_loss_drifts() -> N
         def write(self, kind: str, inputs: int, values: dict) -> None:
             self.records.append((inputs, values["warning"]))
 
-    trainer = TrainAutoencoder.__new__(TrainAutoencoder)
-    trainer.settings = make_settings({"batch_size": 1, "learnrate": 1.0, "optimizer": "SGD"},
-                                     lambda key: {})
-    trainer.progress, trainer.log = Progress(), Log()
+    settings = make_settings({"batch_size": 1, "learnrate": 1.0, "optimizer": "SGD"},
+                             lambda key: {})
+    progress, log = Progress(), Log()
     # (inputs, loss, output_std): varied outputs at a flat loss (a plateau, not stuck); two
     # constant outputs, then varied again (not 3 in a row); then a constant output per image
     # while the loss keeps falling 4% per validation (the mean colour being learnt: the
@@ -246,12 +245,12 @@ def test_the_stuck_check_fires_on_a_constant_output_while_the_loss_drifts() -> N
                (70, 0.300, 0.002), (80, 0.288, 0.002), (90, 0.276, 0.002),
                (100, 0.265, 0.002), (110, 0.20, 0.05)]
     for inputs, loss, spread in history:
-        trainer.progress.num_inputs = inputs
-        trainer._check_stuck({"loss": loss, "output_std": spread})
-    (warning,) = trainer.progress.warnings
+        progress.num_inputs = inputs
+        check_stuck(settings, progress, {"loss": loss, "output_std": spread}, log)
+    (warning,) = progress.warnings
     assert warning["kind"] == "stuck" and warning["inputs"] == 70
     assert warning["detected"] == 90 and warning["until"] == 110
-    assert trainer.log.records == [(90, "stuck"), (110, "stuck_ended")]
+    assert log.records == [(90, "stuck"), (110, "stuck_ended")]
 
 
 def test_a_loss_warmup_trains_on_its_loss_first_and_validates_on_the_main_one(

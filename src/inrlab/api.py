@@ -17,7 +17,7 @@ from torch import nn
 from torch.utils.data import Dataset
 
 from inrlab.errors import InrlabError
-from inrlab.storage.rundir import RunDir, check_experiment_name, default_runs_dir
+from inrlab.storage.rundir import RunDir, default_runs_dir
 
 
 @dataclass
@@ -63,9 +63,9 @@ class Run:
                     refine_steps: int = 0, refine_learnrate: float = 0.01) -> torch.Tensor:
         """Encode ``images`` (B, C, H, W) in [0, 1] and decode them, at ``size`` (H, W) when
         given (an implicit decoder renders any size), else at the images' own size.
-        ``refine_steps``: refine each image's code first (``EncoderDecoder.refine_codes``,
+        ``refine_steps``: refine each image's code first (``inrlab.models.refine``,
         Adam at ``refine_learnrate``)."""
-        from inrlab.report.figures import render_code
+        from inrlab.models.refine import render_codes
 
         model = self.model
         device = next(model.parameters()).device
@@ -73,7 +73,7 @@ class Run:
         if size is None and not refine_steps:
             return model(images)  # (B, C, H, W)
         size = tuple(images.shape[-2:]) if size is None else tuple(size)
-        return model.decode(render_code(model, images, refine_steps, refine_learnrate),
+        return model.decode(render_codes(model, images, refine_steps, refine_learnrate),
                             size)  # (B, C, *size)
 
 
@@ -118,58 +118,24 @@ def fit(model: nn.Module | dict[str, Any], train_set: Dataset,
         **settings: Any) -> Run:
     """Train ``model`` on datasets built in Python, with the experiment-file keys as keyword
     arguments (``batch_size``, ``learnrate``, ``optimizer`` required; ``max_inputs``,
-    ``scheduler``, ``loss_function``, ... and trainer options such as
-    ``feature_loss_weight``). Writes the same run directory as ``inrlab run``.
+    ``scheduler``, ``loss_function``, ... and trainer options such as ``train_pixels`` or
+    ``feature_loss_weight``). Writes the same run directory as ``inrlab run``: the values
+    become a run spec that goes the way an experiment file's entry goes.
 
     ``model`` may be a ``{"name": ..., "args": {...}}`` spec of registered models; then the
     run's ``config.yaml`` can rebuild it and ``load_run(path).model`` needs no model.
     """
-    from inrlab.experiment.build import trainer_option_names
-    from inrlab.experiment.runner import RunOptions, fit_run, print_parameters
-    from inrlab.models.registry import MODELS
-    from inrlab.train import TRAINERS
-    from inrlab.train.settings import make_settings, settings_keys
+    from inrlab.experiment.runner import RunOptions, run_entry
+    from inrlab.experiment.spec import python_spec
 
-    if trainer not in TRAINERS:
-        raise InrlabError(f"unknown trainer '{trainer}'; use one of {', '.join(TRAINERS)}",
-                          key="trainer")
-    cls = TRAINERS[trainer]
-    module = MODELS.build(model) if isinstance(model, dict) else model
-    if not isinstance(module, nn.Module):
+    if not isinstance(model, (nn.Module, dict)):
         raise InrlabError(f"model must be a torch nn.Module or a {{name, args}} spec, got "
                           f"{type(model).__name__}", key="model")
-    options_names = trainer_option_names(cls)
-    trainer_options = {k: v for k, v in settings.items() if k in options_names}
-    values = {k: v for k, v in settings.items() if k not in options_names}
-    known = set(settings_keys())
-    unknown = sorted(set(values) - known)
-    if unknown:
-        raise InrlabError(f"unknown settings {unknown}; known: {', '.join(sorted(known))}, "
-                          f"{', '.join(options_names)}", key=unknown[0])
-    run_settings = make_settings(values, lambda key: {"key": key})
-    name = check_experiment_name(experiment_name)
-    run_dir = RunDir.for_experiment(Path(runs_dir) if runs_dir else default_runs_dir(), name)
-    print_parameters(module)
-    instance = cls(model=module, train_sets=[(0, train_set)],
-                   validation_sets=[(0, validation_set)] if validation_set is not None else [],
-                   settings=run_settings, run_dir=run_dir, device=device,
-                   info={"experiment_name": name, "matrix_entry": {}, "matrix_id": "1",
-                         "matrix_slug": "", "source": "python"},
-                   tensorboard=tensorboard, **trainer_options)
-    config = _yaml_plain({"experiment_name": name, "trainer": trainer,
-                          "model": model if isinstance(model, dict) else None,
-                          **values, **trainer_options,
-                          "inrlab": {"source": "python", "model_class": type(module).__name__}})
-    options = RunOptions(runs_dir=run_dir.path.parent, device=device, reset=reset,
-                         tensorboard=tensorboard)
-    fit_run(instance, config, options)
-    return load_run(run_dir.path, None if isinstance(model, dict) else module)
-
-
-def _yaml_plain(value: Any) -> Any:
-    """``value`` with tuples as lists, so the YAML safe dumper writes it."""
-    if isinstance(value, dict):
-        return {k: _yaml_plain(v) for k, v in value.items()}
-    if isinstance(value, (list, tuple)):
-        return [_yaml_plain(v) for v in value]
-    return value
+    spec = python_spec({"experiment_name": experiment_name, "trainer": trainer,
+                        "model": model, "train_set": train_set,
+                        "validation_set": validation_set, **settings})
+    options = RunOptions(runs_dir=Path(runs_dir) if runs_dir else default_runs_dir(),
+                         device=device, reset=reset, tensorboard=tensorboard, quiet=True)
+    run_entry(spec, options)
+    path = RunDir.for_experiment(options.runs_dir, spec.experiment_name).path
+    return load_run(path, None if isinstance(model, dict) else model)

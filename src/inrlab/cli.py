@@ -192,7 +192,7 @@ def _run_sweep(args: argparse.Namespace, specs: list[Any], options: Any) -> int:
 
 def command_show(args: argparse.Namespace) -> int:
     from inrlab.experiment import build_entry, load_experiment
-    from inrlab.experiment.runner import parameter_counts
+    from inrlab.train.state import parameter_counts
     from inrlab.experiment.spec import select_entries, shared_name_error
 
     specs = select_entries(load_experiment(args.file), args.only)

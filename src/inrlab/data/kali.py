@@ -14,8 +14,8 @@ from typing import Sequence
 
 import numpy as np
 import torch
-from torch.utils.data import Dataset
 
+from inrlab.data.batched import BatchedDataset
 from inrlab.data.images import random_flip, set_channels
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
@@ -100,7 +100,7 @@ def _boring(images: torch.Tensor, min_std: float) -> torch.Tensor:
     return (spread < min_std) | (neighbour > 1.5 * spread)
 
 
-class KaliPatchDataset(Dataset):
+class KaliPatchDataset(BatchedDataset):
     """``num_images`` kali patches of ``shape`` (C, H, W); items ``(image,)`` float in [0, 1].
 
     Deterministic for ``(seed, index)``; ``validation=True`` draws from a disjoint stream.

@@ -7,8 +7,10 @@ from typing import Sequence
 import torch
 from torch.utils.data import Dataset
 
+from inrlab.data.batched import BatchedDataset, makes_batches
 
-class InterleaveDataset(Dataset):
+
+class InterleaveDataset(BatchedDataset):
     """Round-robin over map-style datasets: item ``k`` comes from dataset ``k % n``; shorter
     datasets wrap around, the length is ``n * max(len)`` (every item of the longest appears
     once per pass).
@@ -24,9 +26,7 @@ class InterleaveDataset(Dataset):
         self.lengths = [len(d) for d in self.datasets]  # type: ignore[arg-type]
         if min(self.lengths) == 0:
             raise ValueError("cannot interleave an empty dataset")
-        self.makes_batches = all(callable(getattr(d, "batch", None))
-                                 and callable(getattr(d, "on_device", None))
-                                 and getattr(d, "makes_batches", True) for d in self.datasets)
+        self.makes_batches = all(makes_batches(d) for d in self.datasets)
 
     def on_device(self, device: torch.device | str) -> "InterleaveDataset":
         return InterleaveDataset([d.on_device(device) for d in self.datasets])  # type: ignore

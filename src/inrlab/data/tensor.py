@@ -7,6 +7,7 @@ from typing import Any, Callable, Sequence
 import torch
 from torch.utils.data import Dataset
 
+from inrlab.data.batched import BatchedDataset
 from inrlab.data.images import check_square, random_flip, random_shift, random_transpose
 
 
@@ -19,7 +20,7 @@ def fits_on(device: torch.device, nbytes: int, share: float = 0.25) -> bool:
     return nbytes <= share * free
 
 
-class ImageTensorDataset(Dataset):
+class ImageTensorDataset(BatchedDataset):
     """Items ``(image,)``: float (C, H, W) in [0, 1] from a uint8 or float (N, C, H, W) tensor.
 
     ``random_shift`` (pixels) and ``random_flip`` (probabilities ``flip_probs`` for

@@ -1,9 +1,10 @@
-"""Evaluating a ``RunSpec``: globals, model, datasets, trainer class and its settings."""
+"""Evaluating a ``RunSpec``: globals, model, datasets, trainer class, its settings and
+options, the trainer itself and the run's ``config.yaml`` -- for experiment files and for
+``inrlab.fit`` alike (whose spec holds Python objects where a file holds snippets)."""
 
 from __future__ import annotations
 
 import importlib
-import inspect
 import random
 import re
 from dataclasses import dataclass, field
@@ -19,7 +20,9 @@ from inrlab.experiment.namespace import snippet_namespace
 from inrlab.experiment.snippets import evaluate
 from inrlab.experiment.spec import RunSpec
 from inrlab.models.registry import MODELS
+from inrlab.storage.rundir import RunDir
 from inrlab.train import TRAINERS, Trainer
+from inrlab.train.device import resolve_device
 from inrlab.train.settings import MAX_SEED, TrainSettings, make_settings, settings_keys
 
 STRUCTURAL_KEYS = ("experiment_name", "trainer", "globals", "model", "train_set",
@@ -32,7 +35,7 @@ class BuiltEntry:
     model: nn.Module
     trainer_class: type[Trainer]
     settings: TrainSettings | None = None
-    trainer_options: dict[str, Any] = field(default_factory=dict)
+    options: Any = None  # the trainer's own keys (``Trainer.options_class``)
     train_sets: list[tuple[int, Dataset]] = field(default_factory=list)
     validation_sets: list[tuple[int, Dataset]] = field(default_factory=list)
 
@@ -42,6 +45,8 @@ def run_snippet(spec: RunSpec, key: str, namespace: dict[str, Any]) -> Any:
     value: Any = spec.values
     for part in key.split("."):
         value = value[part]
+    if not isinstance(value, str):  # a value given in Python (inrlab.fit): taken as it is
+        return value
     origin = spec.document.origins.get(key)
     return evaluate(value, dict(namespace), path=origin.path if origin else spec.path,
                     first_line=origin.code_line if origin else 1, key=key)
@@ -65,6 +70,8 @@ def build_model(spec: RunSpec, namespace: dict[str, Any]) -> nn.Module:
     value = spec.values.get("model")
     if value in (None, ""):
         raise spec.error("model", "the required key 'model' is missing")
+    if isinstance(value, nn.Module):  # given in Python
+        return value
     if isinstance(value, dict):
         try:
             model = MODELS.build(value)
@@ -131,17 +138,6 @@ def trainer_class(spec: RunSpec, namespace: dict[str, Any]) -> type[Trainer]:
     return cls
 
 
-def trainer_option_names(cls: type[Trainer]) -> list[str]:
-    """Keyword-only options that a Trainer subclass adds (e.g. feature_loss_weight); the
-    Trainer's own arguments (model, datasets, run directory...) are the runner's to give."""
-    names: list[str] = []
-    for klass in cls.__mro__:
-        if klass is Trainer or not issubclass(klass, Trainer) or "__init__" not in vars(klass):
-            continue
-        for parameter in inspect.signature(klass.__init__).parameters.values():
-            if parameter.kind is parameter.KEYWORD_ONLY and parameter.name not in names:
-                names.append(parameter.name)
-    return names
 
 
 def seed_everything(seed: Any) -> None:
@@ -170,8 +166,9 @@ def build_entry(spec: RunSpec, *, with_data: bool = True,
         return built
     built.train_sets, built.validation_sets = build_datasets(spec, namespace)
     known_settings = set(settings_keys())
-    options = trainer_option_names(cls)
+    options = settings_keys(cls.options_class)
     values: dict[str, Any] = {}
+    option_values: dict[str, Any] = {}
     for key, value in spec.values.items():
         if key in STRUCTURAL_KEYS or NUMBERED_SET.match(key):
             continue
@@ -180,10 +177,79 @@ def build_entry(spec: RunSpec, *, with_data: bool = True,
                              f"{', '.join(sorted({*STRUCTURAL_KEYS, *known_settings, *options}))}")
         if isinstance(value, str) and "\n" in value.strip():
             value = run_snippet(spec, key, namespace)
-        if key in options:
-            built.trainer_options[key] = value
-        else:
-            values[key] = value
+        (option_values if key in options else values)[key] = value
     values.update(overrides or {})
     built.settings = make_settings(values, spec.where)
+    built.options = make_settings(option_values, spec.where, cls.options_class)
     return built
+
+
+def run_device(spec: RunSpec, device: str | None, default: str = "auto") -> torch.device:
+    """``device`` (``--device``) when given, else the file's ``device`` key (the seed
+    trainer's keyword), else ``default``."""
+    if device is not None:
+        return resolve_device(device)
+    if spec.values.get("device") is None:
+        return resolve_device(default)
+    try:
+        return resolve_device(str(spec.values["device"]))
+    except InrlabError as e:
+        raise e.located(**spec.where("device")) from None
+
+
+def build_trainer(spec: RunSpec, built: BuiltEntry, run_dir: RunDir, device: torch.device,
+                  tensorboard: bool = True) -> Trainer:
+    """The entry's trainer, writing into ``run_dir``."""
+    info = {"experiment_name": spec.experiment_name, "matrix_entry": spec.entry.params,
+            "matrix_id": spec.entry.id, "matrix_slug": spec.entry.slug,
+            "source": str(spec.path) if spec.path is not None else "python"}
+    try:
+        return built.trainer_class(
+            model=built.model, train_sets=built.train_sets,
+            validation_sets=built.validation_sets, settings=built.settings,
+            run_dir=run_dir, device=device, info=info, tensorboard=tensorboard,
+            options=built.options)
+    except InrlabError as e:
+        raise locate(e, spec) from None
+    except (TypeError, ValueError) as e:
+        raise InrlabError(f"cannot set up the trainer: {e}", path=spec.path,
+                          key="trainer") from None
+
+
+def locate(error: InrlabError, spec: RunSpec) -> InrlabError:
+    """Point an error raised deep inside (which knows at most its key) at the file."""
+    if error.path is None and error.key and error.key in spec.document.origins:
+        return error.located(**spec.where(error.key))
+    return error.located(path=spec.path)
+
+
+def run_config(spec: RunSpec, model: nn.Module) -> dict[str, Any]:
+    """The run's ``config.yaml``: the entry's values and where they came from. Of values
+    given in Python, objects (a model, datasets) are left out: ``model`` is kept only as a
+    ``{name, args}`` spec, which is what lets ``inrlab.load_run`` rebuild it."""
+    if spec.path is None:
+        values = {key: _yaml_plain(value) for key, value in spec.values.items()
+                  if _is_plain(value)}
+        values["model"] = values.get("model") if isinstance(spec.values.get("model"),
+                                                            dict) else None
+        return {**values, "inrlab": {"source": "python", "model_class": type(model).__name__}}
+    return {**spec.values,
+            "inrlab": {"source": str(spec.path), "matrix_id": spec.entry.id,
+                       "matrix_slug": spec.entry.slug, "matrix_entry": spec.entry.params}}
+
+
+def _is_plain(value: Any) -> bool:
+    if isinstance(value, dict):
+        return all(_is_plain(v) for v in value.values())
+    if isinstance(value, (list, tuple)):
+        return all(_is_plain(v) for v in value)
+    return value is None or isinstance(value, (str, int, float, bool))
+
+
+def _yaml_plain(value: Any) -> Any:
+    """``value`` with tuples as lists, so the YAML safe dumper writes it."""
+    if isinstance(value, dict):
+        return {k: _yaml_plain(v) for k, v in value.items()}
+    if isinstance(value, (list, tuple)):
+        return [_yaml_plain(v) for v in value]
+    return value

@@ -12,14 +12,15 @@ import torch
 import yaml
 
 from inrlab.errors import InrlabError
-from inrlab.experiment.build import BuiltEntry, build_entry
+from inrlab.experiment.build import (build_entry, build_trainer, locate, run_config,
+                                     run_device)
 from inrlab.experiment.spec import RunSpec, load_run_spec
-from inrlab.models.layers import count_parameters
 from inrlab.storage.atomic import atomic_write_bytes
 from inrlab.storage.checkpoint import load_checkpoint
 from inrlab.storage.rundir import RunDir
 from inrlab.train.settings import check_budget
-from inrlab.train.trainer import Trainer, resolve_device
+from inrlab.train.state import parameter_counts
+from inrlab.train.trainer import Trainer
 
 
 @dataclass
@@ -34,68 +35,12 @@ class RunOptions:
     quiet: bool = False
 
 
-def parameter_counts(model: torch.nn.Module) -> dict[str, int | None]:
-    counts: dict[str, int | None] = {"total": count_parameters(model)}
-    for part in ("encoder", "decoder"):
-        module = getattr(model, part, None)
-        counts[part] = count_parameters(module) if isinstance(module, torch.nn.Module) else None
-    return counts
-
-
 def print_parameters(model: torch.nn.Module) -> None:
     counts = parameter_counts(model)
     for part in ("encoder", "decoder"):
         if counts[part] is not None:
             print(f"{part} params: {counts[part]:,}")
     print(f"total params: {counts['total']:,}")
-
-
-def resolved_config(spec: RunSpec) -> dict[str, Any]:
-    return {
-        **spec.values,
-        "inrlab": {"source": str(spec.path), "matrix_id": spec.entry.id,
-                   "matrix_slug": spec.entry.slug, "matrix_entry": spec.entry.params},
-    }
-
-
-def make_trainer(spec: RunSpec, built: BuiltEntry, run_dir: RunDir,
-                 options: RunOptions) -> Trainer:
-    info = {"experiment_name": spec.experiment_name, "matrix_entry": spec.entry.params,
-            "matrix_id": spec.entry.id, "matrix_slug": spec.entry.slug,
-            "source": str(spec.path)}
-    try:
-        device = run_device(spec, options)
-        return built.trainer_class(
-            model=built.model, train_sets=built.train_sets,
-            validation_sets=built.validation_sets, settings=built.settings,
-            run_dir=run_dir, device=device, info=info,
-            tensorboard=options.tensorboard, **built.trainer_options,
-        )
-    except InrlabError as e:
-        raise locate(e, spec)
-    except (TypeError, ValueError) as e:
-        raise InrlabError(f"cannot set up the trainer: {e}", path=spec.path,
-                          key="trainer") from None
-
-
-def run_device(spec: RunSpec, options: RunOptions) -> torch.device:
-    """``--device`` when given, else the file's ``device`` key (the seed trainer's keyword),
-    else ``options.default_device``."""
-    if options.device is not None:
-        return resolve_device(options.device)
-    if spec.values.get("device") is None:
-        return resolve_device(options.default_device)
-    try:
-        return resolve_device(str(spec.values["device"]))
-    except InrlabError as e:
-        raise e.located(**spec.where("device")) from None
-
-
-def locate(error: InrlabError, spec: RunSpec) -> InrlabError:
-    """Point an error raised deep inside (which knows at most its key) at the file."""
-    if error.path is None and error.key and error.key in spec.document.origins:
-        return error.located(**spec.where(error.key))
-    return error.located(path=spec.path)
 
 
 def load_weights(model: torch.nn.Module, source: Any) -> None:
@@ -150,9 +95,11 @@ def run_entry(spec: RunSpec, options: RunOptions) -> str:
     if not options.quiet:
         print(built.model)
     print_parameters(built.model)
-    trainer = make_trainer(spec, built, run_dir, options)
+    device = run_device(spec, options.device, options.default_device)
+    trainer = build_trainer(spec, built, run_dir, device, options.tensorboard)
     try:
-        status = fit_run(trainer, resolved_config(spec), options, load=spec.values.get("load"))
+        status = fit_run(trainer, run_config(spec, built.model), options,
+                         load=spec.values.get("load"))
     except InrlabError as e:
         raise locate(e, spec) from None
     print(summary_line(run_dir))

@@ -23,9 +23,10 @@ from inrlab.storage.rundir import check_experiment_name
 
 @dataclass
 class RunSpec:
-    """One matrix entry of an experiment file, its text substituted and parsed."""
+    """One matrix entry of an experiment file, its text substituted and parsed; or values
+    given in Python (``python_spec``: no file, ``path`` None)."""
 
-    path: Path
+    path: Path | None
     entry: MatrixEntry
     document: Document
     experiment_name: str
@@ -39,6 +40,15 @@ class RunSpec:
 
     def where(self, key: str) -> dict[str, Any]:
         return self.document.where(key)
+
+
+def python_spec(values: dict[str, Any]) -> RunSpec:
+    """The spec of a run whose values come from Python (``inrlab.fit``): ``model`` and the
+    datasets may be objects; errors name the key."""
+    name = check_experiment_name(values.get("experiment_name"))
+    return RunSpec(path=None, entry=MatrixEntry(params={}, slug="", id="1"),
+                   document=Document(path=None, values=dict(values)),  # type: ignore[arg-type]
+                   experiment_name=name)
 
 
 def entry_variables(entry: MatrixEntry) -> dict[str, Any]:

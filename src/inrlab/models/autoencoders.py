@@ -2,22 +2,31 @@
 
 from __future__ import annotations
 
-from typing import Any, Callable, Sequence
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
 from torch import nn
 
+from inrlab.models.bottleneck import Bottleneck
+from inrlab.models.contract import Autoencoder, CodeCost, Encoder
 from inrlab.models.decoders.base import ImplicitDecoder
 from inrlab.models.decoders.manifold import ImageManifoldDecoder
-from inrlab.models.entropy import LevelPrior, decode_levels, encode_levels
 from inrlab.models.encoders.dalle import DalleEncoder
 from inrlab.models.layers import check_positive_int, check_shape
-from inrlab.models.quantize import CodeQuantizer
 from inrlab.models.registry import MODELS, register_model
 
 
-def _module(value: Any, role: str) -> nn.Module:
+def _module(value: Any, role: str, encoder: nn.Module | None = None) -> nn.Module:
+    """``value`` itself, or built from its ``{name, args}`` spec; a decoder spec gets the
+    arguments that follow from ``encoder`` (``ImplicitDecoder.code_arguments``) where it
+    leaves them out."""
+    if isinstance(value, dict) and isinstance(encoder, Encoder) and "name" in value:
+        cls = MODELS.get(value["name"]).cls
+        if isinstance(cls, type) and issubclass(cls, ImplicitDecoder):
+            given = value.get("args") or {}
+            value = {**value, "args": {**cls.code_arguments(encoder.code_shape, encoder.shape),
+                                       **given}}
     if isinstance(value, dict):
         return MODELS.build(value)
     if not isinstance(value, nn.Module):
@@ -32,128 +41,96 @@ def _module(value: Any, role: str) -> nn.Module:
              "num_output_channels": 3, "num_hidden": 8, "num_blocks": 1,
              "default_shape": (8, 8)}},
 ))
-class EncoderDecoder(nn.Module):
-    """``forward(x) = decoder(encoder(x))``; an implicit decoder renders at the input's size.
+class EncoderDecoder(Autoencoder):
+    """``forward(x) = decoder(bottleneck(encoder(x)))``; an implicit decoder renders at the
+    input's size, or at any other.
 
-    ``code_bits``: the code is stored in that many bits per value (uniform over
-    ``[-code_limit, code_limit]``, see ``CodeQuantizer``): ``encode`` rounds in eval mode
-    (so renders, reports and validation see the stored code) and adds the rounding noise in
-    training (``code_noise``; else straight-through rounding).
+    ``code_bits``, ``code_limit``, ``code_noise``, ``rate_weight``, ``code_context`` build
+    the ``Bottleneck``: ``code_bits`` stores each value in that many bits (uniform over
+    ``[-code_limit, code_limit]``; rounded in eval mode, so renders, reports and validation
+    see the stored code, and with the rounding noise in training, ``code_noise``, else
+    straight-through rounding). ``rate_weight`` (needs ``code_bits``) entropy codes the
+    stored code with a learned prior, and training adds ``rate_weight`` times its size in
+    bits per pixel to the loss (0 measures the size without pressing on it).
+    ``code_context="neighbours"`` codes each value given its already-stored left and upper
+    neighbours in the latent grid, about 16% fewer bytes for the same code on the RLTiles
+    sheet. ``compress``/``decompress`` give the bytes.
 
-    ``rate_weight`` (needs ``code_bits``): the stored code is entropy coded, so its size
-    follows its content; a ``LevelPrior`` learns how likely each level is, and training
-    adds ``rate_weight`` times the code's size in bits per pixel to the loss (0 measures
-    the size without pressing on it). ``compress``/``decompress`` give the bytes.
-    ``code_context="neighbours"``: each value is coded given its already-stored left and
-    upper neighbours in the latent grid (``LevelPrior``'s ``context``), about 16% fewer
-    bytes for the same code on the RLTiles sheet; ``"none"``: each channel's levels alone.
+    ``encoder`` and ``decoder`` are modules or ``{name, args}`` specs; a decoder spec may
+    leave out what the encoder fixes (its code channels and grid, the output channels, the
+    default size): ``{"name": "LocalLatentDecoder", "args": {"num_hidden": 64}}`` after an
+    ``EncoderConvGrid`` decodes its latent grid.
     """
+
+    spec_arguments = ("decoder",)  # built here, with the encoder's code shape filled in
 
     def __init__(self, encoder: Any, decoder: Any, code_bits: int | None = None,
                  code_limit: float = 2.0, code_noise: bool = True,
                  rate_weight: float | None = None, code_context: str = "none") -> None:
         super().__init__()
         self.encoder = _module(encoder, "encoder")
-        self.decoder = _module(decoder, "decoder")
-        self.quantizer = (CodeQuantizer(code_bits, code_limit, code_noise)
-                          if code_bits is not None else None)
-        self.rate_weight = None if rate_weight is None else _check_at_least(
-            "rate_weight", rate_weight, 0, "0")
-        self.prior = None
-        if self.rate_weight is not None:
-            if self.quantizer is None:
-                raise ValueError("rate_weight needs code_bits: only a quantised code has a "
-                                 "size in bytes")
-            self.prior = LevelPrior(2**self.quantizer.bits, context=code_context)
-        elif code_context != "none":
-            raise ValueError("code_context needs rate_weight: only an entropy-coded code has "
-                             "a context")
+        self.decoder = _module(decoder, "decoder", self.encoder)
+        self.bottleneck = Bottleneck(code_bits, code_limit, code_noise, rate_weight,
+                                     code_context)
+        # The bottleneck's state keeps the keys it had before it was a module of its own
+        # ("prior.histogram"), so checkpoints of earlier versions load.
+        self.register_state_dict_post_hook(_bottleneck_keys_out)
+        self.register_load_state_dict_pre_hook(_bottleneck_keys_in)
+
+    @property
+    def input_shape(self) -> tuple[int, int | None, int | None]:
+        shape = getattr(self.encoder, "shape", None)  # every encoder of models/encoders has it
+        if isinstance(shape, (tuple, list)) and len(shape) == 3:
+            return tuple(None if s is None else int(s) for s in shape)  # type: ignore
+        default = getattr(self.decoder, "default_shape", None)
+        if default is not None:
+            return (int(self.decoder.out_channels), *default)  # type: ignore[return-value]
+        raise ValueError(f"cannot tell which image size {type(self.encoder).__name__} encodes "
+                         "(no .shape, and the decoder has no default_shape)")
+
+    @property
+    def implicit_decoder(self) -> ImplicitDecoder | None:
+        return self.decoder if isinstance(self.decoder, ImplicitDecoder) else None
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        code = self.encoder(x)
-        if self.quantizer is None:
-            return code
-        if self.prior is not None and self.training:
-            self.prior.observe(self.quantizer.quantize(code))
-        return self.quantizer(code)
-
-    def code_rate(self, code: torch.Tensor) -> torch.Tensor | None:
-        """Bits per image, (B,), that the entropy-coded ``code`` (as from ``encode``) takes;
-        differentiable, so it can be a loss. None when the code is not entropy coded."""
-        if self.prior is None:
-            return None
-        q = self.quantizer
-        return self.prior.bits((code.clamp(-q.limit, q.limit) + q.limit) / q.step)
-
-    @torch.no_grad()
-    def compress(self, codes: torch.Tensor) -> list[bytes]:
-        """Each stored code (as ``encode`` gives in eval mode) as bytes, arithmetic coded
-        with the learned prior: ``model.compress(model.eval().encode(images))``."""
-        if self.prior is None:
-            raise ValueError("compress needs an entropy-coded code (rate_weight)")
-        levels = self.quantizer.quantize(codes).cpu()  # (B, C, ...)
-        return [encode_levels(code.flatten().tolist(), tables)
-                for code, tables in zip(levels, self.prior.symbol_tables(levels))]
-
-    @torch.no_grad()
-    def decompress(self, blobs: Sequence[bytes], code_shape: Sequence[int]) -> torch.Tensor:
-        """The codes (B, *code_shape) that ``compress`` stored in ``blobs``."""
-        if self.prior is None:
-            raise ValueError("decompress needs an entropy-coded code (rate_weight)")
-        next_table = self.prior.next_table(code_shape)
-        count = int(torch.Size(code_shape).numel())
-        levels = torch.tensor([decode_levels(blob, next_table, count) for blob in blobs],
-                              device=self.prior.histogram.device)
-        return self.quantizer.dequantize(levels.view(len(blobs), *code_shape))
-
-    def render_code(self, images: torch.Tensor) -> torch.Tensor:
-        """The code that renders of ``images`` at other sizes start from (``inrlab render``
-        and the report's renders): the encoding, unless a subclass says otherwise."""
-        return self.encode(images)
-
-    def stored_code(self, raw: torch.Tensor) -> torch.Tensor:
-        """What the model stores of an encoder output ``raw``: the quantised code (rounded,
-        with a straight-through gradient) when the model quantises, else ``raw``."""
-        return raw if self.quantizer is None else self.quantizer.round_straight_through(raw)
-
-    def refine_codes(self, images: torch.Tensor, steps: int, learnrate: float = 0.01,
-                     rate_weight: float | None = None,
-                     report: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
-        """Test-time refinement: the stored codes of ``images`` after ``steps`` Adam steps
-        on each image's encoder output (``render_code``'s start), against the squared error
-        of the stored code's render at the images' size -- plus ``rate_weight`` (default:
-        the model's) times its bits per pixel when the code is entropy coded. The weights
-        stay as they are (only the codes get gradients); call it in eval mode. Encoding
-        spends the compute; the decoder still gets only a stored code. ``report(step,
-        renders)`` sees the renders before each step and after the last."""
-        shape = tuple(images.shape[-2:])
-        with torch.no_grad():
-            raw = self.encoder(images)
-        raw.requires_grad_(True)
-        optimizer = torch.optim.Adam([raw], lr=learnrate)
-        weight = self.rate_weight if rate_weight is None else rate_weight
-        for step in range(steps + 1):
-            if report is not None:
-                with torch.no_grad():
-                    report(step, self.decode(self.stored_code(raw), shape))
-            if step == steps:
-                break
-            with torch.enable_grad():  # also when called under no_grad
-                loss = F.mse_loss(self.decode(self.stored_code(raw), shape), images)
-                if self.prior is not None and weight:
-                    # priced between levels (the stored levels' price has no useful gradient)
-                    loss = loss + weight * self.code_rate(raw).mean() / (shape[0] * shape[1])
-                raw.grad, = torch.autograd.grad(loss, [raw])
-            optimizer.step()
-        return self.stored_code(raw).detach()
+        return self.bottleneck(self.encoder(x))
 
     def decode(self, code: torch.Tensor, shape: Sequence[int] | None = None) -> torch.Tensor:
-        if isinstance(self.decoder, ImplicitDecoder):
+        if self.implicit_decoder is not None:
             return self.decoder(code, shape)
-        return self.decoder(code)
+        output = self.decoder(code)
+        if shape is not None and tuple(output.shape[-2:]) != tuple(shape):
+            raise ValueError(f"{type(self.decoder).__name__} renders {tuple(output.shape[-2:])} "
+                             f"only, not {tuple(shape)}: it is not an implicit decoder")
+        return output
 
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x), x.shape[-2:])
+    def code_cost(self, codes: torch.Tensor, pixels: int) -> CodeCost | None:
+        if not self.bottleneck.entropy_coded:
+            return None
+        bits = self.bottleneck.bits(codes).float()  # (B,)
+        return CodeCost(self.bottleneck.rate_weight * (bits.mean() / pixels),
+                        {"code_bytes": bits.mean() / 8})
+
+    def compress(self, codes: torch.Tensor) -> list[bytes]:
+        """Each stored code (as ``encode`` gives in eval mode) as bytes:
+        ``model.compress(model.eval().encode(images))``."""
+        return self.bottleneck.compress(codes)
+
+    def decompress(self, blobs: Sequence[bytes], code_shape: Sequence[int]) -> torch.Tensor:
+        """The codes (B, *code_shape) that ``compress`` stored in ``blobs``."""
+        return self.bottleneck.decompress(blobs, code_shape)
+
+
+def _bottleneck_keys_out(module: nn.Module, state: dict[str, Any], prefix: str,
+                         metadata: Any) -> None:
+    for key in [k for k in state if k.startswith(prefix + "bottleneck.")]:
+        state[prefix + key[len(prefix + "bottleneck."):]] = state.pop(key)
+
+
+def _bottleneck_keys_in(module: nn.Module, state: dict[str, Any], prefix: str,
+                        *args: Any) -> None:
+    for key in [k for k in state if k.startswith((prefix + "prior.", prefix + "quantizer."))]:
+        state[prefix + "bottleneck." + key[len(prefix):]] = state.pop(key)
 
 
 def _check_at_least(name: str, value: Any, minimum: float, says: str) -> float:
@@ -258,3 +235,7 @@ class DalleManifoldAutoencoder(EncoderDecoder):
         )
         super().__init__(encoder, decoder)
         self.shape = shape
+
+    @property
+    def input_shape(self) -> tuple[int, int | None, int | None]:
+        return self.shape  # type: ignore[return-value]

@@ -8,7 +8,7 @@ pixel at (+1, +1)). Rendering at another resolution samples the same square more
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -105,14 +105,23 @@ class FourierFeatures(nn.Module):
 ENCODINGS = ("sincos", "sin", "gaussian", "learned")
 
 
-def positional_encoding(kind: str, freqs: Sequence[float] = (7, 17), num_features: int = 64,
-                        sigma: float = 4.0, seed: int = 0) -> nn.Module:
-    """An encoding module with ``out_features``, by name.
+def positional_encoding(kind: str | dict[str, Any], freqs: Sequence[float] = (7, 17),
+                        num_features: int = 64, sigma: float = 4.0, seed: int = 0) -> nn.Module:
+    """An encoding module with ``out_features``, by name, or by a ``{name, args}`` spec
+    whose args replace the defaults given here (``{"name": "gaussian", "args":
+    {"num_features": 32, "sigma": 2.0}}``).
 
     ``"sincos"`` (the later seed code's default) and ``"sin"`` (the first log entries) use the
     fixed ``freqs``; ``"gaussian"`` is random Fourier features of scale ``sigma`` and
     ``"learned"`` the same with trainable frequencies (both use ``num_features``, ``seed``).
     """
+    if isinstance(kind, dict):
+        args = {"freqs": freqs, "num_features": num_features, "sigma": sigma, "seed": seed}
+        unknown = set(kind.get("args") or {}) - set(args)
+        if set(kind) - {"name", "args"} or unknown:
+            raise ValueError(f"a pos_embedding spec is {{name, args}} with args among "
+                             f"{', '.join(args)}, got {kind!r}")
+        return positional_encoding(kind.get("name"), **{**args, **(kind.get("args") or {})})
     if kind == "sincos":
         return SinCosEncoding(freqs, with_cos=True)
     if kind == "sin":

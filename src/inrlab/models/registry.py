@@ -60,8 +60,13 @@ class Registry:
         unknown = set(spec) - {"name", "args"}
         if unknown:
             raise InrlabError(f"a model spec takes only 'name' and 'args', not {sorted(unknown)}")
-        args = {k: self._maybe_build(v) for k, v in (spec.get("args") or {}).items()}
-        return self.get(spec["name"]).cls(**args)
+        cls = self.get(spec["name"]).cls
+        # A class may build some of its parts itself from their specs (EncoderDecoder fills
+        # the decoder's code arguments in from its encoder): those are passed as they are.
+        own = getattr(cls, "spec_arguments", ())
+        args = {k: v if k in own else self._maybe_build(v)
+                for k, v in (spec.get("args") or {}).items()}
+        return cls(**args)
 
     def _maybe_build(self, value: Any) -> Any:
         if isinstance(value, dict) and set(value) <= {"name", "args"} and "name" in value \

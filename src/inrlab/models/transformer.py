@@ -9,6 +9,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from inrlab.models.contract import Autoencoder
 from inrlab.models.layers import activation as make_activation
 from inrlab.models.layers import check_positive_int, check_shape
 from inrlab.models.registry import register_model
@@ -16,12 +17,13 @@ from inrlab.models.registry import register_model
 
 @register_model("autoencoder", tiny=dict(shape=(1, 12, 12), code_size=6, patch_size=4,
                                          stride=4, num_layers=1, num_hidden=8, num_heads=2))
-class TransformerAutoencoder(nn.Module):
+class TransformerAutoencoder(Autoencoder):
     """Conv patch embedding -> TransformerEncoder over patches -> Linear to the code;
     Linear from the code to patch tokens -> TransformerDecoder -> transposed conv.
 
     Images are zero-padded at the bottom/right so that the patches tile them exactly, and
     the output is cropped back: every (patch, stride) combination gives the input's size.
+    It renders at its own size only (``renders_any_size`` is False).
     """
 
     def __init__(
@@ -83,16 +85,20 @@ class TransformerAutoencoder(nn.Module):
         tokens = self.encoder_layers(tokens)
         return self.to_code(tokens.flatten(1))  # (B, code)
 
-    def decode(self, code: torch.Tensor) -> torch.Tensor:
+    @property
+    def input_shape(self) -> tuple[int, int | None, int | None]:
+        return self.shape  # type: ignore[return-value]
+
+    def decode(self, code: torch.Tensor, shape: Sequence[int] | None = None) -> torch.Tensor:
+        if shape is not None and tuple(shape) != tuple(self.shape[1:]):
+            raise ValueError(f"TransformerAutoencoder renders {tuple(self.shape[1:])} only, "
+                             f"not {tuple(shape)}")
         tokens = self.from_code(code).view(-1, self.grid[0] * self.grid[1], self.num_hidden)
         tokens = tokens + self.pos_embed  # (B, T, D)
         tokens = self.decoder_layers(tokens, tokens)
         grid = tokens.transpose(1, 2).reshape(-1, self.num_hidden, *self.grid)  # (B, D, h, w)
         images = self.patch_unembed(grid)  # (B, C, padded H, padded W)
         return images[:, :, : self.shape[1], : self.shape[2]]
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return self.decode(self.encode(x))
 
 
 def _transformer_activation(spec: Any) -> Any:

@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from inrlab.errors import InrlabError
+from inrlab.models.contract import Autoencoder, reconstruction
 from inrlab.storage.grids import save_picture
 
 
@@ -155,20 +155,18 @@ def reproduction_columns(model: torch.nn.Module, images: torch.Tensor,
     to bicubic upscales of the original and of the PCA reconstruction. (A nearest-neighbour
     upscale would look exactly like the original: every picture is shown that way.)"""
     height, width = images.shape[-2:]
-    output = model(images)
-    output = output[0] if isinstance(output, (tuple, list)) else output
+    output = reconstruction(model, images)
     columns = [("original", images), ("reproduction", output.clamp(0, 1))]
     linear = pca.reconstruct(images) if pca is not None else None
     if linear is not None:
         columns.append((f"PCA, {pca.components} floats", linear))
-    can_render = hasattr(model, "encode") and hasattr(model, "decode")
-    if not can_render:
+    if not (isinstance(model, Autoencoder) and model.renders_any_size):
         return columns
 
     def bicubic(pictures: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return F.interpolate(pictures, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
 
-    codes = render_code(model, images)
+    codes = model.render_code(images)
     for scale in scales:
         size = (height * scale, width * scale)
         columns += [(f"render {scale}x", model.decode(codes, size).clamp(0, 1)),
@@ -176,20 +174,6 @@ def reproduction_columns(model: torch.nn.Module, images: torch.Tensor,
         if linear is not None:
             columns.append((f"PCA bicubic {scale}x", bicubic(linear, size)))
     return columns
-
-
-def render_code(model: torch.nn.Module, images: torch.Tensor, refine_steps: int = 0,
-                refine_learnrate: float = 0.01) -> torch.Tensor:
-    """The code to render ``images`` from at other sizes: ``model.render_code`` where the model
-    has one (an upscaler encodes the image as it is), else ``model.encode``; with
-    ``refine_steps``, that code refined for each image (``EncoderDecoder.refine_codes`` at
-    ``refine_learnrate``)."""
-    if refine_steps:
-        if not hasattr(model, "refine_codes"):
-            raise InrlabError(f"{type(model).__name__} has no refine_codes(): its codes "
-                              "cannot be refined", key="--refine-steps")
-        return model.refine_codes(images, refine_steps, refine_learnrate)
-    return getattr(model, "render_code", model.encode)(images)
 
 
 def _font(size: int) -> ImageFont.ImageFont:

@@ -14,7 +14,8 @@ from PIL import Image, UnidentifiedImageError
 from inrlab.data.images import resize_nearest, rgba_uint8, set_channels
 from inrlab.errors import InrlabError
 from inrlab.experiment.runner import load_trained_model
-from inrlab.report.figures import render_code
+from inrlab.models.contract import Autoencoder
+from inrlab.models.refine import render_codes
 from inrlab.storage.grids import image_grid, save_png, to_8_bits
 from inrlab.storage.rundir import CHECKPOINTS
 from inrlab.train.trainer import resolve_device
@@ -52,22 +53,6 @@ def render_size(size: tuple[int, int] | float, image: torch.Tensor) -> tuple[int
     return max(1, round(image.shape[-2] * size)), max(1, round(image.shape[-1] * size))
 
 
-def input_shape(model: torch.nn.Module) -> tuple[int, int | None, int | None]:
-    """The (C, H, W) a model was built for: its encoder's or its own ``shape``, else the
-    decoder's channels and default shape. H and W are None for an encoder that takes any
-    size (``EncoderConvMap``): images are then encoded as they are."""
-    for owner in (getattr(model, "encoder", None), model):
-        shape = getattr(owner, "shape", None)
-        if isinstance(shape, (tuple, list)) and len(shape) == 3:
-            return tuple(None if s is None else int(s) for s in shape)  # type: ignore
-    decoder = getattr(model, "decoder", None)
-    default = getattr(decoder, "default_shape", None)
-    if decoder is not None and default is not None:
-        return (int(decoder.out_channels), *default)  # type: ignore[return-value]
-    raise InrlabError(f"cannot tell which image size {type(model).__name__} encodes "
-                      "(no encoder.shape, shape or decoder.default_shape)")
-
-
 def read_image(path: Path, shape: Sequence[int]) -> torch.Tensor:
     """An image file as (C, H, W) floats in [0, 1] in the model's channels and size (its own
     size where the model takes any); transparency is composited on black (like the tile
@@ -96,11 +81,11 @@ def check_precision(precision: str) -> None:
 
 
 @torch.no_grad()
-def bf16_keeps_8_bits(model: torch.nn.Module, codes: torch.Tensor, size: tuple[int, int],
+def bf16_keeps_8_bits(model: Autoencoder, codes: torch.Tensor, size: tuple[int, int],
                       pixels: int = PROBE_PIXELS) -> bool:
     """Whether the decoder renders ``codes`` at ``size`` to the same 8-bit colours in bf16
     (autocast) as in fp32, on ``pixels`` random pixels of each image."""
-    decoder = model.decoder
+    decoder = model.implicit_decoder
     count = size[0] * size[1]
     generator = torch.Generator().manual_seed(0)
     index = torch.randint(0, count, (codes.shape[0], min(pixels, count)),
@@ -112,7 +97,7 @@ def bf16_keeps_8_bits(model: torch.nn.Module, codes: torch.Tensor, size: tuple[i
 
 
 @torch.no_grad()
-def decode_at_precision(model: torch.nn.Module, codes: torch.Tensor, size: tuple[int, int],
+def decode_at_precision(model: Autoencoder, codes: torch.Tensor, size: tuple[int, int],
                         precision: str = "auto") -> tuple[torch.Tensor, str]:
     """(images (B, C, H, W) in [0, 1] as fp32, the precision used) of ``codes`` rendered
     at ``size``. ``"bf16"`` runs the decoder under bf16 autocast; ``"auto"`` does so on a
@@ -120,7 +105,7 @@ def decode_at_precision(model: torch.nn.Module, codes: torch.Tensor, size: tuple
     (``bf16_keeps_8_bits``), and renders in fp32 otherwise and on a CPU."""
     check_precision(precision)
     if precision == "auto":
-        implicit = hasattr(getattr(model, "decoder", None), "query_pixels")
+        implicit = model.implicit_decoder is not None
         precision = ("bf16" if codes.device.type == "cuda" and implicit
                      and bf16_keeps_8_bits(model, codes, size) else "fp32")
     if precision == "bf16":
@@ -157,10 +142,10 @@ def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int] | f
         raise InrlabError(f"--checkpoint must be best or last, got {checkpoint!r}",
                           key="--checkpoint")
     spec, model, used = load_trained_model(run_path, checkpoint)
-    if not (hasattr(model, "encode") and hasattr(model, "decode")):
-        raise InrlabError(f"{type(model).__name__} has no encode()/decode(code, shape), so it "
-                          "cannot render at other sizes", path=run_path)
-    shape = input_shape(model)
+    if not (isinstance(model, Autoencoder) and model.renders_any_size):
+        raise InrlabError(f"{type(model).__name__} has no implicit decoder, so it cannot "
+                          "render at other sizes", path=run_path)
+    shape = model.input_shape
     model.to(where)
     wanted = f"{size[0]}x{size[1]}" if isinstance(size, tuple) else f"{size:g}x scale"
     print(f"rendering with {used} ({spec.experiment_name}) at {wanted} on {where}")
@@ -179,7 +164,7 @@ def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int] | f
     for stem, paths in jobs:
         height, width = render_size(size, images[paths[0]])
         name = f"{stem}-{height}x{width}.png"
-        codes = render_code(model, torch.stack([images[p] for p in paths]).to(where),
+        codes = render_codes(model, torch.stack([images[p] for p in paths]).to(where),
                             refine_steps, refine_learnrate)
         if len(paths) == 2:
             weights = torch.linspace(0, 1, steps, device=where)

@@ -43,7 +43,6 @@ class TrainSettings:
     # "fp32", "bf16" (autocast, fp32 master weights) or "auto": bf16 where the device has
     # bf16 units (a CUDA GPU that supports it, a CPU with AMX or AVX512-BF16), else fp32
     precision: str = "fp32"
-    train_pixels: int | None = None  # autoencoders: decode N random pixels per image in training
     # torch.compile the model (and implicit decoders' query): true, or a torch.compile mode
     compile: bool | str = False
     # A run is "stuck" when its outputs were near constant (each output's pixel std at most
@@ -56,8 +55,6 @@ class TrainSettings:
             self.validation_batch_size = self.batch_size
 
 
-REQUIRED = tuple(f.name for f in dataclasses.fields(TrainSettings)
-                 if f.default is dataclasses.MISSING)
 NON_NEGATIVE = {"stuck_validations", "stuck_output_std", "training_noise", "seed"}
 POSITIVE = {"batch_size", "validation_batch_size", "max_inputs", "max_epoch",
             "num_epochs_between_validations", "num_inputs_between_validations",
@@ -95,13 +92,14 @@ def check_value(name: str, value: Any, annotation: Any) -> Any:
     raise ValueError(f"{name} must be {wanted}, got {value!r} ({type(value).__name__})")
 
 
-def make_settings(values: dict[str, Any], where: Any) -> TrainSettings:
-    """Build settings from experiment values; ``where(key)`` gives error location kwargs."""
-    hints = typing.get_type_hints(TrainSettings)
+def make_settings(values: dict[str, Any], where: Any, cls: type = TrainSettings) -> Any:
+    """Build ``cls`` (``TrainSettings``, or a trainer's options dataclass) from experiment
+    values, each checked against its type hint; ``where(key)`` gives error location kwargs."""
+    hints = typing.get_type_hints(cls)
     kwargs: dict[str, Any] = {}
-    for name in REQUIRED:
-        if values.get(name) in (None, ""):
-            raise InrlabError(f"the required key '{name}' is missing", **where(name))
+    for field in dataclasses.fields(cls):
+        if field.default is dataclasses.MISSING and values.get(field.name) in (None, ""):
+            raise InrlabError(f"the required key '{field.name}' is missing", **where(field.name))
     for name, value in values.items():
         try:
             value = check_value(name, value, hints[name])
@@ -118,7 +116,7 @@ def make_settings(values: dict[str, Any], where: Any) -> TrainSettings:
         except ValueError as e:
             raise InrlabError(str(e), **where(name)) from None
         kwargs[name] = value
-    return TrainSettings(**kwargs)
+    return cls(**kwargs)
 
 
 def check_budget(settings: TrainSettings) -> None:
@@ -128,5 +126,5 @@ def check_budget(settings: TrainSettings) -> None:
                           "max_epoch or min_loss", key="max_inputs")
 
 
-def settings_keys() -> list[str]:
-    return [f.name for f in dataclasses.fields(TrainSettings)]
+def settings_keys(cls: type = TrainSettings) -> list[str]:
+    return [f.name for f in dataclasses.fields(cls)]

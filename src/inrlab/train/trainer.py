@@ -3,114 +3,53 @@
 Counting follows the seed system: "steps" are *inputs* (images), so budgets
 (``max_inputs``), log intervals and TensorBoard x-axes are in images; ``num_batches`` counts
 optimizer steps. Subclasses override ``train_step`` (and optionally ``validation_step``,
-``write_images``); everything else -- data, optimizer, schedule, validation cadence,
-checkpoints, resume, logs, ``result.json`` -- lives here once.
+``write_images``) and declare their own experiment keys in ``options``; the loop, the
+validation cadence, checkpoints and ``result.json`` live here once. The parts live beside
+it: ``batches.py`` (data), ``state.py`` (progress, checkpoints, resume, result),
+``monitors.py`` (divergence, stuck outputs), ``optim.py``, ``device.py``.
 """
 
 from __future__ import annotations
 
 import contextlib
-import inspect
+import dataclasses
 import math
-import random
 import signal
 import time
-from dataclasses import dataclass, field, fields
-from typing import Any, Iterator, Sequence
+from typing import Any, ClassVar, Iterator, Sequence
 
-import numpy as np
 import torch
 from torch import nn
-from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler, default_collate
+from torch.utils.data import Dataset, default_collate
 
 from inrlab.errors import InrlabError
-from inrlab.models.decoders.base import ImplicitDecoder
-from inrlab.models.layers import count_parameters
-from inrlab.storage.checkpoint import load_checkpoint, save_checkpoint
-from inrlab.train.image_metrics import psnr
+from inrlab.storage.checkpoint import save_checkpoint
 from inrlab.storage.metrics import MetricsLog
-from inrlab.train.losses import loss_function, second_parameter
 from inrlab.storage.rundir import RunDir
+from inrlab.train.batches import Batches, first_items
+from inrlab.train.device import autocast, compile_model, resolve_device, resolve_precision
+from inrlab.train.image_metrics import psnr
+from inrlab.train.losses import loss_function
+from inrlab.train.monitors import Diverged, check_finite, check_stuck
+from inrlab.train.optim import make_optimizer, make_scheduler
 from inrlab.train.settings import TrainSettings
+from inrlab.train.state import Progress, finished, result_record, resume, training_state
 
 
-class Diverged(Exception):
-    """A loss became NaN or infinite."""
-
-
-class EpochSampler(Sampler[int]):
-    """A permutation of ``range(size)`` fixed by (seed, epoch), starting at ``start``, so a
-    resumed run continues the interrupted epoch with exactly the remaining items."""
-
-    def __init__(self, size: int, seed: int, epoch: int, start: int = 0) -> None:
-        generator = torch.Generator().manual_seed(seed * 100_003 + epoch)
-        self.permutation = torch.randperm(size, generator=generator)[start:]  # (n,)
-        self.order = self.permutation.tolist()
-
-    def __iter__(self) -> Iterator[int]:
-        return iter(self.order)
-
-    def __len__(self) -> int:
-        return len(self.order)
-
-
-@dataclass
-class Progress:
-    """Counters saved in every checkpoint."""
-
-    num_inputs: int = 0
-    num_batches: int = 0
-    epoch: int = 0
-    batch_in_epoch: int = 0
-    training_time: float = 0.0
-    best_validation_loss: float | None = None
-    last_validation_inputs: int | None = None
-    last_checkpoint_inputs: int = 0
-    validation: dict[str, float] = field(default_factory=dict)
-    train: dict[str, float] = field(default_factory=dict)
-    recent_output_std: list[tuple[int, float]] = field(default_factory=list)  # (inputs, std)
-    stuck: bool = False
-    warnings: list[dict[str, Any]] = field(default_factory=list)
-
-
-def resolve_device(device: str | None) -> torch.device:
-    if device in (None, "auto"):
-        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
-    try:
-        resolved = torch.device(device)
-    except RuntimeError:
-        raise InrlabError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
-    if resolved.type not in ("cpu", "cuda"):
-        raise InrlabError(f"device '{device}' is not supported: inrlab trains on cpu or cuda "
-                          "(auto, cpu, cuda, cuda:N)")
-    if resolved.type == "cuda" and not torch.cuda.is_available():
-        raise InrlabError(f"device '{device}' asked for, but CUDA is not available here")
-    return resolved
-
-
-def bf16_units(device: torch.device) -> str | None:
-    """Why ``device`` runs bf16 matrix products fast (a short reason), or None."""
-    if device.type == "cuda":
-        return "a CUDA GPU with bf16 support" if torch.cuda.is_bf16_supported() else None
-    if device.type != "cpu":
-        return None
-    checks = (("_is_amx_tile_supported", "AMX"), ("_is_avx512_bf16_supported", "AVX512-BF16"))
-    found = [name for probe, name in checks if getattr(torch.cpu, probe, lambda: False)()]
-    return f"this CPU has {' and '.join(found)} units" if found else None
-
-
-def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
-    """(the precision to train in, why): ``auto`` becomes bf16 where ``bf16_units``."""
-    if precision != "auto":
-        return precision, "set in the experiment"
-    reason = bf16_units(device)
-    if reason:
-        return "bf16", reason
-    return "fp32", f"no bf16 units on this {device.type}"
+@dataclasses.dataclass
+class NoOptions:
+    """A trainer without experiment keys of its own."""
 
 
 class Trainer:
-    """Supervised loop over ``(input, target)`` batches; autoencoder trainers subclass it."""
+    """Supervised loop over ``(input, target)`` batches; autoencoder trainers subclass it.
+
+    ``options``: the dataclass of the experiment keys this trainer adds to
+    ``TrainSettings`` (its fields' defaults are the keys' defaults); an instance comes in
+    as ``options=``.
+    """
+
+    options_class: ClassVar[type] = NoOptions
 
     def __init__(
         self,
@@ -123,26 +62,25 @@ class Trainer:
         device: str | torch.device | None = "auto",
         info: dict[str, Any] | None = None,
         tensorboard: bool = True,
+        options: Any = None,
     ) -> None:
         self.settings = settings
+        self.options = options if options is not None else self.options_class()
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device)
         self.precision, self.precision_reason = resolve_precision(settings.precision,
                                                                   self.device)
         if settings.compile:
             compile_model(self.model, "default" if settings.compile is True else settings.compile)
-        self.train_sets = sorted(train_sets, key=lambda item: item[0])
-        self.validation_sets = sorted(validation_sets, key=lambda item: item[0])
+        self.batches = Batches(train_sets, validation_sets, settings, self.device)
         self.run_dir = run_dir
         self.info = dict(info or {})
         self.tensorboard = tensorboard
         self.main_loss = self.loss_function = loss_function(settings.loss_function)
         self.warmup_loss = loss_function(settings.warmup_loss_function, "warmup_loss_function")
         self.progress = Progress()
-        self.optimizer = _make_optimizer(settings, self.model, self.device)
-        self.scheduler = _make_scheduler(settings, self.optimizer)
-        self._frozen_validation: list[Any] | None = None
-        self._device_sets: dict[int, Dataset] = {}
+        self.optimizer = make_optimizer(settings, self.model, self.device)
+        self.scheduler = make_scheduler(settings, self.optimizer)
         self._sums: dict[str, torch.Tensor] = {}
         self._sum_inputs = 0
         self._last_loss: torch.Tensor | None = None
@@ -161,49 +99,6 @@ class Trainer:
     def validation_step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         return self.train_step(batch)
 
-    def check_data(self) -> None:
-        """Run two training items through the model and the loss once, before anything is
-        written, so empty datasets, shape mismatches and losses that cannot take the model's
-        output fail fast with a clear error."""
-        loss = self.loss_function
-
-        def checked_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
-            try:
-                return loss(output, target)
-            except Exception as e:  # noqa: BLE001 - the loss named in the file is bad input
-                raise InrlabError(
-                    f"loss_function '{self.settings.loss_function}' fails on the model's "
-                    f"output {tuple(output.shape)} and target {tuple(target.shape)}: "
-                    f"{type(e).__name__}: {e}", key="loss_function") from e
-
-        self.loss_function = checked_loss
-        try:
-            for start, dataset in self.train_sets:
-                key = f"train_set{start or ''}"
-                batch = self._to_device(default_collate(_first_items(dataset, 2, key)))
-                self.model.eval()
-                with torch.no_grad(), self._autocast():
-                    self.train_step(batch)
-        except InrlabError:
-            raise
-        except Exception as e:  # noqa: BLE001 - a model that cannot take the data
-            raise InrlabError(f"the first training batch fails in the model: "
-                              f"{type(e).__name__}: {e}", key="model") from e
-        finally:
-            self.loss_function = loss
-            self.model.train()
-        for start, dataset in self.validation_sets:
-            _first_items(dataset, 1, f"validation_set{start or ''}")
-
-    def budget_spent_by(self, result: dict[str, Any]) -> bool:
-        """Whether a run whose ``result.json`` reads ``result`` has nothing left to train
-        under these settings (a larger ``max_inputs`` or ``max_epoch`` leaves some)."""
-        best = result.get("best_validation_loss")
-        progress = Progress(num_inputs=int(result.get("num_inputs") or 0),
-                            epoch=int(result.get("epoch") or 0),
-                            best_validation_loss=float(best) if best is not None else None)
-        return self._finished(progress)
-
     def write_images(self) -> None:
         """Called after each validation; the autoencoder trainer draws reproductions."""
 
@@ -215,60 +110,20 @@ class Trainer:
         torch.manual_seed(s.seed + self.progress.num_batches)
         self.log = MetricsLog(self.run_dir.path, self.progress.num_inputs if resumed else None,
                               self.tensorboard)
-        status = "running"
-        self._write_result(status)
+        self._write_result("running")
         print(f"---- training '{self.info.get('experiment_name', self.run_dir.path)}' on "
               f"{self.device}{f' from {self.progress.num_inputs:,} inputs' if resumed else ''}")
         if s.precision == "auto":
             print(f"precision auto: {self.precision} ({self.precision_reason})")
-        clock = time.monotonic()
         bar = self._progress_bar()
         try:
             with _sigterm_as_interrupt():
-                while not self._finished():
-                    for batch in self._train_batches():
-                        batch = self._to_device(batch)
-                        if s.training_noise > 0:
-                            noisy = batch[0] + torch.randn_like(batch[0]) * s.training_noise
-                            batch = (noisy, *batch[1:])
-                        self.model.train()
-                        self.loss_function = self._training_loss()
-                        with self._autocast():
-                            losses = self.train_step(batch)
-                        self.optimizer.zero_grad(set_to_none=True)
-                        losses["loss"].backward()
-                        if s.gradient_clipping:
-                            nn.utils.clip_grad_value_(self.model.parameters(), s.gradient_clipping)
-                        self.optimizer.step()
-                        if self.scheduler is not None:
-                            self.scheduler.step()
-
-                        size = batch[0].shape[0]
-                        p = self.progress
-                        p.num_inputs += size
-                        p.num_batches += 1
-                        p.batch_in_epoch += 1
-                        self._accumulate(losses, size)
-                        now = time.monotonic()
-                        p.training_time += now - clock
-                        clock = now
-                        bar.update(size)
-                        if self._sum_inputs >= s.num_train_loss_steps:
-                            self._log_train(bar)
-                        if self._due(s.num_inputs_between_validations, p.last_validation_inputs):
-                            self.validate()
-                        if self._checkpoint_due():
-                            self.save(best=False)
-                        clock = time.monotonic()  # validation/checkpoints are not training time
-                        if self._finished():
-                            break
-                    else:
-                        self._end_epoch()
-                    clock = time.monotonic()
+                while not finished(s, self.progress):
+                    self._train_epoch(bar)
                 self._log_train(None)
                 self._validate_once()
                 self.save(best=False)
-                status = "complete"
+            status = "complete"
         except Diverged as e:
             print(f"diverged: {e}; the last good checkpoint is kept")
             status = "diverged"
@@ -285,6 +140,53 @@ class Trainer:
         self._write_result(status)
         self.log.close()
         return status
+
+    def _train_epoch(self, bar: Any) -> None:
+        """The rest of the current epoch (or up to the budget): step, count, log, validate,
+        checkpoint. Time spent validating and checkpointing is not training time."""
+        s, p = self.settings, self.progress
+        if self.batches.restarts_epoch(p.epoch):
+            p.batch_in_epoch = 0  # a stream cannot skip ahead: the epoch restarts
+        clock = time.monotonic()
+        for batch in self.batches.train(p.epoch, p.batch_in_epoch):
+            if s.training_noise > 0:
+                noisy = batch[0] + torch.randn_like(batch[0]) * s.training_noise
+                batch = (noisy, *batch[1:])
+            losses = self.step(batch)
+
+            size = batch[0].shape[0]
+            p.num_inputs += size
+            p.num_batches += 1
+            p.batch_in_epoch += 1
+            self._accumulate(losses, size)
+            p.training_time += time.monotonic() - clock
+            bar.update(size)
+            if self._sum_inputs >= s.num_train_loss_steps:
+                self._log_train(bar)
+            if self._due(s.num_inputs_between_validations, p.last_validation_inputs):
+                self.validate()
+            if self._checkpoint_due():
+                self.save(best=False)
+            if finished(s, p):
+                return
+            clock = time.monotonic()
+        self._end_epoch()
+
+    def step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+        """One optimizer step on ``batch``; its losses."""
+        s = self.settings
+        self.model.train()
+        self.loss_function = self._training_loss()
+        with autocast(self.precision, self.device):
+            losses = self.train_step(batch)
+        self.optimizer.zero_grad(set_to_none=True)
+        losses["loss"].backward()
+        if s.gradient_clipping:
+            nn.utils.clip_grad_value_(self.model.parameters(), s.gradient_clipping)
+        self.optimizer.step()
+        if self.scheduler is not None:
+            self.scheduler.step()
+        return losses
 
     def _training_loss(self) -> Any:
         """``warmup_loss_function`` for the first ``warmup_inputs`` images, then the loss."""
@@ -311,15 +213,6 @@ class Trainer:
         if self.progress.last_validation_inputs != self.progress.num_inputs:
             self.validate()
 
-    def _finished(self, progress: Progress | None = None) -> bool:
-        p, s = progress or self.progress, self.settings
-        if s.max_inputs is not None and p.num_inputs >= s.max_inputs:
-            return True
-        if s.max_epoch is not None and p.epoch >= s.max_epoch:
-            return True
-        best = p.best_validation_loss
-        return s.min_loss is not None and best is not None and best <= s.min_loss
-
     def _due(self, every: int | None, last: int | None) -> bool:
         return bool(every) and self.progress.num_inputs - (last or 0) >= every  # type: ignore
 
@@ -330,77 +223,49 @@ class Trainer:
         every = s.checkpoint_every_seconds
         return bool(every) and time.monotonic() - self._last_checkpoint_time >= every
 
-    # ------------------------------------------------------------------------------- data
-    def _dataset_for_epoch(self, sets: Sequence[tuple[int, Dataset]]) -> Dataset | None:
-        chosen = None
-        for start, dataset in sets:
-            if start <= self.progress.epoch:
-                chosen = dataset
-        return chosen
+    # --------------------------------------------------------------------- before training
+    def check_data(self) -> None:
+        """Run two training items through the model and the loss once, before anything is
+        written, so empty datasets, shape mismatches and losses that cannot take the model's
+        output fail fast with a clear error."""
+        loss = self.loss_function
 
-    def _train_batches(self) -> Iterator[Any]:
-        dataset = self._dataset_for_epoch(self.train_sets)
-        s, p = self.settings, self.progress
-        pin = self.device.type == "cuda"
-        if isinstance(dataset, IterableDataset):
-            p.batch_in_epoch = 0  # a stream cannot skip ahead: the epoch restarts
-            loader = DataLoader(dataset, batch_size=s.batch_size, num_workers=s.num_workers,
-                                pin_memory=pin)
-            yield from loader
-            return
-        sampler = EpochSampler(len(dataset), s.seed, p.epoch, p.batch_in_epoch * s.batch_size)
-        if self._batches_directly(dataset):
-            order = sampler.permutation.pin_memory() if pin else sampler.permutation
-            source = self._on_device(dataset)
-            for index in order.split(s.batch_size) if len(order) else ():
-                yield (source.batch(index),)  # type: ignore[attr-defined]
-            return
-        yield from DataLoader(dataset, batch_size=s.batch_size, sampler=sampler,
-                              num_workers=s.num_workers, pin_memory=pin)
+        def checked_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
+            try:
+                return loss(output, target)
+            except Exception as e:  # noqa: BLE001 - the loss named in the file is bad input
+                raise InrlabError(
+                    f"loss_function '{self.settings.loss_function}' fails on the model's "
+                    f"output {tuple(output.shape)} and target {tuple(target.shape)}: "
+                    f"{type(e).__name__}: {e}", key="loss_function") from e
 
-    def _batches_directly(self, dataset: Dataset) -> bool:
-        """Datasets with ``batch(indices)`` and ``on_device(device)`` (the tile, MNIST and
-        kali datasets) give whole batches on the training device without a DataLoader:
-        no per-item Python, no collate, no host-to-device copy of images."""
-        return self.settings.num_workers == 0 and callable(getattr(dataset, "batch", None)) \
-            and callable(getattr(dataset, "on_device", None)) \
-            and getattr(dataset, "makes_batches", True)
+        self.loss_function = checked_loss
+        try:
+            for start, dataset in self.batches.train_sets:
+                key = f"train_set{start or ''}"
+                batch = self.batches.to_device(default_collate(first_items(dataset, 2, key)))
+                self.model.eval()
+                with torch.no_grad(), autocast(self.precision, self.device):
+                    self.train_step(batch)
+        except InrlabError:
+            raise
+        except Exception as e:  # noqa: BLE001 - a model that cannot take the data
+            raise InrlabError(f"the first training batch fails in the model: "
+                              f"{type(e).__name__}: {e}", key="model") from e
+        finally:
+            self.loss_function = loss
+            self.model.train()
+        for start, dataset in self.batches.validation_sets:
+            first_items(dataset, 1, f"validation_set{start or ''}")
 
-    def _on_device(self, dataset: Dataset) -> Any:
-        key = id(dataset)
-        if key not in self._device_sets:
-            self._device_sets[key] = dataset.on_device(self.device)  # type: ignore[attr-defined]
-        return self._device_sets[key]
-
-    def _validation_batches(self) -> Iterator[Any]:
-        dataset = self._dataset_for_epoch(self.validation_sets)
-        if dataset is None:
-            return iter(())
-        size = self.settings.validation_batch_size
-        batches: Any
-        if self._batches_directly(dataset):
-            source = self._on_device(dataset)
-            batches = ((source.batch(index),)
-                       for index in torch.arange(len(dataset)).split(size))  # type: ignore
-        else:
-            batches = DataLoader(dataset, batch_size=size,
-                                 pin_memory=self.device.type == "cuda")
-        if not self.settings.freeze_validation_set:
-            return iter(batches)
-        if self._frozen_validation is None:
-            self._frozen_validation = list(batches)
-        return iter(self._frozen_validation)
-
-    def _to_device(self, batch: Any) -> tuple[torch.Tensor, ...]:
-        if not isinstance(batch, (tuple, list)):
-            batch = (batch,)
-        return tuple(b.to(self.device, non_blocking=True) if isinstance(b, torch.Tensor) else b
-                     for b in batch)
-
-    def _autocast(self) -> contextlib.AbstractContextManager:
-        if self.precision == "bf16":
-            return torch.autocast(self.device.type, dtype=torch.bfloat16)
-        return contextlib.nullcontext()
+    def budget_spent_by(self, result: dict[str, Any]) -> bool:
+        """Whether a run whose ``result.json`` reads ``result`` has nothing left to train
+        under these settings (a larger ``max_inputs`` or ``max_epoch`` leaves some)."""
+        best = result.get("best_validation_loss")
+        progress = Progress(num_inputs=int(result.get("num_inputs") or 0),
+                            epoch=int(result.get("epoch") or 0),
+                            best_validation_loss=float(best) if best is not None else None)
+        return finished(self.settings, progress)
 
     # ------------------------------------------------------------------ validation & logs
     @torch.no_grad()
@@ -411,9 +276,8 @@ class Trainer:
         training_loss, self.loss_function = self.loss_function, self.main_loss
         sums: dict[str, torch.Tensor] = {}
         count = 0
-        for batch in self._validation_batches():
-            batch = self._to_device(batch)
-            with self._autocast():
+        for batch in self.batches.validation(self.progress.epoch):
+            with autocast(self.precision, self.device):
                 losses = self.validation_step(batch)
             size = batch[0].shape[0]
             for key, value in losses.items():
@@ -438,43 +302,10 @@ class Trainer:
                                     or loss < p.best_validation_loss):
             p.best_validation_loss = loss
             self.save(best=True)
-        self._check_stuck(means)
+        check_stuck(self.settings, p, means, self.log)
         self.write_images()
         self._write_result("running")
         return means
-
-    def _check_stuck(self, means: dict[str, float]) -> None:
-        """Warn once when the run sits at a constant output: each output's pixel std at most
-        ``stuck_output_std`` at each of the last ``stuck_validations`` validations (the
-        sigmoid's all-black start, a collapse to each image's mean colour), whatever the
-        loss does meanwhile -- a run that learns only the mean colour still lowers its loss.
-        Recorded in metrics.jsonl and result.json's ``warnings``; when the run leaves the
-        constant output, the warning gets ``until``."""
-        s, p = self.settings, self.progress
-        spread = means.get("output_std")
-        if not s.stuck_validations or spread is None:
-            return  # off, or not an image trainer (only those report the outputs' spread)
-        window = [*p.recent_output_std, (p.num_inputs, spread)][-s.stuck_validations:]
-        p.recent_output_std = window
-        stuck = len(window) == s.stuck_validations and all(
-            std <= s.stuck_output_std for _, std in window)
-        if stuck and not p.stuck:
-            since = window[0][0]
-            message = (f"stuck at a constant output since {since:,} inputs: output pixel std "
-                       f"at most {max(std for _, std in window):.2g} at each of the last "
-                       f"{s.stuck_validations} validations (validation loss now "
-                       f"{means['loss']:.6g}); see 'Stuck runs' in the README")
-            print(f"warning: {message}")
-            p.warnings.append({"kind": "stuck", "inputs": since, "detected": p.num_inputs,
-                               "message": message})
-            self.log.write("warning", p.num_inputs, {"warning": "stuck", "message": message})
-        elif p.stuck and not stuck and p.warnings:
-            p.warnings[-1]["until"] = p.num_inputs
-            message = f"left the constant output at {p.num_inputs:,} inputs"
-            print(message)
-            self.log.write("warning", p.num_inputs, {"warning": "stuck_ended",
-                                                     "message": message})
-        p.stuck = stuck
 
     def _accumulate(self, losses: dict[str, torch.Tensor], size: int) -> None:
         for key, value in losses.items():
@@ -488,8 +319,7 @@ class Trainer:
         p = self.progress
         means = {key: float(value) / self._sum_inputs for key, value in self._sums.items()}
         self._sums, self._sum_inputs = {}, 0
-        if not math.isfinite(means["loss"]):
-            raise Diverged(f"train loss is {means['loss']} at {p.num_inputs:,} inputs")
+        check_finite(means["loss"], p.num_inputs)
         p.train = means
         values = {**means, "learnrate": self.optimizer.param_groups[0]["lr"],
                   "inputs_per_s": p.num_inputs / p.training_time if p.training_time else 0.0,
@@ -509,187 +339,28 @@ class Trainer:
 
     # ------------------------------------------------------------- checkpoints & results
     def state(self) -> dict[str, Any]:
-        return {
-            "model": self.model.state_dict(),
-            "optimizer": self.optimizer.state_dict(),
-            "scheduler": self.scheduler.state_dict() if self.scheduler is not None else None,
-            "progress": vars(self.progress).copy(),
-            "rng": {"torch": torch.get_rng_state(),
-                    "cuda": torch.cuda.get_rng_state_all() if torch.cuda.is_available() else [],
-                    "numpy": np.random.get_state()[1].tolist(),
-                    "python": repr(random.getstate())},
-            "info": self.info,
-        }
+        return training_state(self.model, self.optimizer, self.scheduler, self.progress,
+                              self.info)
 
     def save(self, best: bool) -> None:
         if self._last_loss is not None and not bool(torch.isfinite(self._last_loss)):
-            raise Diverged(f"loss is {float(self._last_loss)} at "
-                           f"{self.progress.num_inputs:,} inputs")
+            check_finite(float(self._last_loss), self.progress.num_inputs, "loss")
         self.progress.last_checkpoint_inputs = self.progress.num_inputs
         save_checkpoint(self.run_dir.best if best else self.run_dir.last, self.state())
         self._last_checkpoint_time = time.monotonic()
 
     def _resume(self) -> bool:
-        """Load the last checkpoint (falling back to the best one); False when none exists."""
-        candidates = [path for path in (self.run_dir.last, self.run_dir.best) if path.exists()]
-        errors = []
-        for path in candidates:
-            try:
-                state = load_checkpoint(path)
-                self.model.load_state_dict(state["model"])
-                _check_same_optimizer(state["optimizer"], self.optimizer)
-                self.optimizer.load_state_dict(state["optimizer"])
-                if self.scheduler is not None and state.get("scheduler"):
-                    self.scheduler.load_state_dict(state["scheduler"])
-            except (ValueError, KeyError, RuntimeError) as e:
-                errors.append(str(e))
-                print(f"warning: cannot resume from {path.name}: {e}")
-                continue
-            known = {f.name for f in fields(Progress)}  # older checkpoints may hold others
-            self.progress = Progress(**{k: v for k, v in state["progress"].items()
-                                        if k in known})
-            torch.set_rng_state(state["rng"]["torch"])
-            if errors:
-                print(f"warning: resumed from {path.name} instead")
-            return True
-        if errors:
-            raise InrlabError("no readable checkpoint to resume from (" + "; ".join(errors)
-                              + "); run with --reset to start over", path=self.run_dir.path)
-        return False
+        progress = resume(self.run_dir, self.model, self.optimizer, self.scheduler)
+        if progress is not None:
+            self.progress = progress
+        return progress is not None
 
     def result(self, status: str) -> dict[str, Any]:
-        p = self.progress
-        model = self.model
-        parameters = {"total": count_parameters(model),
-                      "trainable": count_parameters(model, trainable_only=True),
-                      "encoder": _part_parameters(model, "encoder"),
-                      "decoder": _part_parameters(model, "decoder")}
-        return {
-            "experiment_name": self.info.get("experiment_name"),
-            "matrix_entry": self.info.get("matrix_entry", {}),
-            "matrix_id": self.info.get("matrix_id"),
-            "matrix_slug": self.info.get("matrix_slug"),
-            "status": status,
-            "num_inputs": p.num_inputs,
-            "max_inputs": self.settings.max_inputs,
-            "num_batches": p.num_batches,
-            "epoch": p.epoch,
-            "train_loss": p.train.get("loss"),
-            "validation_loss": p.validation.get("loss"),
-            "best_validation_loss": p.best_validation_loss,
-            "validation_mse": p.validation.get("mse"),
-            "validation_psnr": p.validation.get("psnr"),
-            "validation_ssim": p.validation.get("ssim"),
-            "validation": p.validation,
-            "warnings": p.warnings,
-            "parameters": parameters,
-            "training_time_s": round(p.training_time, 3),
-            "throughput": round(p.num_inputs / p.training_time, 3) if p.training_time else None,
-            "device": str(self.device),
-            "precision": self.precision,
-            "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
-        }
+        return result_record(status, self.progress, self.settings, self.model, self.info,
+                             self.device, self.precision)
 
     def _write_result(self, status: str) -> None:
         self.run_dir.write_result(self.result(status))
-
-
-def compile_model(model: nn.Module, mode: str = "default") -> None:
-    """torch.compile ``model`` in place (its state_dict keys stay the same), and the
-    ``query`` of each implicit decoder inside, which pixel-subset training calls directly.
-    ``mode``: torch.compile's ("reduce-overhead" replays CUDA graphs: no per-kernel launch
-    cost for the small kernels of a batch-64 step)."""
-    model.compile(mode=mode)
-    for module in model.modules():
-        if isinstance(module, ImplicitDecoder):
-            module.query = torch.compile(module.query, mode=mode)  # type: ignore[method-assign]
-
-
-def _part_parameters(model: nn.Module, name: str) -> int | None:
-    part = getattr(model, name, None)
-    return count_parameters(part) if isinstance(part, nn.Module) else None
-
-
-def _check_same_optimizer(saved: dict[str, Any], optimizer: torch.optim.Optimizer) -> None:
-    """ValueError when a checkpoint's optimizer state is another class's (its settings
-    differ, e.g. Adam's betas against SGD's momentum): loading it would fail at the first
-    step, after the run's files were written."""
-    groups = saved.get("param_groups") or [{}]
-    keys, wanted = set(groups[0]), set(optimizer.param_groups[0])
-    if keys != wanted:
-        raise ValueError(f"its optimizer state has the settings {sorted(keys - {'params'})}, "
-                         f"this {type(optimizer).__name__} has {sorted(wanted - {'params'})}: "
-                         "the run was trained with another optimizer")
-
-
-def _make_optimizer(settings: TrainSettings, model: nn.Module,
-                    device: torch.device) -> torch.optim.Optimizer:
-    """``torch.optim.<optimizer>(params, lr=learnrate)`` as the seed built it; on CUDA with
-    the fused implementation where the class has one (Adam, AdamW, SGD: one kernel launch
-    for all parameters instead of several per tensor, the same update)."""
-    cls = getattr(torch.optim, settings.optimizer, None)
-    if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
-        names = sorted(n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)
-                       and issubclass(getattr(torch.optim, n), torch.optim.Optimizer)
-                       and n != "Optimizer")
-        raise InrlabError(f"unknown optimizer '{settings.optimizer}'; torch.optim has "
-                          f"{', '.join(names)}", key="optimizer")
-    params = [p for p in model.parameters() if p.requires_grad]
-    if not params:
-        raise InrlabError("the model has no trainable parameters", key="model")
-    if device.type == "cuda" and "fused" in inspect.signature(cls.__init__).parameters:
-        return cls(params, lr=settings.learnrate, fused=True)
-    return cls(params, lr=settings.learnrate)
-
-
-# Names torch.optim.lr_scheduler gives a scheduler's length in steps, its second argument.
-STEP_COUNT_PARAMETERS = ("T_max", "total_iters", "step_size", "T_0")
-
-
-def _make_scheduler(settings: TrainSettings, optimizer: torch.optim.Optimizer) -> Any:
-    if not settings.scheduler:
-        return None
-    cls = getattr(torch.optim.lr_scheduler, settings.scheduler, None)
-    if not isinstance(cls, type) or settings.scheduler.startswith("_"):
-        raise InrlabError(f"unknown scheduler '{settings.scheduler}'; use a class of "
-                          "torch.optim.lr_scheduler such as CosineAnnealingLR", key="scheduler")
-    if not settings.max_inputs:
-        raise InrlabError("a scheduler is sized by max_inputs / batch_size: set max_inputs",
-                          key="scheduler")
-    second = second_parameter(cls)
-    if second not in STEP_COUNT_PARAMETERS:
-        raise InrlabError(f"scheduler '{settings.scheduler}' takes {second!r} after the "
-                          "optimizer, not a step count; inrlab builds a scheduler as "
-                          "(optimizer, max_inputs // batch_size): use one whose second "
-                          "argument is its length, such as CosineAnnealingLR, PolynomialLR, "
-                          "StepLR or CosineAnnealingWarmRestarts", key="scheduler")
-    steps = max(1, settings.max_inputs // settings.batch_size)
-    try:
-        return cls(optimizer, steps)
-    except TypeError as e:
-        raise InrlabError(f"scheduler '{settings.scheduler}' cannot be built from its step "
-                          f"count alone ({e})", key="scheduler") from None
-
-
-def _first_items(dataset: Dataset, count: int, key: str) -> list[Any]:
-    try:
-        if isinstance(dataset, IterableDataset):
-            items = []
-            for item in dataset:
-                items.append(item)
-                if len(items) == count:
-                    break
-        else:
-            size = len(dataset)  # type: ignore[arg-type]
-            items = [dataset[i] for i in range(min(count, size))]
-    except InrlabError:
-        raise
-    except Exception as e:  # noqa: BLE001 - a dataset that fails to read is bad input
-        raise InrlabError(f"reading the first items failed: {type(e).__name__}: {e}",
-                          key=key) from e
-    if not items:
-        raise InrlabError("the dataset is empty", key=key)
-    return items
 
 
 @contextlib.contextmanager

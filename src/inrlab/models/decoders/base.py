@@ -14,7 +14,7 @@ A decoder that also wants the size of the rendered pixels (LIIF's "cell") sets
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import Any, Sequence
 
 import torch
 from torch import nn
@@ -41,12 +41,29 @@ def render_chunk_elements(device: torch.device) -> int:
     return max(RENDER_CHUNK_ELEMENTS, min(GPU_RENDER_CHUNK_ELEMENTS, free // (8 * 4)))
 
 
+def image_arguments(image_shape: Sequence[int | None]) -> dict[str, Any]:
+    args: dict[str, Any] = {"num_output_channels": image_shape[0]}
+    if None not in image_shape[1:]:
+        args["default_shape"] = tuple(image_shape[1:])
+    return args
+
+
 class ImplicitDecoder(nn.Module):
     out_channels: int
     default_shape: tuple[int, int] | None
     code_shape: tuple[int | None, ...]  # one image's code: (C,) for a global code
     max_width: int = 1  # widest hidden layer times queries per pixel, sizes render chunks
     takes_pixel_size: bool = False
+
+    @classmethod
+    def code_arguments(cls, code_shape: Sequence[int | None],
+                       image_shape: Sequence[int | None]) -> dict[str, Any]:
+        """The constructor arguments that follow from an encoder of codes ``code_shape`` and
+        images ``image_shape`` (C, H, W): the code's channels, ``num_output_channels`` and,
+        for an encoder of one image size, ``default_shape``. ``EncoderDecoder`` fills them
+        into a decoder spec that leaves them out. A decoder whose code is flat takes its
+        size as ``num_input_channels``; others override this."""
+        return {"num_input_channels": code_shape[0], **image_arguments(image_shape)}
 
     @property
     def code_dims(self) -> int:

@@ -13,7 +13,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from inrlab.models.decoders.base import ImplicitDecoder
+from inrlab.models.decoders.base import ImplicitDecoder, image_arguments
 from inrlab.models.layers import (GridLinear, ResidualConvBlock, check_count,
                                   check_positive_int, check_shape)
 from inrlab.models.layers import activation as make_activation
@@ -68,6 +68,10 @@ class LocalLatentDecoder(ImplicitDecoder):
     convolution it replaces (a 1x1 one without a stage): each code value may then carry
     something about any part of the tile, as ``EncoderConvGrid(global_code=True)`` writes it.
 
+    ``pos_embedding`` encodes the offset to the latent: a name of ``positional_encoding``
+    (``"sincos"`` with frequencies (1, 2, 4); ``"gaussian"``/``"learned"`` with 16 features
+    of scale 1.0) or a ``{name, args}`` spec with other arguments.
+
     The first Linear is applied in two parts: its latent part once per grid cell, its
     position part once per pixel (shared by all images when the coordinates are).
     """
@@ -90,11 +94,7 @@ class LocalLatentDecoder(ImplicitDecoder):
         default_shape: Sequence[int] | None = None,
         activation: Any = "gelu",
         activation_out: Any = "sigmoid",
-        pos_embedding: str = "sincos",
-        pos_embedding_freqs: Sequence[float] = (1, 2, 4),
-        pos_embedding_features: int = 16,
-        pos_embedding_sigma: float = 1.0,
-        pos_embedding_seed: int = 0,
+        pos_embedding: str | dict[str, Any] = "sincos",
     ) -> None:
         super().__init__()
         self.latent_channels = check_positive_int("latent_channels", latent_channels)
@@ -113,9 +113,9 @@ class LocalLatentDecoder(ImplicitDecoder):
         self.takes_pixel_size = bool(pixel_size)
         self.set_io((self.latent_channels, *(self.grid or (None, None))), num_output_channels,
                     default_shape)
-        self.encoding = positional_encoding(pos_embedding, pos_embedding_freqs,
-                                            pos_embedding_features, pos_embedding_sigma,
-                                            pos_embedding_seed)
+        # offsets span about one cell: lower frequencies and scale than a whole-image encoding
+        self.encoding = positional_encoding(pos_embedding, freqs=(1, 2, 4), num_features=16,
+                                            sigma=1.0)
         position_features = self.encoding.out_features + (2 if pixel_size else 0)
         self.unfold = bool(unfold)
         self.upsample = check_positive_int("upsample", upsample)
@@ -148,6 +148,14 @@ class LocalLatentDecoder(ImplicitDecoder):
         self.act_out = make_activation(activation_out)
         self.max_width = num_hidden * (4 if sampling == "ensemble" else 1)
 
+    @classmethod
+    def code_arguments(cls, code_shape: Sequence[int | None],
+                       image_shape: Sequence[int | None]) -> dict[str, Any]:
+        """``latent_channels`` and ``grid`` (None for a map that follows the image size)."""
+        grid = tuple(code_shape[1:]) if None not in code_shape[1:] else None
+        return {"latent_channels": code_shape[0], "grid": grid,
+                **image_arguments(image_shape)}
+
     def prepare(self, code: torch.Tensor) -> torch.Tensor:
         """The first layer's latent part at every cell of the (upsampled) grid:
         (B, C, gh, gw) -> (B, num_hidden, upsample * gh, upsample * gw)."""
@@ -175,7 +183,8 @@ class LocalLatentDecoder(ImplicitDecoder):
         coords = coords.to(self.latent_in.weight.dtype)
         extra = None
         if self.takes_pixel_size:
-            size = pixel_size if pixel_size is not None else (2.0 / 31, 2.0 / 31)
+            size = (pixel_size if pixel_size is not None
+                    else self._query_options(*self.resolve_shape(None))["pixel_size"])
             cell = coords.new_tensor([size[0] * (grid_w - 1) / 2, size[1] * (grid_h - 1) / 2])
             extra = cell.expand(*coords.shape[:-1], 2)  # (..., N, 2)
 

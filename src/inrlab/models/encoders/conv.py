@@ -10,11 +10,12 @@ from torch import nn
 
 from inrlab.models.layers import (GridLinear, ResidualConvBlock, activation, check_count,
                                   check_positive_int, check_shape)
+from inrlab.models.contract import Encoder
 from inrlab.models.registry import register_model
 
 
 @register_model("encoder", tiny=dict(shape=(3, 8, 8), code_size=6, channels=(4, 4)))
-class EncoderConv2d(nn.Module):
+class EncoderConv2d(Encoder):
     """Valid (unpadded) convolutions, each followed by the activation, then one Linear.
 
     For 3x32x32 with channels (16, 24, 32): 32 -> 30 -> 28 -> 26, so the Linear has
@@ -33,6 +34,7 @@ class EncoderConv2d(nn.Module):
         super().__init__()
         self.shape = check_shape("shape", shape, 3)
         self.code_size = check_positive_int("code_size", code_size)
+        self.code_shape = (self.code_size,)
         check_positive_int("kernel_size", kernel_size)
         check_positive_int("stride", stride)
         if not channels:
@@ -60,7 +62,7 @@ class EncoderConv2d(nn.Module):
 
 
 @register_model("encoder", tiny=dict(shape=(1, 6, 6), code_size=5, hidden=(12,)))
-class EncoderMLP(nn.Module):
+class EncoderMLP(Encoder):
     """Flatten the image, then Linear layers with activations, then a Linear to the code."""
 
     def __init__(self, shape: Sequence[int], code_size: int, hidden: Sequence[int] = (512,),
@@ -68,6 +70,7 @@ class EncoderMLP(nn.Module):
         super().__init__()
         self.shape = check_shape("shape", shape, 3)
         self.code_size = check_positive_int("code_size", code_size)
+        self.code_shape = (self.code_size,)
         layers: list[nn.Module] = [nn.Flatten(1)]
         width = math.prod(self.shape)
         for size in hidden:
@@ -82,7 +85,7 @@ class EncoderMLP(nn.Module):
 
 @register_model("encoder", tiny=dict(shape=(3, 8, 8), latent_channels=3, grid=(2, 2),
                                      channels=(4, 4), num_blocks=1))
-class EncoderConvGrid(nn.Module):
+class EncoderConvGrid(Encoder):
     """A convolutional encoder whose code is a latent grid (latent_channels, gh, gw), for
     ``LocalLatentDecoder``.
 
@@ -113,6 +116,7 @@ class EncoderConvGrid(nn.Module):
         self.shape = check_shape("shape", shape, 3)
         self.latent_channels = check_positive_int("latent_channels", latent_channels)
         self.grid = check_shape("grid", grid, 2)
+        self.code_shape = (self.latent_channels, *self.grid)
         num_blocks = check_count("num_blocks", num_blocks)
         layers: list[nn.Module] = []
         size = list(self.shape[1:])
@@ -145,7 +149,7 @@ class EncoderConvGrid(nn.Module):
 
 
 @register_model("encoder", tiny=dict(in_channels=3, latent_channels=3, channels=4, num_blocks=1))
-class EncoderConvMap(nn.Module):
+class EncoderConvMap(Encoder):
     """A fully convolutional encoder that keeps the resolution: its code is a latent map with
     one ``latent_channels`` vector per input pixel (LIIF's feature-map encoder, after EDSR's
     residual blocks, no BatchNorm), for ``LocalLatentDecoder(grid=None)``. It takes images of
@@ -161,6 +165,7 @@ class EncoderConvMap(nn.Module):
         self.in_channels = check_positive_int("in_channels", in_channels)
         self.shape = (self.in_channels, None, None)  # any height and width
         self.latent_channels = check_positive_int("latent_channels", latent_channels)
+        self.code_shape = (self.latent_channels, None, None)  # one latent per input pixel
         check_positive_int("channels", channels)
         num_blocks = check_count("num_blocks", num_blocks)
         self.layers = nn.Sequential(

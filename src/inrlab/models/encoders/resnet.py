@@ -12,6 +12,7 @@ from torch import nn
 
 from inrlab.errors import InrlabError
 from inrlab.models.layers import check_positive_int, check_shape
+from inrlab.models.contract import Encoder
 from inrlab.models.registry import register_model
 
 
@@ -87,7 +88,7 @@ def resnet18_open(weights: Any = None) -> ResNet18Open:
 
 
 @register_model("encoder", tiny=dict(shape=(3, 16, 16), code_size=7))
-class ResNetEncoder(nn.Module):
+class ResNetEncoder(Encoder):
     """The logs' ResNet encoder: ``resnet18_open`` -> flatten -> Linear(features -> code)."""
 
     def __init__(self, shape: Sequence[int], code_size: int, weights: Any = None,
@@ -97,6 +98,7 @@ class ResNetEncoder(nn.Module):
         if self.shape[0] != 3:
             raise ValueError(f"ResNetEncoder needs 3-channel images, got shape {self.shape}")
         self.code_size = check_positive_int("code_size", code_size)
+        self.code_shape = (self.code_size,)
         self.resnet = resnet18_open(weights)
         if freeze:
             self.resnet.requires_grad_(False)

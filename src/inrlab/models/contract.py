@@ -1,0 +1,87 @@
+"""The one contract every autoencoder implements. Trainers, ``inrlab render``, the report and
+``inrlab.load_run`` call these methods; none of them probes a model for attributes."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Sequence
+
+import torch
+from torch import nn
+
+from inrlab.models.decoders.base import ImplicitDecoder
+
+
+@dataclass
+class CodeCost:
+    """What a model's code adds to a training step: ``loss`` (added to the reconstruction
+    loss, already weighted) and ``metrics`` reported beside it (e.g. ``code_bytes``)."""
+
+    loss: torch.Tensor
+    metrics: dict[str, torch.Tensor] = field(default_factory=dict)
+
+
+class Encoder(nn.Module):
+    """Images (B, *shape) -> codes (B, *code_shape).
+
+    ``shape``: the (C, H, W) it takes (H and W None: any size). ``code_shape``: one image's
+    code, e.g. (C,) for a flat code or (C, gh, gw) for a latent grid, with None along an
+    axis that follows the image's size. An ``EncoderDecoder`` given its decoder as a
+    ``{name, args}`` spec tells the decoder this shape, so a file states it once.
+    """
+
+    shape: tuple[int, int | None, int | None]
+    code_shape: tuple[int | None, ...]
+
+
+class Autoencoder(nn.Module):
+    """``images -> encode -> code -> decode at a shape -> images``.
+
+    Subclasses implement ``encode``, ``decode`` and ``input_shape``; the rest has defaults:
+
+    - ``input_shape``: the (C, H, W) the encoder takes; H and W are None when it takes any
+      size (a fully convolutional encoder: images are encoded as they are).
+    - ``decode(codes, shape)``: images (B, C, H, W) at ``shape`` (H, W); None means the
+      training size. A model whose decoder renders one size only raises ValueError for
+      another (``renders_any_size`` is False).
+    - ``render_code(images)``: the code renders at other sizes start from (``encode``; an
+      upscaler encodes the images as they are instead of downsampled).
+    - ``implicit_decoder``: the decoder when it can be queried at single pixels (training on
+      a subset of pixels, bf16 probes when rendering), else None.
+    - ``code_cost(codes, pixels)``: what the code adds to a training step on images of
+      ``pixels`` pixels (a rate term), or None.
+    """
+
+    @property
+    def input_shape(self) -> tuple[int, int | None, int | None]:
+        raise NotImplementedError
+
+    def encode(self, images: torch.Tensor) -> torch.Tensor:
+        raise NotImplementedError
+
+    def decode(self, codes: torch.Tensor, shape: Sequence[int] | None = None) -> torch.Tensor:
+        raise NotImplementedError
+
+    def render_code(self, images: torch.Tensor) -> torch.Tensor:
+        return self.encode(images)
+
+    @property
+    def implicit_decoder(self) -> ImplicitDecoder | None:
+        return None
+
+    @property
+    def renders_any_size(self) -> bool:
+        return self.implicit_decoder is not None
+
+    def code_cost(self, codes: torch.Tensor, pixels: int) -> CodeCost | None:
+        return None
+
+    def forward(self, images: torch.Tensor) -> torch.Tensor:
+        return self.decode(self.encode(images), images.shape[-2:])
+
+
+def reconstruction(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
+    """``model(images)``; for a plain module (a snippet's own autoencoder that is no
+    ``Autoencoder``) that returns several outputs, the first."""
+    output = model(images)
+    return output[0] if isinstance(output, (tuple, list)) else output

@@ -1,0 +1,70 @@
+"""Where and how a run computes: device, precision (bf16 where it pays), torch.compile."""
+
+from __future__ import annotations
+
+import contextlib
+
+import torch
+from torch import nn
+
+from inrlab.errors import InrlabError
+from inrlab.models.contract import Autoencoder
+
+
+def resolve_device(device: str | None) -> torch.device:
+    if device in (None, "auto"):
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    try:
+        resolved = torch.device(device)
+    except RuntimeError:
+        raise InrlabError(f"unknown device '{device}'; use auto, cpu, cuda or cuda:N") from None
+    if resolved.type not in ("cpu", "cuda"):
+        raise InrlabError(f"device '{device}' is not supported: inrlab trains on cpu or cuda "
+                          "(auto, cpu, cuda, cuda:N)")
+    if resolved.type == "cuda" and not torch.cuda.is_available():
+        raise InrlabError(f"device '{device}' asked for, but CUDA is not available here")
+    return resolved
+
+
+def bf16_units(device: torch.device) -> str | None:
+    """Why ``device`` runs bf16 matrix products fast (a short reason), or None."""
+    if device.type == "cuda":
+        return "a CUDA GPU with bf16 support" if torch.cuda.is_bf16_supported() else None
+    if device.type != "cpu":
+        return None
+    checks = (("_is_amx_tile_supported", "AMX"), ("_is_avx512_bf16_supported", "AVX512-BF16"))
+    found = [name for probe, name in checks if getattr(torch.cpu, probe, lambda: False)()]
+    return f"this CPU has {' and '.join(found)} units" if found else None
+
+
+def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
+    """(the precision to train in, why): ``auto`` becomes bf16 where ``bf16_units``."""
+    if precision != "auto":
+        return precision, "set in the experiment"
+    reason = bf16_units(device)
+    if reason:
+        return "bf16", reason
+    return "fp32", f"no bf16 units on this {device.type}"
+
+
+def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
+    """bf16 autocast (fp32 master weights) for ``precision`` "bf16", else nothing."""
+    if precision == "bf16":
+        return torch.autocast(device.type, dtype=torch.bfloat16)
+    return contextlib.nullcontext()
+
+
+def compile_model(model: nn.Module, mode: str = "default") -> None:
+    """torch.compile ``model`` in place (its state_dict keys stay the same): an autoencoder's
+    ``encode`` and ``decode`` (what the trainers call) and its implicit decoder's ``query``
+    (what pixel-subset training calls), else ``forward``. ``mode``: torch.compile's
+    ("reduce-overhead" replays CUDA graphs: no per-kernel launch cost for the small kernels
+    of a batch-64 step)."""
+    if not isinstance(model, Autoencoder):
+        model.compile(mode=mode)
+        return
+    model.encode = torch.compile(model.encode, mode=mode)  # type: ignore[method-assign]
+    model.decode = torch.compile(model.decode, mode=mode)  # type: ignore[method-assign]
+    decoder = model.implicit_decoder
+    if decoder is not None:
+        decoder.query = torch.compile(decoder.query, mode=mode)  # type: ignore[method-assign]
