@@ -46,6 +46,7 @@ from inrlab.report.render import bf16_keeps_8_bits, decode_at_precision  # noqa:
 from inrlab.train.autoencoder import TrainAutoencoderSpecial  # noqa: E402
 from inrlab.storage.rundir import RunDir  # noqa: E402
 from inrlab.train.autoencoder import CodeStatisticsOptions  # noqa: E402
+from inrlab.train.device import autocast  # noqa: E402
 from inrlab.train.settings import make_settings  # noqa: E402
 
 BATCH = 64
@@ -113,7 +114,7 @@ class Mode:
     train_pixels: int | None = None
     compile: bool = False
     reference: bool = False
-    batch_norm_images: int | None = None
+    batch_norm_images: int | None | str = "default"  # the decoder's own unless set
 
 
 def make_trainer(model: torch.nn.Module, mode: Mode, device: str, run_path: Path,
@@ -121,7 +122,7 @@ def make_trainer(model: torch.nn.Module, mode: Mode, device: str, run_path: Path
     settings = make_settings({"batch_size": BATCH, "learnrate": 3e-4, "optimizer": "AdamW",
                               "loss_function": "l2", "precision": mode.precision,
                               "compile": mode.compile}, lambda key: {})
-    if mode.batch_norm_images:
+    if mode.batch_norm_images != "default":
         model.decoder.batch_norm_images = mode.batch_norm_images
     dataset = torch.utils.data.TensorDataset(images)
     options = CodeStatisticsOptions(train_pixels=mode.train_pixels)
@@ -135,13 +136,12 @@ def step_function(trainer: TrainAutoencoderSpecial, mode: Mode) -> Callable[[tor
     model = trainer.model
 
     def step(images: torch.Tensor) -> float:
-        with trainer._autocast():
-            if mode.reference:
-                codes = trainer.encode(images)
-                output = seed_decode(model.decoder, codes, tuple(images.shape[-2:]))
-                loss = trainer.losses(images, output, codes)["loss"]
-            else:
-                loss = trainer.train_step((images,))["loss"]
+        if not mode.reference:
+            return trainer.step((images,))["loss"]  # the training loop's own step
+        with autocast(trainer.precision, trainer.device):
+            codes = model.encode(images)
+            output = seed_decode(model.decoder, codes, tuple(images.shape[-2:]))
+            loss = trainer.losses(images, output, codes)["loss"]
         trainer.optimizer.zero_grad(set_to_none=True)
         loss.backward()
         trainer.optimizer.step()
@@ -364,7 +364,9 @@ def main() -> None:
               "keeps them)")
     fastest = "bf16" if rates["bfloat16"] >= rates["float32"] else "fp32"
     modes = [Mode("(a) reference: per-image loop, fp32", reference=True),
-             Mode("(b) inrlab default: batched, fp32")]
+             Mode("(b) inrlab default: per-image statistics, fp32"),
+             Mode("(c) whole-batch statistics (batch_norm_images: null)",
+                  batch_norm_images=None)]
     modes += [Mode(f"(c) train_pixels {n}", train_pixels=n) for n in args.train_pixels]
     fewest = min(args.train_pixels)
     modes += [Mode("(c) batch_norm_images 4", batch_norm_images=4),

@@ -189,9 +189,9 @@ def test_impossible_arguments_name_the_argument(build, message) -> None:
 
 def test_batch_norm_per_image_groups_match_the_seed_semantics() -> None:
     torch.manual_seed(0)
-    whole = ImageManifoldDecoder(8, 3, num_hidden=16, num_blocks=2, default_shape=(4, 4))
-    grouped = ImageManifoldDecoder(8, 3, num_hidden=16, num_blocks=2, default_shape=(4, 4),
-                                   batch_norm_images=1)
+    whole = ImageManifoldDecoder(8, 3, num_hidden=16, num_blocks=2, default_shape=(4, 4),
+                                 batch_norm_images=None)
+    grouped = ImageManifoldDecoder(8, 3, num_hidden=16, num_blocks=2, default_shape=(4, 4))
     grouped.load_state_dict(whole.state_dict())
     codes = torch.randn(3, 8)
     one_by_one = torch.cat([whole(codes[i:i + 1]) for i in range(3)])  # the seed's loop
@@ -227,3 +227,30 @@ def test_quantised_codes_are_stored_in_code_bits_and_train_with_noise() -> None:
     assert model.encoder.linear.weight.grad.abs().sum() > 0  # gradients reach the encoder
     with pytest.raises(ValueError, match="code_bits must be at most 16"):
         EncoderDecoder(model.encoder, model.decoder, code_bits=32)
+
+
+def test_the_manifold_decoder_takes_batchnorm_statistics_per_image_as_the_seed_did() -> None:
+    """By default each image's BatchNorm statistics are its own pixels' (the seed's loop ran
+    the decoder image by image): the same outputs and running statistics as that loop."""
+    import copy
+
+    from inrlab.models.posenc import pixel_grid
+
+    torch.manual_seed(0)
+    decoder = ImageManifoldDecoder(6, 3, num_hidden=16, num_blocks=2, default_shape=(8, 8))
+    seed = copy.deepcopy(decoder)
+    codes = torch.randn(5, 6)
+    output = decoder.train()(codes)  # (5, 3, 8, 8)
+    embedding = seed.encoding(pixel_grid((8, 8)))  # (64, P)
+    images = []
+    for code in codes:  # the seed's loop: [code, embedding] per pixel, one image at a time
+        x = seed.act_in(seed.linear_in(torch.cat([code.expand(64, -1), embedding], dim=1)))
+        x = seed.act_out(seed.linear_out(seed.blocks.train()(x)))  # (64, 3)
+        images.append(x.t().reshape(3, 8, 8))
+    torch.testing.assert_close(output, torch.stack(images), rtol=1e-5, atol=1e-6)
+    for ours, theirs in zip(decoder.modules(), seed.modules()):
+        if isinstance(ours, torch.nn.BatchNorm1d):
+            torch.testing.assert_close(ours.running_var, theirs.running_var)
+    whole = copy.deepcopy(seed)
+    whole.batch_norm_images = None  # statistics over the whole batch: another function
+    assert not torch.allclose(whole.train()(codes), output, atol=1e-4)

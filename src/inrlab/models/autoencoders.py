@@ -213,7 +213,7 @@ class DalleManifoldAutoencoder(EncoderDecoder):
         decoder_n_layer: int = 2,
         decoder_concat_residual: bool | Sequence[bool] = False,
         decoder_pos_embedding: str = "sin",
-        decoder_batch_norm_images: int | None = None,
+        decoder_batch_norm_images: int | None = 1,
     ) -> None:
         shape = check_shape("shape", shape, 3)
         check_positive_int("vocab_size", vocab_size)
