@@ -398,3 +398,23 @@ def test_a_full_disk_is_named_when_a_checkpoint_write_fails(tmp_path, monkeypatc
         checkpoint.save_checkpoint(tmp_path / "checkpoint-last.pt", {})
     assert info.value.errno == errno.ENOSPC and "No space left" in str(info.value)
     assert list(tmp_path.iterdir()) == []  # no temporary file left behind
+
+
+def test_a_model_built_with_nan_values_is_bad_input_before_anything_is_written(
+        write, cli, tmp_path) -> None:
+    """A snippet that runs its model on torch.empty in training mode (the ResNet log did, to
+    probe a shape) can leave NaN in BatchNorm's running statistics: every validation is NaN
+    while training looks fine. It is refused, naming the key and the values."""
+    from conftest import TINY_EXPERIMENT
+
+    text = "matrix:\n  hid: [8]\n" + TINY_EXPERIMENT.replace("""model: |
+  EncoderDecoder(""", """model: |
+  model = EncoderDecoder(""").replace("""default_shape=SHAPE[1:]),
+  )""", """default_shape=SHAPE[1:]),
+  )
+  model.decoder.blocks[0].branch[0].running_var.fill_(float("nan"))
+  model""")
+    path = write("nan.yml", text)
+    code, _, err = cli("run", path)
+    assert code == 2 and "key 'model'" in err and "NaN" in err and "running_var" in err
+    assert not (tmp_path / "runs" / "tiny").exists()

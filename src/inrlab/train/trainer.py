@@ -225,9 +225,18 @@ class Trainer:
 
     # --------------------------------------------------------------------- before training
     def check_data(self) -> None:
-        """Run two training items through the model and the loss once, before anything is
-        written, so empty datasets, shape mismatches and losses that cannot take the model's
-        output fail fast with a clear error."""
+        """Check the model's values are finite and run two training items through the model
+        and the loss once, before anything is written, so empty datasets, shape mismatches
+        and losses that cannot take the model's output fail fast with a clear error."""
+        not_finite = [name for name, value in self.model.state_dict().items()
+                      if value.is_floating_point() and not bool(torch.isfinite(value).all())]
+        if not_finite:
+            raise InrlabError(
+                f"the model holds NaN or infinite values before training, in "
+                f"{', '.join(not_finite[:3])}{' ...' if len(not_finite) > 3 else ''}; e.g. a "
+                "forward pass in training mode on torch.empty (uninitialised memory) while "
+                "building it updates BatchNorm's running statistics: probe shapes in eval "
+                "mode on torch.zeros", key="model")
         loss = self.loss_function
 
         def checked_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:
