@@ -1,3 +1,3 @@
-from inrlab.cli import main
+from inrlab.cli import console_main
 
-raise SystemExit(main())
+raise SystemExit(console_main())
