@@ -252,3 +252,41 @@ def test_the_trainers_own_arguments_are_not_experiment_keys(write, cli, key) -> 
 def test_max_inputs_zero_is_bad_input(tiny_experiment, cli) -> None:
     code, _, err = cli("run", tiny_experiment, "--max-inputs", "0")
     assert code == 2 and "--max-inputs must be at least 1" in err
+
+
+FAILING_CHANGES = {
+    "architecture": ("hid: [8]", "hid: [12]"),
+    "optimizer class": ("optimizer: Adam", "optimizer: SGD"),
+    "LBFGS": ("optimizer: Adam", "optimizer: LBFGS"),
+    "SparseAdam": ("optimizer: Adam", "optimizer: SparseAdam"),
+    "num_workers -1": ("batch_size: 16", "batch_size: 16\nnum_workers: -1"),
+    "NaN learnrate": ("learnrate: 0.003", "learnrate: .nan"),
+    "negative clipping": ("batch_size: 16", "batch_size: 16\ngradient_clipping: -1"),
+    "ExponentialLR": ("scheduler: CosineAnnealingLR", "scheduler: ExponentialLR"),
+    "device mps": ("batch_size: 16", "batch_size: 16\ndevice: mps"),
+    "seed 2**64": ("batch_size: 16", "batch_size: 16\nseed: 18446744073709551616"),
+}
+
+
+@pytest.mark.parametrize("state", ["interrupted", "complete"])
+@pytest.mark.parametrize("change", sorted(FAILING_CHANGES))
+def test_a_rerun_that_fails_leaves_every_file_of_an_interrupted_or_complete_run(
+        state, change, write, cli, tmp_path) -> None:
+    """Each way a re-run can fail on its entry -- a checkpoint it cannot resume, an
+    optimizer that cannot step, bad settings -- leaves every byte of the run's files as they
+    were, whether the run was interrupted or complete, and exits 2 or 1 without a traceback
+    (1: the first step failed, after the run's files were restored)."""
+    from conftest import TINY_EXPERIMENT
+
+    text = "matrix:\n  hid: [8]\n" + TINY_EXPERIMENT.replace(
+        "experiment_name: tiny/${matrix_slug}", "experiment_name: kept")
+    assert cli("run", write("first.yml", text), "--max-inputs", "64")[0] == 0
+    run = tmp_path / "runs" / "kept"
+    if state == "interrupted":
+        result = json.loads((run / "result.json").read_text())
+        (run / "result.json").write_text(json.dumps({**result, "status": "running"}))
+    before = _snapshot(run)
+    code, _, err = cli("run", write("second.yml", text.replace(*FAILING_CHANGES[change])),
+                       "--max-inputs", "128")
+    assert code in (1, 2) and "Traceback" not in err, err
+    assert _snapshot(run) == before

@@ -55,7 +55,7 @@ class TrainSettings:
             self.validation_batch_size = self.batch_size
 
 
-NON_NEGATIVE = {"stuck_validations", "stuck_output_std", "training_noise", "seed"}
+NON_NEGATIVE = {"stuck_validations", "stuck_output_std", "training_noise", "seed", "num_workers"}
 POSITIVE = {"batch_size", "validation_batch_size", "max_inputs", "max_epoch",
             "num_epochs_between_validations", "num_inputs_between_validations",
             "num_inputs_between_checkpoints", "num_train_loss_steps", "learnrate", "train_pixels",
