@@ -14,8 +14,10 @@ Runs go to ``--runs-dir`` (default ``runs-bench``); an interrupted benchmark res
 from __future__ import annotations
 
 import argparse
+import contextlib
 import io
 import sys
+import tempfile
 from pathlib import Path
 
 import numpy as np
@@ -30,11 +32,13 @@ from inrlab.data.tiles import load_tiles, split_indices  # noqa: E402
 from inrlab.experiment.build import build_entry  # noqa: E402
 from inrlab.experiment.runner import RunOptions, load_run_weights, run_entry  # noqa: E402
 from inrlab.experiment.spec import RunSpec, load_experiment  # noqa: E402
-from inrlab.models import UpscalingAutoencoder  # noqa: E402
+from inrlab.models import EncoderDecoder, UpscalingAutoencoder  # noqa: E402
 from inrlab.models.posenc import resampled_pixel_grid  # noqa: E402
 from inrlab.models.refine import refine_codes  # noqa: E402
 from inrlab.report.baselines import image_psnr  # noqa: E402
 from inrlab.report.figures import reproduction_sheet  # noqa: E402
+from inrlab.report.render import read_image, render_run  # noqa: E402
+from inrlab.storage.grids import save_png  # noqa: E402
 from inrlab.train.image_metrics import psnr, ssim  # noqa: E402
 from inrlab.storage.metrics import read_metrics  # noqa: E402
 from inrlab.storage.rundir import CHECKPOINTS, RunDir  # noqa: E402
@@ -193,14 +197,14 @@ def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
         if not has_weights(run_dir, checkpoint):
             continue
         model = trained_model(spec, run_dir, checkpoint)
-        if not hasattr(model, "encode") or isinstance(model, UpscalingAutoencoder):
+        if not isinstance(model, EncoderDecoder) or isinstance(model, UpscalingAutoencoder):
             continue
         codes = model.encode(valid)
         shape = tuple(valid.shape[-2:])
         values = codes[0].numel()
         name = spec.experiment_name
-        quantizer = getattr(model, "quantizer", None)
-        if getattr(model, "prior", None) is not None:
+        quantizer = model.bottleneck.quantizer
+        if model.bottleneck.entropy_coded:
             rows.append(entropy_coded_row(model, f"{name}, entropy-coded {quantizer.bits}-bit "
                                           "code", codes, valid))
             if refine_steps:
@@ -264,7 +268,9 @@ def two_x(spec: RunSpec, run_dir: RunDir, checkpoint: str = "best") -> None:
     low = split_tiles(16, True, "area")  # as rltiles-2x.yml reads them
     if isinstance(model, UpscalingAutoencoder):
         # trained to render 16x16 from 8x8; here it encodes the 16x16 input as it is
-        renders = [("upscaler render (16x16 encoded as is)", model.upscale(low, (32, 32)))]
+        renders = [("upscaler render (16x16 encoded as is)", model.upscale(low, (32, 32))),
+                   ("`inrlab render --size 2x` of the 16x16 PNGs (8-bit files)",
+                    cli_renders(run_dir, low, checkpoint))]
         own = ("8x8 -> 16x16 upscale of the same tiles", model(low))
     else:
         codes = model.encode(low)
@@ -289,6 +295,22 @@ def two_x(spec: RunSpec, run_dir: RunDir, checkpoint: str = "best") -> None:
     print(f"(the model's {own[0]}: {image_psnr(own[1], low):.2f} dB; "
           f"bicubic 8x8 -> 16x16: {image_psnr(renders_bicubic(half), low):.2f} dB)")
     print(f"first 8 tiles side by side: {sheet}")
+
+
+def cli_renders(run_dir: RunDir, images: torch.Tensor, checkpoint: str) -> torch.Tensor:
+    """``images`` written as PNG files, rendered at 2x by ``inrlab render``'s own code path
+    (``render_run``, fp32), and read back: what a user of the command gets."""
+    with tempfile.TemporaryDirectory() as tmp:
+        inputs = []
+        for i, image in enumerate(images):
+            path = Path(tmp) / f"tile-{i:04d}.png"
+            save_png(image, path)
+            inputs.append(path)
+        with contextlib.redirect_stdout(io.StringIO()):  # a line per file written
+            written = render_run(run_dir.path, inputs, 2.0, Path(tmp) / "out", device="cpu",
+                                 precision="fp32", checkpoint=checkpoint)
+        return torch.stack([read_image(path, (images.shape[1], None, None))
+                            for path in written])
 
 
 def renders_bicubic(images: torch.Tensor, factor: int = 2) -> torch.Tensor:
@@ -330,7 +352,7 @@ def refine(spec: RunSpec, run_dir: RunDir, steps: int, learnrate: float,
             print("| {} | {:.2f} | {:.3f} |".format(step, *score(output, valid)))
 
     refined = refine_codes(model, valid, steps, learnrate, report=report)
-    if getattr(model, "quantizer", None) is None:  # float codes: also stored in fewer bytes
+    if model.bottleneck.quantizer is None:  # float codes: also stored in fewer bytes
         with torch.no_grad():
             rows = float_code_rows(model, f"refined {steps} steps", refined, valid,
                                    model.encode(split_tiles(32, False)))
