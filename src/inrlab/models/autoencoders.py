@@ -79,14 +79,14 @@ class EncoderDecoder(Autoencoder):
 
     @property
     def input_shape(self) -> tuple[int, int | None, int | None]:
-        shape = getattr(self.encoder, "shape", None)  # every encoder of models/encoders has it
-        if isinstance(shape, (tuple, list)) and len(shape) == 3:
-            return tuple(None if s is None else int(s) for s in shape)  # type: ignore
-        default = getattr(self.decoder, "default_shape", None)
-        if default is not None:
-            return (int(self.decoder.out_channels), *default)  # type: ignore[return-value]
+        if isinstance(self.encoder, Encoder):
+            return self.encoder.shape
+        # a snippet's own encoder (e.g. an nn.Sequential): the size the decoder renders
+        decoder = self.implicit_decoder
+        if decoder is not None and decoder.default_shape is not None:
+            return (decoder.out_channels, *decoder.default_shape)
         raise ValueError(f"cannot tell which image size {type(self.encoder).__name__} encodes "
-                         "(no .shape, and the decoder has no default_shape)")
+                         "(it is no inrlab Encoder, and the decoder has no default_shape)")
 
     @property
     def implicit_decoder(self) -> ImplicitDecoder | None:

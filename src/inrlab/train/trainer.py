@@ -352,7 +352,7 @@ class Trainer:
                               self.info)
 
     def save(self, best: bool) -> None:
-        if self._last_loss is not None and not bool(torch.isfinite(self._last_loss)):
+        if self._last_loss is not None:  # a diverged step is never saved over a good one
             check_finite(float(self._last_loss), self.progress.num_inputs, "loss")
         self.progress.last_checkpoint_inputs = self.progress.num_inputs
         save_checkpoint(self.run_dir.best if best else self.run_dir.last, self.state())
