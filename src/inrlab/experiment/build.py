@@ -138,8 +138,6 @@ def trainer_class(spec: RunSpec, namespace: dict[str, Any]) -> type[Trainer]:
     return cls
 
 
-
-
 def seed_everything(seed: Any) -> None:
     """Seed torch, numpy and random (a seed that is no integer in [0, 2**63) is reported by
     the settings check later; the generators then get 0)."""
@@ -230,8 +228,7 @@ def run_config(spec: RunSpec, model: nn.Module) -> dict[str, Any]:
     if spec.path is None:
         values = {key: _yaml_plain(value) for key, value in spec.values.items()
                   if _is_plain(value)}
-        values["model"] = values.get("model") if isinstance(spec.values.get("model"),
-                                                            dict) else None
+        values.setdefault("model", None)  # a model object: config.yaml cannot rebuild it
         return {**values, "inrlab": {"source": "python", "model_class": type(model).__name__}}
     return {**spec.values,
             "inrlab": {"source": str(spec.path), "matrix_id": spec.entry.id,

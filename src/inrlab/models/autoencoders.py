@@ -108,7 +108,7 @@ class EncoderDecoder(Autoencoder):
         if not self.bottleneck.entropy_coded:
             return None
         bits = self.bottleneck.bits(codes).float()  # (B,)
-        return CodeCost(self.bottleneck.rate_weight * (bits.mean() / pixels),
+        return CodeCost(self.bottleneck.rate_loss(bits, pixels),
                         {"code_bytes": bits.mean() / 8})
 
     def compress(self, codes: torch.Tensor) -> list[bytes]:

@@ -51,7 +51,8 @@ def refine_codes(model: EncoderDecoder, images: torch.Tensor, steps: int,
             loss = F.mse_loss(model.decode(bottleneck.stored(raw), shape), images)
             if bottleneck.entropy_coded and weight:
                 # priced between levels (the stored levels' price has no useful gradient)
-                loss = loss + bottleneck.rate_loss(raw, shape[0] * shape[1], weight)
+                loss = loss + bottleneck.rate_loss(bottleneck.bits(raw), shape[0] * shape[1],
+                                                   weight)
             raw.grad, = torch.autograd.grad(loss, [raw])
         optimizer.step()
     return bottleneck.stored(raw).detach()

@@ -69,12 +69,13 @@ class Bottleneck(nn.Module):
         q = self.quantizer
         return self.prior.bits((code.clamp(-q.limit, q.limit) + q.limit) / q.step)
 
-    def rate_loss(self, code: torch.Tensor, pixels: int,
+    def rate_loss(self, bits: torch.Tensor, pixels: int,
                   weight: float | None = None) -> torch.Tensor:
-        """``weight`` (default ``rate_weight``) times the mean bits per pixel of ``code``,
-        for images of ``pixels`` pixels: the term training and refinement add to the loss."""
+        """``weight`` (default ``rate_weight``) times the mean bits per pixel, for ``bits``
+        per image (as ``bits(code)`` gives) of images of ``pixels`` pixels: the term
+        training and refinement add to the loss."""
         weight = self.rate_weight if weight is None else weight
-        return weight * (self.bits(code).float().mean() / pixels)
+        return weight * (bits.float().mean() / pixels)
 
     @torch.no_grad()
     def compress(self, codes: torch.Tensor) -> list[bytes]:
