@@ -202,6 +202,38 @@ def test_batch_norm_per_image_groups_match_the_seed_semantics() -> None:
         ImageManifoldDecoder(8, 3, batch_norm_images=0)
 
 
+@pytest.mark.parametrize("group", [1, 2])
+@pytest.mark.parametrize("chunk_bytes", [1, 2**30])  # one group at a time, the whole batch
+def test_groups_in_chunks_match_each_group_run_alone(group, chunk_bytes, monkeypatch) -> None:
+    """Per-group statistics computed side by side (one fused BatchNorm over the groups of a
+    chunk) give each group's outputs, gradients and the running statistics of the groups
+    run one after another -- also for per-image pixel subsets (train_pixels)."""
+    import copy
+
+    from inrlab.models.decoders import manifold
+
+    monkeypatch.setattr(manifold, "CPU_CHUNK_BYTES", chunk_bytes)
+    torch.manual_seed(0)
+    decoder = ImageManifoldDecoder(6, 3, num_hidden=16, num_blocks=2, default_shape=(4, 4),
+                                   concat_residual=[True, False], batch_norm_images=group)
+    alone = copy.deepcopy(decoder)
+    alone.batch_norm_images = None
+    codes = torch.randn(5, 6, requires_grad=True)
+    coords = torch.rand(5, 7, 2) * 2 - 1  # (B, N, 2): each image its own pixels
+    output = decoder.train().query(codes, coords)  # (5, 7, 3)
+    expected = torch.cat([alone.train().query(codes[i:i + group], coords[i:i + group])
+                          for i in range(0, 5, group)])
+    torch.testing.assert_close(output, expected, rtol=1e-5, atol=1e-6)
+    gradient, = torch.autograd.grad(output.square().sum(), codes)
+    expected_gradient, = torch.autograd.grad(expected.square().sum(), codes)
+    torch.testing.assert_close(gradient, expected_gradient, rtol=1e-4, atol=1e-6)
+    for ours, theirs in zip(decoder.modules(), alone.modules()):
+        if isinstance(ours, torch.nn.BatchNorm1d):
+            torch.testing.assert_close(ours.running_mean, theirs.running_mean)
+            torch.testing.assert_close(ours.running_var, theirs.running_var)
+            assert ours.num_batches_tracked == theirs.num_batches_tracked
+
+
 def test_quantised_codes_are_stored_in_code_bits_and_train_with_noise() -> None:
     from inrlab.models import EncoderConv2d, EncoderDecoder, ImageManifoldDecoder
 

@@ -15,11 +15,19 @@ from inrlab.models.layers import check_positive_int
 from inrlab.models.posenc import positional_encoding
 from inrlab.models.registry import register_model
 
+# Bytes of one hidden activation (fp32) of the images that go through the MLP at once in
+# training with per-image BatchNorm statistics on a CPU: small enough to stay in cache
+# between layers. Measured on 2-core AMD EPYCs, decoder forward + backward at batch 64 of
+# 32x32 images against chunks of 1-16k rows: 2 MiB was best or within 2% of it for widths
+# 64, 128 and 256 (bench/README.md, "chunks").
+CPU_CHUNK_BYTES = 2 * 2**20
+
 
 class ResidualLinearBlock(nn.Module):
     """``x + branch(x)`` (or ``concat(x, branch(x))``), branch = [BatchNorm] + L x (Linear, act).
 
-    BatchNorm normalises over every row it gets: all pixels of all images of the batch.
+    BatchNorm normalises over every row of ``x`` (R, w) it gets; in training, ``x`` may be
+    (N, S, w): S groups of N rows each, normalised with each group's own statistics.
     """
 
     def __init__(self, width: int, num_layers: int, act: Any, batch_norm: bool,
@@ -34,12 +42,39 @@ class ResidualLinearBlock(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         norm = self.branch[0]
-        if (isinstance(norm, nn.BatchNorm1d) and norm.running_var is not None
+        if isinstance(norm, nn.BatchNorm1d) and x.dim() == 3 and self.training:
+            y = self.branch[1:](_batch_norm_per_group(x, norm))  # (N, S, w)
+        elif (isinstance(norm, nn.BatchNorm1d) and norm.running_var is not None
                 and not (self.training or torch.is_grad_enabled())):
             y = self.branch[2:](_linear_after_norm(x, norm, self.branch[1]))  # rendering
         else:
             y = self.branch(x)
         return torch.cat([x, y], dim=-1) if self.concat else x + y
+
+
+def _batch_norm_per_group(x: torch.Tensor, norm: nn.BatchNorm1d) -> torch.Tensor:
+    """Training-mode ``norm`` of x (N, S, w) with statistics per group s (over its N rows),
+    in one fused batch_norm call: the S groups' channels side by side as S*w channels.
+    The running statistics end as if the S groups had passed one after another."""
+    rows, groups, width = x.shape
+    if norm.momentum is None and norm.running_mean is not None:  # a cumulative average
+        return torch.stack([norm(x[:, group]) for group in range(groups)], dim=1)
+    running = norm.running_mean is not None
+    mean = norm.running_mean.repeat(groups) if running else None  # (S*w,) updated per group
+    var = norm.running_var.repeat(groups) if running else None
+    weight = norm.weight.repeat(groups) if norm.weight is not None else None
+    bias = norm.bias.repeat(groups) if norm.bias is not None else None
+    y = F.batch_norm(x.reshape(rows, groups * width), mean, var, weight, bias, True,
+                     0.0 if norm.momentum is None else norm.momentum, norm.eps)
+    if running:
+        with torch.no_grad():  # each copy moved from the start by one group's statistics
+            keep = 1 - norm.momentum
+            for buffer, updated in ((norm.running_mean, mean), (norm.running_var, var)):
+                start = buffer.clone()
+                for step in updated.view(groups, width):  # step = keep * start + m * stat
+                    buffer.mul_(keep).add_(step - keep * start)
+            norm.num_batches_tracked.add_(groups)
+    return y.view(rows, groups, width)
 
 
 def _linear_after_norm(x: torch.Tensor, norm: nn.BatchNorm1d, linear: nn.Linear) -> torch.Tensor:
@@ -131,18 +166,47 @@ class ImageManifoldDecoder(ImplicitDecoder):
         if group is None or group >= code.shape[0] or not self.training:
             return self._pixels(code_part, pos_part)  # (B, N, C)
         # BatchNorm statistics per group of images (1: per image, as the seed's loop took
-        # them); each group runs the whole MLP on its own, so on a CPU its activations stay
-        # in cache instead of streaming the batch's through memory at every layer.
-        shared = pos_part.dim() == 2
-        return torch.cat([self._pixels(code_part[i:i + group],
-                                       pos_part if shared else pos_part[i:i + group])
-                          for i in range(0, code.shape[0], group)])
+        # them). The images go through the MLP a chunk at a time, each chunk's groups side
+        # by side: on a CPU a chunk's activations stay in cache between layers instead of
+        # streaming the whole batch's through memory at every layer.
+        batch = code.shape[0]
+        chunk = self.chunk_images(batch, pos_part.shape[-2], group, code.device)
+        full = batch - batch % group  # a last, smaller group has statistics of its own
+        bounds = [(i, min(i + chunk, full)) for i in range(0, full, chunk)] + [(full, batch)]
 
-    def _pixels(self, code_part: torch.Tensor, pos_part: torch.Tensor) -> torch.Tensor:
+        def pixels(start: int, end: int) -> torch.Tensor:
+            pos = pos_part if pos_part.dim() == 2 else pos_part[start:end]
+            return self._pixels(code_part[start:end], pos, group if end <= full else None)
+
+        return torch.cat([pixels(start, end) for start, end in bounds if end > start])
+
+    def chunk_images(self, batch: int, pixels: int, group: int, device: torch.device) -> int:
+        """How many images go through the MLP at once in training with per-group statistics:
+        on a CPU as many whole groups as keep a hidden activation within
+        ``CPU_CHUNK_BYTES`` (at least one group), elsewhere the whole batch."""
+        if device.type != "cpu":
+            return batch
+        rows = CPU_CHUNK_BYTES // (4 * self.max_width)
+        return group * max(1, rows // (group * pixels))
+
+    def _pixels(self, code_part: torch.Tensor, pos_part: torch.Tensor,
+                group: int | None = None) -> torch.Tensor:
         """The MLP from the first layer's two parts: (G, h) and (N, h) or (G, N, h) ->
-        colours (G, N, C); BatchNorm (in training) takes its statistics over all G*N rows."""
-        x = self.act_in(code_part.unsqueeze(1) + pos_part)  # (G, N, h)
-        batch, pixels, hidden = x.shape
-        x = self.blocks(x.reshape(batch * pixels, hidden))  # (G*N, w)
-        x = self.act_out(self.linear_out(x))  # (G*N, C)
-        return x.view(batch, pixels, self.out_channels)
+        colours (G, N, C). BatchNorm (in training) takes its statistics over all G*N rows,
+        or with ``group`` over each ``group`` images' rows."""
+        images, hidden = code_part.shape
+        if group is None or group >= images:
+            x = self.act_in(code_part.unsqueeze(1) + pos_part)  # (G, N, h)
+            pixels = x.shape[1]
+            x = self.blocks(x.reshape(images * pixels, hidden))  # (G*N, w)
+            x = self.act_out(self.linear_out(x))  # (G*N, C)
+            return x.view(images, pixels, self.out_channels)
+        # pixel-major: the rows of a statistics group are column s of x (N*group, G/group, h)
+        pos = pos_part.unsqueeze(1) if pos_part.dim() == 2 else pos_part.transpose(0, 1)
+        x = self.act_in(code_part + pos).contiguous()  # (N, G, h)
+        pixels = x.shape[0]
+        x = x.view(pixels, images // group, group, hidden).transpose(1, 2)  # (N, g, G/g, h)
+        x = self.blocks(x.reshape(pixels * group, images // group, hidden))  # (N*g, G/g, w)
+        x = self.act_out(self.linear_out(x))  # (N*g, G/g, C)
+        x = x.view(pixels, group, images // group, -1).transpose(1, 2)  # (N, G/g, g, C)
+        return x.reshape(pixels, images, -1).transpose(0, 1)  # (G, N, C)
