@@ -13,6 +13,7 @@ import time
 from pathlib import Path
 
 import pytest
+import torch
 
 from inrlab.storage.checkpoint import load_checkpoint
 from inrlab.storage.metrics import read_metrics
@@ -126,6 +127,51 @@ def test_bf16_precision_trains(tiny_experiment, cli, precision: str) -> None:
     code, _, _ = cli("run", tiny_experiment, "--only", "1")
     result = json.loads((run_path(tiny_experiment, "hid:8") / "result.json").read_text())
     assert code == 0 and result["status"] == "complete"
+
+
+def test_run_prints_and_records_how_it_computes(tiny_experiment, cli) -> None:
+    """By default a run chooses its precision and compile mode itself and says why; on a
+    CPU its convolutions run channels-last, and its weights still load into a fresh model
+    and reproduce the same outputs."""
+    from inrlab.experiment import load_experiment
+    from inrlab.experiment.build import build_entry
+    from inrlab.experiment.runner import load_run_weights
+    from inrlab.train.device import bf16_units, channels_last
+
+    code, out, _ = cli("run", tiny_experiment, "--only", "1", "--device", "cpu")
+    assert code == 0
+    run = run_path(tiny_experiment, "hid:8")
+    result = json.loads((run / "result.json").read_text())
+    expected = "bf16" if bf16_units(torch.device("cpu")) else "fp32"
+    assert result["precision"] == expected and result["compile"] is None
+    assert f"precision {expected} (" in out
+    assert "eager (auto: eager on a cpu" in out
+    assert "convolutions channels-last (NHWC) on the cpu" in out
+    spec = load_experiment(tiny_experiment)[0]
+    model = build_entry(spec, with_data=False).model.eval()
+    load_run_weights(model, run, "last")  # saved channels-last, loads into a plain model
+    images = torch.rand(2, 3, 8, 8)
+    expected_output = model(images)
+    keys = list(model.state_dict())
+    assert channels_last(model, torch.device("cpu")) is not None
+    assert any(w.dim() == 4 and w.is_contiguous(memory_format=torch.channels_last)
+               and not w.is_contiguous() for w in model.state_dict().values())
+    assert list(model.state_dict()) == keys
+    torch.testing.assert_close(model(images), expected_output, rtol=1e-5, atol=1e-6)
+
+
+def test_compile_auto_compiles_only_long_runs_on_a_gpu() -> None:
+    from inrlab.train.device import AUTO_COMPILE_MIN_STEPS, resolve_compile
+
+    cpu, gpu = torch.device("cpu"), torch.device("cuda")
+    assert resolve_compile("auto", cpu, 10**9)[0] is None
+    assert resolve_compile("auto", gpu, AUTO_COMPILE_MIN_STEPS - 1)[0] is None
+    assert resolve_compile("auto", gpu, None)[0] is None  # budget unknown (max_epoch)
+    assert resolve_compile("auto", gpu, AUTO_COMPILE_MIN_STEPS) == (
+        "default", f"auto: compiled for {AUTO_COMPILE_MIN_STEPS:,} steps on cuda")
+    assert resolve_compile(True, cpu, 1) == ("default", "set in the experiment")
+    assert resolve_compile("max-autotune", cpu, 1)[0] == "max-autotune"
+    assert resolve_compile(False, gpu, 10**9)[0] is None
 
 
 @pytest.mark.parametrize("presses", [1, 2])

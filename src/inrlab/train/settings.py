@@ -42,9 +42,10 @@ class TrainSettings:
     seed: int = 0
     # "fp32", "bf16" (autocast, fp32 master weights) or "auto": bf16 where the device has
     # bf16 units (a CUDA GPU that supports it, a CPU with AMX or AVX512-BF16), else fp32
-    precision: str = "fp32"
-    # torch.compile the model (and implicit decoders' query): true, or a torch.compile mode
-    compile: bool | str = False
+    precision: str = "auto"
+    # torch.compile the model (and implicit decoders' query): true, a torch.compile mode, or
+    # "auto" (device.resolve_compile: long runs on a CUDA device only)
+    compile: bool | str = "auto"
     # A run is "stuck" when its outputs were near constant (each output's pixel std at most
     # stuck_output_std) at each of the last stuck_validations validations; 0 turns it off.
     stuck_validations: int = 3
@@ -63,7 +64,8 @@ POSITIVE = {"batch_size", "validation_batch_size", "max_inputs", "max_epoch",
 BUDGETS = ("max_inputs", "max_epoch", "min_loss")  # at least one ends training
 MAX_SEED = 2**63 - 1  # torch.manual_seed takes at most a 64-bit value
 COMPILE_MODES = ("default", "reduce-overhead", "max-autotune", "max-autotune-no-cudagraphs")
-CHOICES = {"precision": ("fp32", "bf16", "auto"), "compile": (True, False, *COMPILE_MODES)}
+CHOICES = {"precision": ("fp32", "bf16", "auto"),
+           "compile": (True, False, "auto", *COMPILE_MODES)}
 
 
 def check_value(name: str, value: Any, annotation: Any) -> Any:

@@ -98,8 +98,9 @@ def finished(settings: TrainSettings, progress: Progress) -> bool:
 
 
 def result_record(status: str, progress: Progress, settings: TrainSettings, model: nn.Module,
-                  info: dict[str, Any], device: torch.device, precision: str) -> dict[str, Any]:
-    """The run's ``result.json``."""
+                  info: dict[str, Any], device: torch.device, precision: str,
+                  compile_mode: str | None = None) -> dict[str, Any]:
+    """The run's ``result.json``; ``compile_mode``: the torch.compile mode, None for eager."""
     p = progress
     return {
         "experiment_name": info.get("experiment_name"),
@@ -124,6 +125,7 @@ def result_record(status: str, progress: Progress, settings: TrainSettings, mode
         "throughput": round(p.num_inputs / p.training_time, 3) if p.training_time else None,
         "device": str(device),
         "precision": precision,
+        "compile": compile_mode,
         "updated": time.strftime("%Y-%m-%dT%H:%M:%S%z"),
     }
 

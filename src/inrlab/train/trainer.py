@@ -27,7 +27,8 @@ from inrlab.storage.checkpoint import save_checkpoint
 from inrlab.storage.metrics import MetricsLog
 from inrlab.storage.rundir import RunDir
 from inrlab.train.batches import Batches, first_items
-from inrlab.train.device import autocast, compile_model, resolve_device, resolve_precision
+from inrlab.train.device import (autocast, channels_last, compile_model, resolve_compile,
+                                 resolve_device, resolve_precision)
 from inrlab.train.image_metrics import psnr
 from inrlab.train.losses import loss_function
 from inrlab.train.monitors import Diverged, check_finite, check_stuck
@@ -68,10 +69,14 @@ class Trainer:
         self.options = options if options is not None else self.options_class()
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device)
+        self.memory_format = channels_last(self.model, self.device)
         self.precision, self.precision_reason = resolve_precision(settings.precision,
                                                                   self.device)
-        if settings.compile:
-            compile_model(self.model, "default" if settings.compile is True else settings.compile)
+        planned_steps = settings.max_inputs // settings.batch_size if settings.max_inputs else None
+        self.compile_mode, self.compile_reason = resolve_compile(settings.compile, self.device,
+                                                                 planned_steps)
+        if self.compile_mode:
+            compile_model(self.model, self.compile_mode)
         self.batches = Batches(train_sets, validation_sets, settings, self.device)
         self.run_dir = run_dir
         self.info = dict(info or {})
@@ -113,8 +118,7 @@ class Trainer:
         self._write_result("running")
         print(f"---- training '{self.info.get('experiment_name', self.run_dir.path)}' on "
               f"{self.device}{f' from {self.progress.num_inputs:,} inputs' if resumed else ''}")
-        if s.precision == "auto":
-            print(f"precision auto: {self.precision} ({self.precision_reason})")
+        print(self.compute_summary())
         bar = self._progress_bar()
         try:
             with _sigterm_as_interrupt():
@@ -358,6 +362,13 @@ class Trainer:
         save_checkpoint(self.run_dir.best if best else self.run_dir.last, self.state())
         self._last_checkpoint_time = time.monotonic()
 
+    def compute_summary(self) -> str:
+        """How this run computes and why: precision, compile, memory format."""
+        compiled = f"compiled ({self.compile_mode})" if self.compile_mode else "eager"
+        line = (f"precision {self.precision} ({self.precision_reason}); {compiled} "
+                f"({self.compile_reason})")
+        return line + (f"; {self.memory_format}" if self.memory_format else "")
+
     def _resume(self) -> bool:
         progress = resume(self.run_dir, self.model, self.optimizer, self.scheduler)
         if progress is not None:
@@ -366,7 +377,7 @@ class Trainer:
 
     def result(self, status: str) -> dict[str, Any]:
         return result_record(status, self.progress, self.settings, self.model, self.info,
-                             self.device, self.precision)
+                             self.device, self.precision, self.compile_mode)
 
     def _write_result(self, status: str) -> None:
         self.run_dir.write_result(self.result(status))
