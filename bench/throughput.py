@@ -8,6 +8,8 @@ and the memory and time of a 1024x1024 render.
     python bench/throughput.py --compile          # also time torch.compile (slow to warm up)
     python bench/throughput.py --quality-inputs 0 # skip the equal-loss check
     python bench/throughput.py --bf16             # bf16 modes even without bf16 hardware
+    python bench/throughput.py --logs             # every manifold model of experiments/logs
+    python bench/throughput.py --layouts          # encoder NCHW/NHWC, decoder chunk sizes
     python bench/throughput.py --end-to-end experiments/rltiles-baseline.yml \
         experiments/rltiles-best.yml --device cuda --max-inputs 200000 [--set batch_size=512]
                                                   # whole `inrlab run` steps (end_to_end.py)
@@ -37,6 +39,9 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from inrlab.data.tiles import rpg_tile_dataset  # noqa: E402
+from inrlab.experiment.build import build_entry  # noqa: E402
+from inrlab.experiment.spec import load_experiment  # noqa: E402
+from inrlab.models.contract import Autoencoder  # noqa: E402
 from inrlab.models import (DalleManifoldAutoencoder, EncoderConv2d, EncoderDecoder,  # noqa: E402
                            ImageManifoldDecoder)
 from inrlab.models.decoders.base import render_chunk_elements  # noqa: E402
@@ -46,7 +51,7 @@ from inrlab.report.render import bf16_keeps_8_bits, decode_at_precision  # noqa:
 from inrlab.train.autoencoder import TrainAutoencoderSpecial  # noqa: E402
 from inrlab.storage.rundir import RunDir  # noqa: E402
 from inrlab.train.autoencoder import CodeStatisticsOptions  # noqa: E402
-from inrlab.train.device import autocast  # noqa: E402
+from inrlab.train.device import autocast, resolve_precision  # noqa: E402
 from inrlab.train.settings import make_settings  # noqa: E402
 
 BATCH = 64
@@ -117,18 +122,176 @@ class Mode:
     batch_norm_images: int | None | str = "default"  # the decoder's own unless set
 
 
+# ------------------------------------------------------------ the logs' configurations
+LOGS = ROOT / "experiments" / "logs"
+
+
+def log_models() -> dict[str, Callable[[], torch.nn.Module]]:
+    """Every distinct model of ``experiments/logs/*.yml`` whose decoder is the seed's
+    manifold decoder, built by inrlab's own experiment path: "file: entry" -> builder
+    (entries that differ only in training keys build the same model and appear once)."""
+    models: dict[str, Callable[[], torch.nn.Module]] = {}
+    seen: set[tuple] = set()
+    for path in sorted(LOGS.glob("*.yml")):
+        for spec in load_experiment(path):
+            model = build_entry(spec, with_data=False).model
+            decoder = getattr(model, "implicit_decoder", None)
+            if not isinstance(model, Autoencoder) or not isinstance(decoder,
+                                                                    ImageManifoldDecoder):
+                continue
+            signature = tuple((k, tuple(v.shape)) for k, v in model.state_dict().items())
+            if signature in seen:
+                continue
+            seen.add(signature)
+            name = f"{path.name}: {spec.values.get('matrix_slug') or spec.experiment_name}"
+            models[name] = lambda spec=spec: build_entry(spec, with_data=False).model
+    return models
+
+
+def layouts_table(device: str, repeats: int = 3) -> None:
+    """What the CPU defaults were chosen from: each configuration's encoder forward +
+    backward with contiguous (NCHW) against channels-last (NHWC) convolutions, and its
+    decoder forward + backward (per-image statistics) in chunks of 1k-16k pixel rows against
+    the seed's loop; ms per batch of 64, median of ``repeats`` interleaved rounds."""
+    from inrlab.models.decoders import manifold
+
+    default_bytes = manifold.CPU_CHUNK_BYTES
+    print(f"\n### Memory layouts and chunk sizes, batch {BATCH} (ms per forward + backward)\n")
+    print("| configuration | encoder NCHW | encoder NHWC | decoder: seed's loop | "
+          "1k rows | 2k | 4k | 8k | 16k | default (2 MiB per activation) |")
+    print("|---|" + "---:|" * 10)
+    for config, (build, channels) in CONFIGS.items():
+        torch.manual_seed(0)
+        model = build().to(device).train()
+        nhwc = build().to(device).train().to(memory_format=torch.channels_last)
+        images = torch.rand(BATCH, channels, 32, 32, device=device)
+        codes = torch.randn(BATCH, model.decoder.code_size, device=device, requires_grad=True)
+
+        def decoder(rows: int | None) -> None:
+            if rows is None:
+                output = seed_decode(model.decoder, codes, (32, 32))
+            else:
+                manifold.CPU_CHUNK_BYTES = rows * 4 * model.decoder.max_width
+                output = model.decoder(codes)
+            output.sum().backward()
+
+        steps: dict[str, Callable[[torch.Tensor], Any]] = {
+            "NCHW": lambda x: model.encoder(x).sum().backward(),
+            "NHWC": lambda x: nhwc.encoder(x).sum().backward(),
+            "seed": lambda x: decoder(None),
+            **{str(rows): lambda x, rows=rows: decoder(rows)
+               for rows in (1024, 2048, 4096, 8192, 16384)},
+            "default": lambda x: decoder(default_bytes // (4 * model.decoder.max_width))}
+        try:
+            seconds = time_modes({k: (lambda x, f=f: f(x) or torch.zeros(()))
+                                  for k, f in steps.items()}, images, device, repeats, 1)
+        finally:
+            manifold.CPU_CHUNK_BYTES = default_bytes
+        print(f"| {config} | " + " | ".join(f"{1e3 * t:.0f}" for t in seconds.values()) + " |",
+              flush=True)
+
+
+def quickstart_layouts(rounds: int = 7, steps: int = 10) -> None:
+    """The quick start's training steps (``experiments/quickstart.yml``: its model, trainer
+    and options, a random batch) with the trainer's channels-last convolutions against the
+    same trainer with PyTorch's default layout, interleaved; CPU."""
+    import inrlab.train.trainer as trainer_module
+    from inrlab.experiment.build import build_trainer
+
+    spec = load_experiment(ROOT / "experiments" / "quickstart.yml")[0]
+    nhwc = trainer_module.channels_last
+    trainers = {}
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, layout in (("NCHW", lambda model, device: None), ("NHWC", nhwc)):
+            trainer_module.channels_last = layout
+            try:
+                trainers[name] = build_trainer(spec, build_entry(spec), RunDir(Path(tmp) / name),
+                                               torch.device("cpu"), tensorboard=False)
+            finally:
+                trainer_module.channels_last = nhwc
+        reference = trainers["NCHW"]
+        batch = (torch.rand(reference.settings.batch_size, *reference.model.input_shape),)
+        seconds = time_modes({name: lambda x, t=t: t.step(x)["loss"]
+                              for name, t in trainers.items()}, batch, "cpu", rounds, steps)
+    size = batch[0].shape[0]
+    print(f"\nquick start training steps (batch {size}): " + ", ".join(
+        f"{name} {size / t:.0f} img/s" for name, t in seconds.items()) +
+        f" ({seconds['NCHW'] / seconds['NHWC']:.2f}x)")
+
+
+def first_losses(build: Callable[[], torch.nn.Module], mode: Mode, images: list[torch.Tensor],
+                 run_path: Path) -> list[float]:
+    """The training losses of ``mode`` on ``images`` (one batch each), from the weights
+    ``build`` makes (the same in every call: the entry's seed)."""
+    model = build()
+    step = step_function(make_trainer(model, mode, "cpu", run_path, images[0]), mode)
+    return [float(step(batch).detach()) for batch in images]
+
+
+def logs_table(device: str, rates: dict[str, float], rounds: int, steps_per_round: int,
+               fewest_pixels: int, only: str | None = None, loss_steps: int = 8) -> None:
+    """The logs' manifold models: the seed's per-image loop (a) against inrlab's default in
+    fp32 (b), the automatic precision (c, where it differs from fp32) and ``train_pixels``
+    (d), images/s at batch 64 on random images; (b)'s decoder FLOP rate as a share of the
+    measured fp32 GEMM rate; and the largest relative difference of (b)'s first
+    ``loss_steps`` training losses from (a)'s (same weights, same batches)."""
+    auto, why = resolve_precision("auto", torch.device(device))
+    modes = [Mode("(a) seed's loop", reference=True), Mode("(b) default fp32")]
+    if auto != "fp32":
+        modes.append(Mode(f"(c) precision auto: {auto}", precision=auto))
+    modes.append(Mode(f"(d) {auto} + train_pixels {fewest_pixels}", precision=auto,
+                      train_pixels=fewest_pixels))
+    print(f"\n### The logs' manifold models (experiments/logs), batch {BATCH}\n")
+    print(f"precision auto on this {device}: {auto} ({why})\n")
+    print("| model | " + " | ".join(f"{m.name} img/s" for m in modes) +
+          f" | (b)'s decoder, of fp32 GEMM | (b) vs (a), first {loss_steps} losses |")
+    print("|---|" + "---:|" * (len(modes) + 2))
+    with tempfile.TemporaryDirectory() as tmp:
+        for name, build in log_models().items():
+            if only and only not in name:
+                continue
+            model = build()
+            shape = model.input_shape
+            images = torch.rand(BATCH, *shape, device=device)
+            initial = model.state_dict()
+            steps = {}
+            for mode in modes:
+                model = build()
+                model.load_state_dict(initial)
+                steps[mode.name] = step_function(make_trainer(model, mode, device, Path(tmp),
+                                                              images), mode)
+            seconds = time_modes(steps, images, device, rounds, steps_per_round)
+            reference = seconds[modes[0].name]
+            cells = [f"{BATCH / seconds[m.name]:,.0f}" +
+                     ("" if m.reference else f" ({reference / seconds[m.name]:.2f}x)")
+                     for m in modes]
+            generator = torch.Generator().manual_seed(0)
+            batches = [torch.rand(BATCH, *shape, generator=generator) for _ in range(loss_steps)]
+            seed_losses = first_losses(build, modes[0], batches, Path(tmp))
+            ours = first_losses(build, modes[1], batches, Path(tmp))
+            gap = max(abs(a - b) / abs(a) for a, b in zip(seed_losses, ours))
+            flops = BATCH * decoder_flops_per_image(model.decoder, math.prod(shape[1:]), True)
+            share = flops / seconds[modes[1].name] / rates["float32"]
+            print(f"| {name} | " + " | ".join(cells) + f" | {share:.0%} | {gap:.1e} |",
+                  flush=True)
+
+
 def make_trainer(model: torch.nn.Module, mode: Mode, device: str, run_path: Path,
                  images: torch.Tensor) -> TrainAutoencoderSpecial:
     settings = make_settings({"batch_size": BATCH, "learnrate": 3e-4, "optimizer": "AdamW",
                               "loss_function": "l2", "precision": mode.precision,
-                              "compile": mode.compile}, lambda key: {})
+                              "compile": mode.compile, "max_inputs": 1_000_000},
+                             lambda key: {})
     if mode.batch_norm_images != "default":
         model.decoder.batch_norm_images = mode.batch_norm_images
     dataset = torch.utils.data.TensorDataset(images)
     options = CodeStatisticsOptions(train_pixels=mode.train_pixels)
-    return TrainAutoencoderSpecial(model=model, train_sets=[(0, dataset)], settings=settings,
-                                   run_dir=RunDir(run_path), device=device, tensorboard=False,
-                                   options=options)
+    trainer = TrainAutoencoderSpecial(model=model, train_sets=[(0, dataset)], settings=settings,
+                                      run_dir=RunDir(run_path), device=device,
+                                      tensorboard=False, options=options)
+    if mode.reference:  # the seed's code keeps its convolutions in PyTorch's default layout
+        trainer.model.to(memory_format=torch.contiguous_format)
+    return trainer
 
 
 def step_function(trainer: TrainAutoencoderSpecial, mode: Mode) -> Callable[[torch.Tensor], float]:
@@ -171,21 +334,33 @@ def cpu_summary() -> str:
 
 
 def gemm_rates(device: str, seconds: float = 2.0) -> dict[str, float]:
-    """FLOP/s of torch.matmul on 2048x2048 in fp32 and bf16."""
-    rates = {}
+    """FLOP/s of torch.matmul on 2048x2048 in fp32 and bf16. A dtype whose 512x512 product
+    already runs below 2% of the fp32 rate (bf16 emulated on a CPU without bf16 units, where
+    one 2048x2048 product takes about a minute) is reported from that probe."""
+    rates: dict[str, float] = {}
     for dtype in (torch.float32, torch.bfloat16):
-        a = torch.randn(2048, 2048, device=device, dtype=dtype)
-        b = torch.randn(2048, 2048, device=device, dtype=dtype)
-        torch.matmul(a, b)
-        synchronize(device)
-        count, start = 0, time.perf_counter()
-        while time.perf_counter() - start < seconds:
-            torch.matmul(a, b)
-            count += 1
-        synchronize(device)
-        rates[str(dtype).removeprefix("torch.")] = 2 * 2048**3 * count / (time.perf_counter()
-                                                                          - start)
+        name = str(dtype).removeprefix("torch.")
+        probe = _matmul_rate(512, dtype, device, repeats=1)
+        if rates and probe < 0.02 * rates["float32"]:
+            rates[name] = probe
+            continue
+        rates[name] = _matmul_rate(2048, dtype, device, seconds=seconds)
     return rates
+
+
+def _matmul_rate(n: int, dtype: torch.dtype, device: str, seconds: float = 0.0,
+                 repeats: int = 1) -> float:
+    """FLOP/s of ``n x n`` products: at least ``repeats`` of them and ``seconds`` long."""
+    a = torch.randn(n, n, device=device, dtype=dtype)
+    b = torch.randn(n, n, device=device, dtype=dtype)
+    torch.matmul(a, b)  # warm-up
+    synchronize(device)
+    count, start = 0, time.perf_counter()
+    while count < repeats or time.perf_counter() - start < seconds:
+        torch.matmul(a, b)
+        count += 1
+    synchronize(device)
+    return 2 * n**3 * count / (time.perf_counter() - start)
 
 
 def print_machine(device: str) -> dict[str, float]:
@@ -344,6 +519,10 @@ def main() -> None:
                         help="with --end-to-end: training images per file (default 100,000)")
     parser.add_argument("--set", nargs="+", default=[], metavar="KEY=VALUE",
                         help="with --end-to-end: override experiment keys, e.g. batch_size=512")
+    parser.add_argument("--layouts", action="store_true",
+                        help="time encoder memory layouts and decoder chunk sizes instead")
+    parser.add_argument("--logs", action="store_true",
+                        help="time every manifold model of experiments/logs/*.yml instead")
     parser.add_argument("--entry", default=None,
                         help="with --end-to-end: matrix_id or slug (default: the first entry)")
     args = parser.parse_args()
@@ -355,6 +534,14 @@ def main() -> None:
 
         end_to_end(args.end_to_end, device, args.max_inputs, parse_overrides(args.set),
                    args.entry, rates, seed_decode)
+        return
+    if args.layouts:
+        layouts_table(device, args.rounds)
+        quickstart_layouts()
+        return
+    if args.logs:
+        logs_table(device, rates, args.rounds, args.steps_per_round, min(args.train_pixels),
+                   args.only)
         return
     # bf16 pays only where the hardware has it (AMX/AVX512-BF16 CPUs, GPUs); on others its
     # GEMM runs far below fp32 and timing it would only take minutes.
