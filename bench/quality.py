@@ -18,7 +18,10 @@ import contextlib
 import io
 import sys
 import tempfile
+import time
+from dataclasses import dataclass
 from pathlib import Path
+from typing import Any, Callable
 
 import numpy as np
 import torch
@@ -44,6 +47,7 @@ from inrlab.storage.metrics import read_metrics  # noqa: E402
 from inrlab.storage.rundir import CHECKPOINTS, RunDir  # noqa: E402
 from inrlab.train.trainer import resolve_device  # noqa: E402
 from throughput import print_machine  # noqa: E402
+import learned_codec  # noqa: E402
 
 EXPERIMENTS = [ROOT / "experiments" / "rltiles-baseline.yml",
                ROOT / "experiments" / "rltiles-best.yml"]
@@ -120,40 +124,94 @@ def linear_bound() -> None:
 
 
 # ----------------------------------------------------------------- bytes per tile
+CODECS = ("JPEG", "WEBP", "AVIF")
+AVIF_SPEED = 0  # libavif's slowest, best-compressing encoder setting (0-10)
+
+
+@dataclass
+class Row:
+    """One method of the bytes table: its size and scores on the validation tiles, and the
+    milliseconds per tile it took to encode and to decode them all (one batch)."""
+
+    name: str
+    size: str
+    psnr: float
+    ssim: float
+    encode_ms: float
+    decode_ms: float
+
+
+def timed(function: Callable[[], Any]) -> tuple[Any, float]:
+    """``function()``'s result and the seconds it took."""
+    start = time.perf_counter()
+    result = function()
+    return result, time.perf_counter() - start
+
+
+def payload_bytes(data: bytes, fmt: str) -> int:
+    """The bytes of a Pillow ``fmt`` file that code this tile, its container left out. JPEG:
+    the entropy-coded scan (headers and tables, the same for every tile of one quality, and
+    the end marker excluded); WebP: the file less its RIFF and chunk headers (20 bytes);
+    AVIF: the ``mdat`` box's content, the AV1 data (less the ISOBMFF ``ftyp`` and ``meta``
+    boxes, 267 bytes from Pillow 13, and the ``mdat`` header)."""
+    if fmt == "JPEG":
+        scan = data.rfind(b"\xff\xda")
+        header = int.from_bytes(data[scan + 2:scan + 4], "big")
+        return len(data) - (scan + 2 + header) - 2
+    if fmt == "WEBP":
+        return len(data) - 20
+    position = 0
+    while position + 8 <= len(data):  # ISOBMFF top-level boxes: 32-bit size, 4-byte type
+        size = int.from_bytes(data[position:position + 4], "big")
+        if data[position + 4:position + 8] == b"mdat":
+            return size - 8
+        if size < 8:
+            break
+        position += size
+    raise ValueError("an AVIF file without an mdat box")
+
+
 def codec_round_trip(images: torch.Tensor, fmt: str, quality: int
-                     ) -> tuple[torch.Tensor, float, float]:
-    """(decoded images, mean file bytes, mean payload bytes) of Pillow's ``fmt`` at
-    ``quality``. JPEG's payload is its entropy-coded scan (the headers, the same for every
-    tile of one quality, left out); WebP's is the file less its RIFF and chunk headers."""
-    decoded, files, payloads = [], [], []
+                     ) -> tuple[torch.Tensor, float, float, float, float]:
+    """(decoded images, mean file bytes, mean payload bytes, encode and decode seconds per
+    tile) of Pillow's ``fmt`` at ``quality``, one tile after another."""
+    options = {"JPEG": {"subsampling": 2, "optimize": True}, "WEBP": {"method": 6},
+               "AVIF": {"speed": AVIF_SPEED}}[fmt]
+    decoded, files, payloads, encode_s, decode_s = [], [], [], 0.0, 0.0
     for image in images:
         pixels = (image.permute(1, 2, 0) * 255).round().to(torch.uint8).numpy()
         buffer = io.BytesIO()
-        options = ({"subsampling": 2, "optimize": True} if fmt == "JPEG" else {"method": 6})
-        Image.fromarray(pixels).save(buffer, fmt, quality=quality, **options)
+        _, seconds = timed(lambda: Image.fromarray(pixels).save(buffer, fmt, quality=quality,
+                                                                **options))
+        encode_s += seconds
         data = buffer.getvalue()
-        with Image.open(io.BytesIO(data)) as picture:
-            back = np.asarray(picture.convert("RGB"))
+
+        def decode() -> np.ndarray:
+            with Image.open(io.BytesIO(data)) as picture:
+                return np.asarray(picture.convert("RGB"))
+
+        back, seconds = timed(decode)
+        decode_s += seconds
         decoded.append(torch.from_numpy(back.copy()).permute(2, 0, 1).float() / 255)
         files.append(len(data))
-        if fmt == "JPEG":
-            scan = data.rfind(b"\xff\xda")
-            header = int.from_bytes(data[scan + 2:scan + 4], "big")
-            payloads.append(len(data) - (scan + 2 + header) - 2)  # less SOS header, EOI
-        else:
-            payloads.append(len(data) - 20)  # less "RIFF" size "WEBP" and "VP8 " size
-    return torch.stack(decoded), float(np.mean(files)), float(np.mean(payloads))
+        payloads.append(payload_bytes(data, fmt))
+    count = images.shape[0]
+    return (torch.stack(decoded), float(np.mean(files)), float(np.mean(payloads)),
+            encode_s / count, decode_s / count)
 
 
 def codec_at_budget(images: torch.Tensor, fmt: str, budget: float
-                    ) -> tuple[int, torch.Tensor, float, float]:
+                    ) -> tuple[int, tuple[torch.Tensor, float, float, float, float]]:
     """The lowest quality whose mean payload is at least ``budget`` bytes (the codec gets the
-    same or more bytes than the model), with its round trip."""
-    for quality in range(0, 101):
-        decoded, file_bytes, payload = codec_round_trip(images, fmt, quality)
-        if payload >= budget:
-            return quality, decoded, file_bytes, payload
-    return 100, decoded, file_bytes, payload
+    same or more bytes than the model), with its round trip (``codec_round_trip``)."""
+    low, high = 0, 100  # payload grows with quality: bisect for the lowest that is enough
+    while low < high:
+        middle = (low + high) // 2
+        if codec_round_trip(images, fmt, middle)[2] >= budget:
+            high = middle
+        else:
+            low = middle + 1
+    return low, codec_round_trip(images, fmt, low)
 
 
 def quantise_uniform(values: torch.Tensor, reference: torch.Tensor, bits: int) -> torch.Tensor:
@@ -173,91 +231,131 @@ def score(images: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
 @torch.no_grad()
 def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
                 refine_steps: int = 0, refine_rate_weight: float | None = None,
-                checkpoint: str = "best") -> None:
+                checkpoint: str = "best", codec_inputs: int = 0,
+                codec_cache: Path = ROOT / "runs-bench" / "learned-codecs") -> None:
     """Every method on the validation tiles at about ``budget`` bytes per tile: PCA with 8-
-    and 4-bit coefficients, JPEG and WebP at the same or more bytes, each run's code in
+    and 4-bit coefficients, JPEG, WebP and AVIF at the same or more bytes, with
+    ``codec_inputs`` the learned codecs of ``learned_codec.py`` trained for that many
+    inputs (cached in ``codec_cache``), each run's code in
     fp32, fp16 and 8 bits (a quantising model's stored code, and with ``refine_steps``
     that code refined for each tile; an entropy-coded code is refined with its model's
-    ``rate_weight``, or ``refine_rate_weight``)."""
+    ``rate_weight``, or ``refine_rate_weight``), with encode and decode times."""
     train_tiles, valid = split_tiles(32, False), split_tiles(32, True)
-    rows: list[tuple[str, str, float, float]] = []
+    count = valid.shape[0]
+    rows: list[Row] = []
     mean = train_tiles.flatten(1).mean(0)
     basis = torch.linalg.svd(train_tiles.flatten(1) - mean, full_matrices=False).Vh
     for bits in (8, 4):
         k = budget * 8 // bits
         train_scores = (train_tiles.flatten(1) - mean) @ basis[:k].T
-        scores = quantise_uniform((valid.flatten(1) - mean) @ basis[:k].T, train_scores, bits)
-        rows.append((f"PCA, {k} components at {bits} bits", f"{k * bits // 8}",
-                     *score((scores @ basis[:k] + mean).view_as(valid), valid)))
-    for fmt in ("JPEG", "WEBP"):
-        quality, decoded, file_bytes, payload = codec_at_budget(valid, fmt, budget)
-        rows.append((f"{fmt} quality {quality} (Pillow)",
-                     f"{payload:.0f} (file {file_bytes:.0f})", *score(decoded, valid)))
+        scores, encode_s = timed(lambda: quantise_uniform(
+            (valid.flatten(1) - mean) @ basis[:k].T, train_scores, bits))
+        decoded, decode_s = timed(lambda: (scores @ basis[:k] + mean).view_as(valid))
+        rows.append(Row(f"PCA, {k} components at {bits} bits", f"{k * bits // 8}",
+                        *score(decoded, valid), 1e3 * encode_s / count, 1e3 * decode_s / count))
+    for fmt in CODECS:
+        quality, (decoded, file_bytes, payload, encode_s, decode_s) = codec_at_budget(
+            valid, fmt, budget)
+        rows.append(Row(f"{fmt} quality {quality} (Pillow)", f"{payload:.0f} (file "
+                        f"{file_bytes:.0f})", *score(decoded, valid), 1e3 * encode_s,
+                        1e3 * decode_s))
+    for name in learned_codec.CODECS if codec_inputs else []:
+        codec = learned_codec.trained_codec(name, train_tiles, codec_inputs, budget - 5,
+                                            codec_cache)
+        decoded, sizes, encode_s, decode_s = learned_codec.round_trip(codec, valid)
+        rows.append(Row(f"{name} (Balle et al. 2018), {codec_inputs:,} inputs",
+                        f"{sizes.mean():.1f} ({sizes.min():.0f}-{sizes.max():.0f})",
+                        *score(decoded, valid), 1e3 * encode_s, 1e3 * decode_s))
     for spec, run_dir in runs:
         if not has_weights(run_dir, checkpoint):
             continue
         model = trained_model(spec, run_dir, checkpoint)
         if not isinstance(model, EncoderDecoder) or isinstance(model, UpscalingAutoencoder):
             continue
-        codes = model.encode(valid)
-        shape = tuple(valid.shape[-2:])
-        values = codes[0].numel()
-        name = spec.experiment_name
-        quantizer = model.bottleneck.quantizer
-        if model.bottleneck.entropy_coded:
-            rows.append(entropy_coded_row(model, f"{name}, entropy-coded {quantizer.bits}-bit "
-                                          "code", codes, valid))
-            if refine_steps:
-                refined = refine_codes(model, valid, refine_steps,
-                                       rate_weight=refine_rate_weight)
-                weight = (model.bottleneck.rate_weight if refine_rate_weight is None
-                          else refine_rate_weight)
-                rows.append(entropy_coded_row(model, f"{name}, entropy-coded code after "
-                                              f"{refine_steps} refinement steps (rate weight "
-                                              f"{weight:g})", refined, valid))
-            continue
-        if quantizer is not None:
-            size = f"{quantizer.code_bytes(values)}"
-            rows.append((f"{name}, stored {quantizer.bits}-bit code", size,
-                         *score(model.decode(codes, shape), valid)))
-            if refine_steps:
-                refined = refine_codes(model, valid, refine_steps)
-                rows.append((f"{name}, stored code after {refine_steps} refinement steps",
-                             size, *score(model.decode(refined, shape), valid)))
-            continue
-        rows += float_code_rows(model, name, codes, valid, model.encode(train_tiles))
-    print(f"\nBytes per tile: the {valid.shape[0]} validation tiles, about {budget} bytes each")
+        rows += model_rows(model, spec.experiment_name, valid, train_tiles, refine_steps,
+                           refine_rate_weight)
+    print(f"\nBytes per tile: the {count} validation tiles, about {budget} bytes each; "
+          "encode and decode ms per tile, the tiles in one batch (the codecs: one after "
+          "another)")
     print_rows(rows)
 
 
-def print_rows(rows: list[tuple[str, str, float, float]]) -> None:
-    print("| method | bytes per tile | val PSNR (dB) | val SSIM |\n|---|---:|---:|---:|")
-    for name, size, value, similarity in rows:
-        print(f"| {name} | {size} | {value:.2f} | {similarity:.3f} |")
+def model_rows(model: EncoderDecoder, name: str, valid: torch.Tensor, train_tiles: torch.Tensor,
+               refine_steps: int, refine_rate_weight: float | None) -> list[Row]:
+    """The bytes table's rows of one trained model: its stored (or entropy-coded) code, and
+    with ``refine_steps`` that code refined per tile (the refinement counts as encoding)."""
+    codes, encode_s = timed(lambda: model.encode(valid))
+    quantizer = model.bottleneck.quantizer
+    if quantizer is None:
+        return float_code_rows(model, name, codes, valid, model.encode(train_tiles), encode_s)
+    refined = None
+    if refine_steps:  # an entropy-coded code is refined at a rate weight, a stored one not
+        rate_weight = refine_rate_weight if model.bottleneck.entropy_coded else None
+        refined, refine_s = timed(lambda: refine_codes(model, valid, refine_steps,
+                                                       rate_weight=rate_weight))
+    if model.bottleneck.entropy_coded:
+        rows = [entropy_coded_row(model, f"{name}, entropy-coded {quantizer.bits}-bit code",
+                                  codes, valid, encode_s)]
+        if refined is not None:
+            weight = (model.bottleneck.rate_weight if refine_rate_weight is None
+                      else refine_rate_weight)
+            rows.append(entropy_coded_row(model, f"{name}, entropy-coded code after "
+                                          f"{refine_steps} refinement steps (rate weight "
+                                          f"{weight:g})", refined, valid, refine_s))
+        return rows
+    size = f"{quantizer.code_bytes(codes[0].numel())}"
+    rows = [stored_row(model, f"{name}, stored {quantizer.bits}-bit code", size, codes, valid,
+                       encode_s)]
+    if refined is not None:
+        rows.append(stored_row(model, f"{name}, stored code after {refine_steps} refinement "
+                               "steps", size, refined, valid, refine_s))
+    return rows
+
+
+def stored_row(model: torch.nn.Module, name: str, size: str, codes: torch.Tensor,
+               truth: torch.Tensor, encode_s: float) -> Row:
+    """A table row for codes stored as they are: decoded in one batch and scored."""
+    decoded, decode_s = timed(lambda: model.decode(codes, tuple(truth.shape[-2:])))
+    count = truth.shape[0]
+    return Row(name, size, *score(decoded, truth), 1e3 * encode_s / count,
+               1e3 * decode_s / count)
+
+
+def print_rows(rows: list[Row]) -> None:
+    print("| method | bytes per tile | val PSNR (dB) | val SSIM | encode ms | decode ms |\n"
+          "|---|---:|---:|---:|---:|---:|")
+    for row in rows:
+        print(f"| {row.name} | {row.size} | {row.psnr:.2f} | {row.ssim:.3f} | "
+              f"{row.encode_ms:.2f} | {row.decode_ms:.2f} |")
 
 
 def float_code_rows(model: torch.nn.Module, name: str, codes: torch.Tensor, truth: torch.Tensor,
-                    train_codes: torch.Tensor) -> list[tuple[str, str, float, float]]:
+                    train_codes: torch.Tensor, encode_s: float = float("nan")) -> list[Row]:
     """Table rows for float codes stored as they are, in fp16 and at 8 bits per value
-    (uniform over each value's range in ``train_codes``, the training tiles' encodings)."""
-    shape, values = tuple(truth.shape[-2:]), codes[0].numel()
+    (uniform over each value's range in ``train_codes``, the training tiles' encodings);
+    ``encode_s``: the seconds that made ``codes``."""
+    values = codes[0].numel()
     eight = quantise_uniform(codes.flatten(1), train_codes.flatten(1), 8).view_as(codes)
-    return [(f"{name}, fp32 code", f"{4 * values}", *score(model.decode(codes, shape), truth)),
-            (f"{name}, fp16 code", f"{2 * values}",
-             *score(model.decode(codes.half().float(), shape), truth)),
-            (f"{name}, 8-bit code", f"{values}", *score(model.decode(eight, shape), truth))]
+    return [stored_row(model, f"{name}, fp32 code", f"{4 * values}", codes, truth, encode_s),
+            stored_row(model, f"{name}, fp16 code", f"{2 * values}", codes.half().float(),
+                       truth, encode_s),
+            stored_row(model, f"{name}, 8-bit code", f"{values}", eight, truth, encode_s)]
 
 
 def entropy_coded_row(model: torch.nn.Module, name: str, codes: torch.Tensor,
-                      truth: torch.Tensor) -> tuple[str, str, float, float]:
+                      truth: torch.Tensor, encode_s: float) -> Row:
     """A table row for stored codes that are entropy coded: their real sizes in bytes
-    (compressed, then decompressed and checked equal) and the decoded images' scores."""
-    blobs = model.compress(codes)
-    if not torch.equal(model.decompress(blobs, codes.shape[1:]), codes):
+    (compressed, then decompressed and checked equal), the decoded images' scores, and the
+    times with the coding (``encode_s``: the seconds that made ``codes``)."""
+    blobs, compress_s = timed(lambda: model.compress(codes))
+    back, decompress_s = timed(lambda: model.decompress(blobs, codes.shape[1:]))
+    if not torch.equal(back, codes):
         raise AssertionError(f"{name}: the decompressed codes differ from the stored ones")
     sizes = torch.tensor([len(blob) for blob in blobs], dtype=torch.float)
-    size = f"{sizes.mean():.1f} ({sizes.min():.0f}-{sizes.max():.0f})"
-    return (name, size, *score(model.decode(codes, tuple(truth.shape[-2:])), truth))
+    row = stored_row(model, name, f"{sizes.mean():.1f} ({sizes.min():.0f}-{sizes.max():.0f})",
+                     back, truth, encode_s + compress_s)
+    row.decode_ms += 1e3 * decompress_s / truth.shape[0]
+    return row
 
 
 @torch.no_grad()
@@ -380,6 +478,10 @@ def main() -> None:
     parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="best",
                         help="the weights scored: best (default: the run's best validation "
                              "loss, else its last) or last (those it ended with)")
+    parser.add_argument("--codec-inputs", type=int, default=1_000_000,
+                        help="training images of each learned codec in the bytes table "
+                             "(default 1,000,000, inrlab's best; trained once, then cached "
+                             "under the runs dir; 0 leaves them out)")
     parser.add_argument("--refine-rate-weight", type=float, default=None,
                         help="rate weight of the refinement of entropy-coded codes (default: "
                              "the model's rate_weight); higher keeps the codes shorter")
@@ -398,7 +500,9 @@ def main() -> None:
         curves(runs)
         linear_bound()
         bytes_table(runs, refine_steps=args.refine_steps,
-                    refine_rate_weight=args.refine_rate_weight, checkpoint=args.checkpoint)
+                    refine_rate_weight=args.refine_rate_weight, checkpoint=args.checkpoint,
+                    codec_inputs=args.codec_inputs,
+                    codec_cache=args.runs_dir / "learned-codecs")
         if args.generalisation:
             generalisation(runs, args.checkpoint)
         for spec, run_dir in runs if args.refine_steps else []:

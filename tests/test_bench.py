@@ -3,6 +3,7 @@ an API they use that moved would otherwise surface only when someone measures.""
 
 from __future__ import annotations
 
+import importlib
 import importlib.util
 import sys
 from pathlib import Path
@@ -22,3 +23,56 @@ def test_a_benchmark_script_imports(path: Path, monkeypatch: pytest.MonkeyPatch)
     monkeypatch.setitem(sys.modules, spec.name, module)
     spec.loader.exec_module(module)  # main() runs only under __main__
     assert callable(getattr(module, "main", None)) or path.stem == "end_to_end"
+
+
+def _bench_module(name: str, monkeypatch: pytest.MonkeyPatch):
+    monkeypatch.syspath_prepend(str(ROOT / "bench"))
+    return importlib.import_module(name)
+
+
+@pytest.mark.parametrize("codec", ["factorized prior", "scale hyperprior"])
+def test_learned_codec_decodes_from_its_bytes_what_it_encoded(codec: str, monkeypatch) -> None:
+    """The learned-codec anchor of the bytes table scores what comes back from its real
+    bitstreams: the bytes decode to the encoder's rounded latents, and cost about what the
+    codec's entropy model prices them at."""
+    import torch
+
+    learned_codec = _bench_module("learned_codec", monkeypatch)
+    torch.manual_seed(0)
+    tiles = torch.rand(12, 3, 32, 32)
+    model = learned_codec.train_codec(learned_codec.CODECS[codec](hidden=8, latent=12), tiles,
+                                      inputs=64, target_bytes=40, batch=8)
+    with torch.no_grad():
+        latents = model.g_a(tiles[:3]).round().clamp(-learned_codec.SYMBOL_RANGE,
+                                                     learned_codec.SYMBOL_RANGE)
+        blobs = model.compress(tiles[:3])
+        assert torch.equal(model.decompress(blobs, (4, 4)), latents)
+        estimated = model.bits(latents) / 8  # the entropy model's price of those latents
+    # the coder pays about the model's price: a little over it for the table's rounding, less
+    # for rare values (a table gives every symbol at least 2**-16; the model prices them lower)
+    sizes = torch.tensor([len(blob) for blob in blobs], dtype=torch.float)
+    assert ((sizes <= 1.05 * estimated + 4) & (sizes >= 0.7 * estimated)).all(), (sizes,
+                                                                                 estimated)
+    decoded, sizes, encode_s, decode_s = learned_codec.round_trip(model, tiles[:3])
+    assert decoded.shape == (3, 3, 32, 32) and encode_s > 0 and decode_s > 0
+
+
+def test_codec_payloads_leave_out_the_container(monkeypatch) -> None:
+    """AVIF, WebP and JPEG rows count the coded image data, not the file's fixed headers."""
+    import io
+
+    import numpy as np
+    from PIL import Image, features
+
+    quality = _bench_module("quality", monkeypatch)
+    pixels = (np.random.default_rng(0).random((32, 32, 3)) * 255).astype(np.uint8)
+    formats = ["JPEG", "WEBP"] + (["AVIF"] if features.check("avif") else [])
+    for fmt in formats:
+        small, large = (io.BytesIO(), io.BytesIO())
+        Image.fromarray(pixels).save(small, fmt, quality=5)
+        Image.fromarray(pixels).save(large, fmt, quality=90)
+        payloads = [quality.payload_bytes(b.getvalue(), fmt) for b in (small, large)]
+        files = [len(b.getvalue()) for b in (small, large)]
+        assert 0 < payloads[0] < payloads[1], fmt  # the payload grows with the quality
+        assert files[1] - files[0] >= payloads[1] - payloads[0] - 4, fmt  # the same growth
+        assert files[0] - payloads[0] == files[1] - payloads[1] or fmt == "JPEG", fmt
