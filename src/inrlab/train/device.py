@@ -57,16 +57,15 @@ def resolve_compile(setting: bool | str, device: torch.device,
                     planned_steps: int | None) -> tuple[str | None, str]:
     """(the torch.compile mode, or None for eager, and why). ``auto``: compile on a CUDA
     device for runs of at least ``AUTO_COMPILE_MIN_STEPS`` steps; never on a CPU, where
-    inductor took minutes to compile a training step of the logs' models on this project's
-    2-core machines and then ran it no faster than the eager per-image default
-    (bench/README.md, "compile")."""
+    inductor took 2-4 minutes to compile a training step of the logs' models on a 2-core
+    machine and then ran it at 0.9x and 0.2x the eager default (bench/README.md)."""
     if setting is False:
         return None, "set in the experiment"
     if setting != "auto":
         return ("default" if setting is True else str(setting)), "set in the experiment"
     if device.type != "cuda":
-        return None, (f"auto: eager on a {device.type}, where compiling takes minutes and "
-                      "pays nothing measured")
+        return None, (f"auto: eager on a {device.type}, where compiling took minutes and "
+                      "then ran slower")
     if planned_steps is None or planned_steps < AUTO_COMPILE_MIN_STEPS:
         planned = "an unknown number of" if planned_steps is None else f"{planned_steps:,}"
         return None, (f"auto: eager for {planned} steps (compiles from "
@@ -84,8 +83,8 @@ def autocast(precision: str, device: torch.device) -> contextlib.AbstractContext
 def channels_last(model: nn.Module, device: torch.device) -> str | None:
     """On a CPU, store the 2-D convolutions' weights channels-last (NHWC), in place, and say
     so; else None. oneDNN's convolutions then run in NHWC, which bench/throughput.py
-    measured 1.2-1.35x faster for the logs' encoders (forward + backward, fp32, AVX2 and
-    AVX-512 CPUs); the function and the state-dict keys are the same."""
+    measured 1.07-1.36x faster for the logs' encoders (forward + backward, fp32, an AVX2
+    CPU); the function and the state-dict keys are the same."""
     if device.type != "cpu":
         return None
     convolutions = [m for m in model.modules() if isinstance(m, nn.Conv2d | nn.ConvTranspose2d)]

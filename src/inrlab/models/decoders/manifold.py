@@ -17,9 +17,10 @@ from inrlab.models.registry import register_model
 
 # Bytes of one hidden activation (fp32) of the images that go through the MLP at once in
 # training with per-image BatchNorm statistics on a CPU: small enough to stay in cache
-# between layers. Measured on 2-core AMD EPYCs, decoder forward + backward at batch 64 of
-# 32x32 images against chunks of 1-16k rows: 2 MiB was best or within 2% of it for widths
-# 64, 128 and 256 (bench/README.md, "chunks").
+# between layers. Measured on a 2-core AMD EPYC (AVX2), decoder forward + backward at batch
+# 64 of 32x32 images in chunks of 1k-16k rows: 2 MiB (2k, 4k, 8k rows at widths 256, 128,
+# 64) came within 8% of the best chunk for each width, one image at a time 0.86-1.19x the
+# seed's loop against its 1.12-1.72x (bench/README.md, `throughput.py --layouts`).
 CPU_CHUNK_BYTES = 2 * 2**20
 
 
