@@ -7,6 +7,9 @@ is reproducible with ``inrlab run FILE --max-inputs N``), plus the 2x test.
     python bench/quality.py --two-x --max-inputs 300000    # the 16x16 -> 32x32 test
     python bench/quality.py experiments/rltiles-best.yml --report --refine-steps 100
     python bench/quality.py experiments/rltiles-wide.yml --report --generalisation
+    python bench/quality.py experiments/rltiles-aligned.yml --checkpoint last \
+        --refine-steps 300 --refine-learnrate 0.03 --codec-inputs 1000000
+                                        # bytes table: + AVIF, learned codecs, ms per tile
 
 Runs go to ``--runs-dir`` (default ``runs-bench``); an interrupted benchmark resumes.
 """
