@@ -452,11 +452,12 @@ def refine(spec: RunSpec, run_dir: RunDir, steps: int, learnrate: float,
         if step in (0, 10, 30, 100, 300, 1000) or step == steps:
             print("| {} | {:.2f} | {:.3f} |".format(step, *score(output, valid)))
 
-    refined = refine_codes(model, valid, steps, learnrate, report=report)
+    refined, refine_s = timed(lambda: refine_codes(model, valid, steps, learnrate,
+                                                   report=report))
     if model.bottleneck.quantizer is None:  # float codes: also stored in fewer bytes
-        with torch.no_grad():
+        with torch.no_grad():  # encoding: the whole refinement (its scoring included)
             rows = float_code_rows(model, f"refined {steps} steps", refined, valid,
-                                   model.encode(split_tiles(32, False)))
+                                   model.encode(split_tiles(32, False)), refine_s)
         print("\nThe refined codes stored in fewer bytes:")
         print_rows(rows)
 
