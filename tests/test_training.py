@@ -184,18 +184,22 @@ def test_ctrl_c_saves_a_checkpoint_and_exits_cleanly(write, tmp_path, presses: i
             .replace("tiny/${matrix_slug}", "tiny/interrupt") + "checkpoint_every_seconds: 1000\n")
     path = write("interrupt.yml", text)
     env = {**os.environ, "INRLAB_RUNS_DIR": str(tmp_path / "runs")}
+    # The child starts with Ctrl-C's default action, as from a shell, whatever this process
+    # does with it; it trains on one thread so that processes an earlier test left running
+    # (a sweep's Ray workers) cannot starve it past the timeouts below.
     process = subprocess.Popen([sys.executable, "-m", "inrlab", "run", str(path),
-                                "--no-tensorboard"], env=env, stdout=subprocess.PIPE,
-                               stderr=subprocess.PIPE, text=True)
+                                "--no-tensorboard"], env={**env, "OMP_NUM_THREADS": "1"},
+                               stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+                               preexec_fn=lambda: signal.signal(signal.SIGINT, signal.SIG_DFL))
     run = tmp_path / "runs" / "tiny" / "interrupt"
-    deadline = time.time() + 60
+    deadline = time.time() + 120
     while not (run / "metrics.jsonl").exists() or not read_metrics(run / "metrics.jsonl"):
         assert time.time() < deadline and process.poll() is None
         time.sleep(0.2)
     for _ in range(presses):
         process.send_signal(signal.SIGINT)
         time.sleep(0.02)
-    out, err = process.communicate(timeout=60)
+    out, err = process.communicate(timeout=180)
     assert process.returncode == 130 and "Traceback" not in err and "interrupted" in err
     if presses == 1:
         assert "checkpoint saved" in out

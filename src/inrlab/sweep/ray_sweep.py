@@ -83,7 +83,7 @@ def run_sweep(path: Path, specs: Sequence[RunSpec], options: RunOptions,
     if not todo:
         return statuses
 
-    _init_ray(ray, sweep)
+    started_ray = _init_ray(ray, sweep)
     # A task's device: --device, else the file's device key, else what Ray gives it.
     default_device = "cuda" if sweep.gpus_per_run > 0 else "cpu"
     device = None if options.device == "auto" else options.device
@@ -126,12 +126,15 @@ def run_sweep(path: Path, specs: Sequence[RunSpec], options: RunOptions,
                       f"({time.monotonic() - started:.0f} s into the sweep)")
     finally:
         bar.close()
+        if started_ray:  # the local Ray this sweep started (its idle workers hold CPU)
+            ray.shutdown()
     return statuses
 
 
-def _init_ray(ray: Any, sweep: SweepOptions) -> None:
+def _init_ray(ray: Any, sweep: SweepOptions) -> bool:
+    """Connect to Ray as ``sweep`` says; True when this call started it."""
     if ray.is_initialized():
-        return
+        return False
     # Workers' own output stays in Ray's session logs; the driver prints one line per entry.
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if sweep.address is None:
@@ -140,6 +143,7 @@ def _init_ray(ray: Any, sweep: SweepOptions) -> None:
         ray.init(**kwargs)
     else:
         ray.init(address=sweep.address, **kwargs)
+    return True
 
 
 def _short_error(error: BaseException) -> str:
