@@ -32,7 +32,7 @@ ROOT = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(ROOT / "src"))
 
 from inrlab.models.bottleneck.arithmetic import decode_levels, encode_levels  # noqa: E402
-from inrlab.models.bottleneck.prior import FREQUENCY_BITS  # noqa: E402
+from inrlab.models.bottleneck.prior import cumulative_frequencies  # noqa: E402
 
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 64.0, 64  # the Gaussian scales the coder knows
 SYMBOL_RANGE = 40  # latents are coded as integers in [-40, 40] (the rest clipped)
@@ -121,15 +121,6 @@ def gaussian_likelihood(values: torch.Tensor, scales: torch.Tensor) -> torch.Ten
     magnitude = values.abs()
     normal = torch.distributions.Normal(0.0, 1.0)
     return normal.cdf((0.5 - magnitude) / scales) - normal.cdf((-0.5 - magnitude) / scales)
-
-
-def cumulative_frequencies(p: torch.Tensor) -> list[list[int]]:
-    """Probabilities (T, S) of S symbols -> T cumulative integer tables for the arithmetic
-    coder: every symbol at least 1 wide, totals at most ``2**FREQUENCY_BITS``."""
-    symbols = p.shape[-1]
-    spare = (1 << FREQUENCY_BITS) - symbols
-    widths = 1 + (p.double() / p.double().sum(-1, keepdim=True) * spare).floor().long()
-    return F.pad(widths.cumsum(-1), (1, 0)).tolist()
 
 
 def scale_table() -> torch.Tensor:

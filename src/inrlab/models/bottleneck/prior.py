@@ -22,6 +22,16 @@ FREQUENCY_BITS = 16  # the coder's probability tables sum to at most 2**16
 CONTEXTS = ("none", "neighbours")
 
 
+def cumulative_frequencies(p: torch.Tensor) -> list:
+    """Probabilities (..., S) of S symbols -> the arithmetic coder's cumulative integer
+    tables (..., S + 1): ascending from 0, every symbol at least 1 wide, totals at most
+    ``2**FREQUENCY_BITS``."""
+    spare = (1 << FREQUENCY_BITS) - p.shape[-1]
+    p = p.double()
+    widths = 1 + (p / p.sum(-1, keepdim=True) * spare).floor().long()
+    return F.pad(widths.cumsum(-1), (1, 0)).tolist()
+
+
 class LevelPrior(nn.Module):
     """Probability of each of ``levels`` quantisation levels, per code channel.
 
@@ -149,10 +159,7 @@ class LevelPrior(nn.Module):
     def frequency_tables(self, channels: int) -> list[list[list[int]]]:
         """Per channel and context, the cumulative integer frequencies the arithmetic coder
         uses: ``levels + 1`` ascending integers from 0, every level at least 1 wide."""
-        spare = (1 << FREQUENCY_BITS) - self.levels
-        p = self.probabilities(channels).double().cpu()
-        widths = 1 + (p / p.sum(2, keepdim=True) * spare).floor().long()  # (C, K, L)
-        return F.pad(widths.cumsum(2), (1, 0)).tolist()
+        return cumulative_frequencies(self.probabilities(channels).cpu())  # (C, K, L + 1)
 
     def symbol_tables(self, levels: torch.Tensor) -> list[list[list[int]]]:
         """For each code of integer ``levels`` (B, C, ...), the coder's table of each of
