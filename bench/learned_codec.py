@@ -109,9 +109,8 @@ class FactorizedDensity(nn.Module):
         symbols = torch.arange(-SYMBOL_RANGE, SYMBOL_RANGE + 1, dtype=torch.float)
         channels = self.matrices[0].shape[0]
         with torch.no_grad():
-            x = symbols.expand(channels, -1)
-            p = torch.sigmoid(self.logits(x + 0.5)) - torch.sigmoid(self.logits(x - 0.5))
-        return cumulative_frequencies(p.clamp_min(0))
+            p = self.likelihood(symbols.expand(channels, -1)[None, :, None])  # (1, C, 1, K)
+        return cumulative_frequencies(p.view(channels, -1))
 
 
 def gaussian_likelihood(values: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
@@ -144,17 +143,23 @@ class Codec(nn.Module, abc.ABC):
                                  up(hidden, hidden), GDN(hidden, inverse=True),
                                  up(hidden, channels))
 
-    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        """(reconstructions, bits per image) in training: noise stands in for rounding in
-        the rate, the decoder sees the rounded latents (straight-through)."""
+    def forward(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """(reconstructions, bits per image, coded bits per image) in training: noise stands
+        in for rounding in the priced rate, the decoder sees the rounded latents
+        (straight-through). The coded bits (no gradient) price the rounded latents as the
+        coder stores them: at 0.5 bit per latent the noisy price is 2-5x that, so the rate
+        controller steers on these."""
         y = self.g_a(images)  # (B, M, h, w)
         rounded = y + (torch.round(y) - y).detach()
-        bits = self.bits(y + torch.empty_like(y).uniform_(-0.5, 0.5))
-        return self.g_s(rounded), bits
+        bits = self.bits(y + torch.empty_like(y).uniform_(-0.5, 0.5), noisy=True)
+        with torch.no_grad():
+            coded = self.bits(torch.round(y), noisy=False)
+        return self.g_s(rounded), bits, coded
 
     @abc.abstractmethod
-    def bits(self, y: torch.Tensor) -> torch.Tensor:
-        """The estimated size in bits of each image's (noisy) latents ``y`` -> (B,)."""
+    def bits(self, y: torch.Tensor, noisy: bool) -> torch.Tensor:
+        """The size in bits of each image's latents ``y`` -> (B,): ``y`` noisy in training
+        (and any side information noisy too), or rounded as the coder stores it."""
 
     @abc.abstractmethod
     def compress(self, images: torch.Tensor) -> list[bytes]:
@@ -181,7 +186,7 @@ class FactorizedPrior(Codec):
         super().__init__(channels, hidden, latent)
         self.density = FactorizedDensity(latent)
 
-    def bits(self, y: torch.Tensor) -> torch.Tensor:
+    def bits(self, y: torch.Tensor, noisy: bool) -> torch.Tensor:
         return total_bits(self.density.likelihood(y))
 
     @torch.no_grad()
@@ -216,10 +221,9 @@ class ScaleHyperprior(Codec):
         self.density = FactorizedDensity(hidden)
         self.register_buffer("scales", scale_table(), persistent=False)
 
-    def bits(self, y: torch.Tensor) -> torch.Tensor:
+    def bits(self, y: torch.Tensor, noisy: bool) -> torch.Tensor:
         z = self.h_a(y.abs())  # (B, N, h/4, w/4)
-        # training: noise in place of rounding; else the rounded z the coder stores
-        z = z + torch.empty_like(z).uniform_(-0.5, 0.5) if self.training else z.round()
+        z = z + torch.empty_like(z).uniform_(-0.5, 0.5) if noisy else z.round()
         return total_bits(self.density.likelihood(z), gaussian_likelihood(y, self.h_s(z)))
 
     def _scale_tables(self) -> list[list[int]]:
@@ -280,9 +284,10 @@ def train_codec(codec: Codec, tiles: torch.Tensor, inputs: int, target_bytes: fl
                 report_every: int = 50_000) -> Codec:
     """Train ``codec`` on ``tiles`` (n, 3, 32, 32) for ``inputs`` images (random flips, as
     inrlab's RLTiles files) with MSE + mu * bits, where mu follows the rate: raised while the
-    estimated size is above ``target_bytes`` per tile, lowered while below (a dual ascent
-    on the rate constraint), so training ends at the budget instead of at a guessed
-    trade-off. The last tenth lowers the learning rate tenfold."""
+    price of the rounded latents (what the coder will store) is above ``target_bytes`` per
+    tile, lowered while below (a dual ascent on the rate constraint), so training ends at
+    the budget instead of at a guessed trade-off. The last tenth lowers the learning rate
+    tenfold."""
     generator = torch.Generator().manual_seed(seed)
     torch.manual_seed(seed)
     optimizer = torch.optim.Adam(codec.parameters(), lr=learnrate)
@@ -293,22 +298,23 @@ def train_codec(codec: Codec, tiles: torch.Tensor, inputs: int, target_bytes: fl
         images = tiles[index]  # (B, 3, 32, 32)
         flip = torch.rand(batch, generator=generator) < 0.5
         images = torch.where(flip[:, None, None, None], images.flip(-1), images)
-        output, bits = codec(images)
+        output, bits, coded = codec(images)
         mse = F.mse_loss(output, images)
-        rate = bits.mean()
-        loss = mse + math.exp(log_mu) * rate / (images[0].numel())
+        loss = mse + math.exp(log_mu) * bits.mean() / (images[0].numel())
         optimizer.zero_grad(set_to_none=True)
         loss.backward()
         optimizer.step()
-        log_mu += 0.01 * (rate.item() / (8 * target_bytes) - 1)
+        rate = coded.mean().item()
+        log_mu += 0.01 * math.log(max(rate, 1.0) / (8 * target_bytes))
         seen += batch
         if seen >= 0.9 * inputs:
             for group in optimizer.param_groups:
                 group["lr"] = learnrate / 10
         if seen % report_every < batch:
             print(f"  {seen:,} inputs, {time.perf_counter() - start:.0f} s: "
-                  f"{10 * math.log10(1 / mse.item()):.2f} dB, {rate.item() / 8:.1f} bytes "
-                  f"estimated, mu {math.exp(log_mu):.2e}", flush=True)
+                  f"{10 * math.log10(1 / mse.item()):.2f} dB, {rate / 8:.1f} bytes "
+                  f"priced ({bits.mean().item() / 8:.1f} noisy), mu {math.exp(log_mu):.2e}",
+                  flush=True)
     return codec.eval()
 
 
@@ -352,9 +358,9 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-inputs", type=int, default=1_000_000,
                         help="training images per codec (default 1,000,000: inrlab's best)")
-    parser.add_argument("--target-bytes", type=float, default=CODE_BUDGET - 5,
-                        help="estimated bytes per tile the training aims at (the coded size "
-                             "is a few bytes more)")
+    parser.add_argument("--target-bytes", type=float, default=CODE_BUDGET - 6,
+                        help="priced bytes per tile the training aims at (default 96; the "
+                             "coded size is 1-3 bytes more)")
     parser.add_argument("--cache", type=Path, default=ROOT / "runs-bench" / "learned-codecs")
     args = parser.parse_args()
     print_machine("cpu")

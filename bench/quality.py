@@ -263,7 +263,7 @@ def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
                         f"{file_bytes:.0f})", *score(decoded, valid), 1e3 * encode_s,
                         1e3 * decode_s))
     for name in learned_codec.CODECS if codec_inputs else []:
-        codec = learned_codec.trained_codec(name, train_tiles, codec_inputs, budget - 5,
+        codec = learned_codec.trained_codec(name, train_tiles, codec_inputs, budget - 6,
                                             codec_cache)
         decoded, sizes, encode_s, decode_s = learned_codec.round_trip(codec, valid)
         rows.append(Row(f"{name} (Balle et al. 2018), {codec_inputs:,} inputs",
