@@ -233,16 +233,18 @@ def score(images: torch.Tensor, truth: torch.Tensor) -> tuple[float, float]:
 
 @torch.no_grad()
 def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
-                refine_steps: int = 0, refine_rate_weight: float | None = None,
-                checkpoint: str = "best", codec_inputs: int = 0,
+                refine_steps: int = 0, refine_learnrate: float = 0.01,
+                refine_rate_weight: float | None = None, checkpoint: str = "best",
+                codec_inputs: int = 0,
                 codec_cache: Path = ROOT / "runs-bench" / "learned-codecs") -> None:
     """Every method on the validation tiles at about ``budget`` bytes per tile: PCA with 8-
     and 4-bit coefficients, JPEG, WebP and AVIF at the same or more bytes, with
     ``codec_inputs`` the learned codecs of ``learned_codec.py`` trained for that many
     inputs (cached in ``codec_cache``), each run's code in
-    fp32, fp16 and 8 bits (a quantising model's stored code, and with ``refine_steps``
-    that code refined for each tile; an entropy-coded code is refined with its model's
-    ``rate_weight``, or ``refine_rate_weight``), with encode and decode times."""
+    fp32, fp16 and 8 bits (a quantising model's stored code), and with ``refine_steps``
+    that code refined for each tile (Adam at ``refine_learnrate``; an entropy-coded code
+    with its model's ``rate_weight``, or ``refine_rate_weight``), with encode and decode
+    times (the refinement's counted as encoding)."""
     train_tiles, valid = split_tiles(32, False), split_tiles(32, True)
     count = valid.shape[0]
     rows: list[Row] = []
@@ -276,7 +278,7 @@ def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
         if not isinstance(model, EncoderDecoder) or isinstance(model, UpscalingAutoencoder):
             continue
         rows += model_rows(model, spec.experiment_name, valid, train_tiles, refine_steps,
-                           refine_rate_weight)
+                           refine_learnrate, refine_rate_weight)
     print(f"\nBytes per tile: the {count} validation tiles, about {budget} bytes each; "
           "encode and decode ms per tile, the tiles in one batch (the codecs: one after "
           "another)")
@@ -284,18 +286,24 @@ def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
 
 
 def model_rows(model: EncoderDecoder, name: str, valid: torch.Tensor, train_tiles: torch.Tensor,
-               refine_steps: int, refine_rate_weight: float | None) -> list[Row]:
+               refine_steps: int, refine_learnrate: float, refine_rate_weight: float | None
+               ) -> list[Row]:
     """The bytes table's rows of one trained model: its stored (or entropy-coded) code, and
     with ``refine_steps`` that code refined per tile (the refinement counts as encoding)."""
     codes, encode_s = timed(lambda: model.encode(valid))
     quantizer = model.bottleneck.quantizer
-    if quantizer is None:
-        return float_code_rows(model, name, codes, valid, model.encode(train_tiles), encode_s)
     refined = None
     if refine_steps:  # an entropy-coded code is refined at a rate weight, a stored one not
         rate_weight = refine_rate_weight if model.bottleneck.entropy_coded else None
         refined, refine_s = timed(lambda: refine_codes(model, valid, refine_steps,
-                                                       rate_weight=rate_weight))
+                                                       refine_learnrate, rate_weight))
+    if quantizer is None:
+        train_codes = model.encode(train_tiles)
+        rows = float_code_rows(model, name, codes, valid, train_codes, encode_s)
+        if refined is not None:
+            rows += float_code_rows(model, f"{name} after {refine_steps} refinement steps",
+                                    refined, valid, train_codes, refine_s)
+        return rows
     if model.bottleneck.entropy_coded:
         rows = [entropy_coded_row(model, f"{name}, entropy-coded {quantizer.bits}-bit code",
                                   codes, valid, encode_s)]
@@ -440,8 +448,8 @@ def generalisation(runs: list[tuple[RunSpec, RunDir]], checkpoint: str = "best")
 def refine(spec: RunSpec, run_dir: RunDir, steps: int, learnrate: float,
            checkpoint: str = "best") -> None:
     """The amortisation gap: how much better the stored codes of the validation tiles get
-    when optimised for each tile, starting from the encoder's; float codes are then also
-    scored in fp16 and at 8 bits per value."""
+    step by step when optimised for each tile, starting from the encoder's (the bytes
+    table has the refined codes' sizes and times)."""
     model = trained_model(spec, run_dir, checkpoint)
     valid = split_tiles(32, True)
     print(f"\nCode refinement of {run_dir.path} ({checkpoint} weights) on the "
@@ -452,14 +460,7 @@ def refine(spec: RunSpec, run_dir: RunDir, steps: int, learnrate: float,
         if step in (0, 10, 30, 100, 300, 1000) or step == steps:
             print("| {} | {:.2f} | {:.3f} |".format(step, *score(output, valid)))
 
-    refined, refine_s = timed(lambda: refine_codes(model, valid, steps, learnrate,
-                                                   report=report))
-    if model.bottleneck.quantizer is None:  # float codes: also stored in fewer bytes
-        with torch.no_grad():  # encoding: the whole refinement (its scoring included)
-            rows = float_code_rows(model, f"refined {steps} steps", refined, valid,
-                                   model.encode(split_tiles(32, False)), refine_s)
-        print("\nThe refined codes stored in fewer bytes:")
-        print_rows(rows)
+    refine_codes(model, valid, steps, learnrate, report=report)
 
 
 def main() -> None:
@@ -476,7 +477,7 @@ def main() -> None:
     parser.add_argument("--refine-steps", type=int, default=0,
                         help="also optimise the validation codes of each run for N steps")
     parser.add_argument("--refine-learnrate", type=float, default=0.01,
-                        help="Adam learning rate of the refinement table (default 0.01)")
+                        help="Adam learning rate of the refinement (default 0.01)")
     parser.add_argument("--generalisation", action="store_true",
                         help="also score each run on its (unaugmented) training tiles")
     parser.add_argument("--checkpoint", choices=CHECKPOINTS, default="best",
@@ -504,6 +505,7 @@ def main() -> None:
         curves(runs)
         linear_bound()
         bytes_table(runs, refine_steps=args.refine_steps,
+                    refine_learnrate=args.refine_learnrate,
                     refine_rate_weight=args.refine_rate_weight, checkpoint=args.checkpoint,
                     codec_inputs=args.codec_inputs,
                     codec_cache=args.runs_dir / "learned-codecs")
