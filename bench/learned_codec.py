@@ -23,6 +23,7 @@ import math
 import sys
 import time
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -36,6 +37,8 @@ from inrlab.models.bottleneck.prior import cumulative_frequencies  # noqa: E402
 
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 64.0, 64  # the Gaussian scales the coder knows
 SYMBOL_RANGE = 40  # latents are coded as integers in [-40, 40] (the rest clipped)
+LIKELIHOOD_MIN = 1e-9  # the least probability the rate prices (about 30 bits)
+CODEC_VERSION = 2  # in the cache's file names: bumped when training changes
 
 
 # ------------------------------------------------------------------------------- layers
@@ -113,10 +116,32 @@ class FactorizedDensity(nn.Module):
         return cumulative_frequencies(p.view(channels, -1))
 
 
+class _LowerBound(torch.autograd.Function):
+    """``x.clamp_min(bound)`` whose gradient also flows below the bound where descent
+    would raise ``x``: a plain clamp leaves a scale or likelihood stuck under its bound
+    with no gradient, so the latents it prices at ~30 bits are never pulled back."""
+
+    @staticmethod
+    def forward(ctx: Any, x: torch.Tensor, bound: float) -> torch.Tensor:
+        ctx.save_for_backward(x)
+        ctx.bound = bound
+        return x.clamp_min(bound)
+
+    @staticmethod
+    def backward(ctx: Any, grad: torch.Tensor) -> tuple[torch.Tensor, None]:
+        x, = ctx.saved_tensors
+        return grad * ((x >= ctx.bound) | (grad < 0)), None
+
+
+def lower_bound(x: torch.Tensor, bound: float) -> torch.Tensor:
+    """``x`` clamped to ``bound`` from below; gradients as ``_LowerBound`` says."""
+    return _LowerBound.apply(x, bound)
+
+
 def gaussian_likelihood(values: torch.Tensor, scales: torch.Tensor) -> torch.Tensor:
     """Probability of each rounded value under a zero-mean Gaussian of its own scale: the
     Gaussian's mass on ``[value - 1/2, value + 1/2]``, taken on the lower tail."""
-    scales = scales.clamp_min(SCALE_MIN)
+    scales = lower_bound(scales, SCALE_MIN)
     magnitude = values.abs()
     normal = torch.distributions.Normal(0.0, 1.0)
     return normal.cdf((0.5 - magnitude) / scales) - normal.cdf((-0.5 - magnitude) / scales)
@@ -176,7 +201,8 @@ class Codec(nn.Module, abc.ABC):
 
 def total_bits(*likelihoods: torch.Tensor) -> torch.Tensor:
     """-log2 of the likelihoods, summed per image -> (B,)."""
-    return sum(-torch.log2(p.clamp_min(1e-9)).flatten(1).sum(1) for p in likelihoods)
+    return sum(-torch.log2(lower_bound(p, LIKELIHOOD_MIN)).flatten(1).sum(1)
+               for p in likelihoods)
 
 
 class FactorizedPrior(Codec):
@@ -322,7 +348,7 @@ def trained_codec(name: str, tiles: torch.Tensor, inputs: int, target_bytes: flo
                   cache: Path) -> Codec:
     """The codec ``name`` trained as ``train_codec`` does, from ``cache`` if a run with the
     same settings was saved there."""
-    path = cache / f"{name.replace(' ', '-')}-{inputs}-{target_bytes:g}.pt"
+    path = cache / f"{name.replace(' ', '-')}-{inputs}-{target_bytes:g}-v{CODEC_VERSION}.pt"
     codec = CODECS[name]()
     if path.exists():
         codec.load_state_dict(torch.load(path, weights_only=True))

@@ -58,6 +58,22 @@ def test_learned_codec_decodes_from_its_bytes_what_it_encoded(codec: str, monkey
     assert decoded.shape == (3, 3, 32, 32) and encode_s > 0 and decode_s > 0
 
 
+def test_a_bounded_scale_still_learns_to_grow(monkeypatch) -> None:
+    """Below its bound a scale (or likelihood) is priced at the bound, and its gradient
+    still flows where descent raises it, not where descent would push it lower."""
+    import torch
+
+    learned_codec = _bench_module("learned_codec", monkeypatch)
+    x = torch.tensor([0.05, 0.5], requires_grad=True)
+    bounded = learned_codec.lower_bound(x, 0.11)
+    assert torch.equal(bounded.detach(), torch.tensor([0.11, 0.5]))
+    (-bounded).sum().backward()  # descent raises both
+    assert torch.equal(x.grad, torch.tensor([-1.0, -1.0]))
+    x.grad = None
+    learned_codec.lower_bound(x, 0.11).sum().backward()  # descent lowers both
+    assert torch.equal(x.grad, torch.tensor([0.0, 1.0]))
+
+
 def test_codec_payloads_leave_out_the_container(monkeypatch) -> None:
     """AVIF, WebP and JPEG rows count the coded image data, not the file's fixed headers."""
     import io
