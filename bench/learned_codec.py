@@ -10,7 +10,7 @@ torchvision::nms does not exist"). So the models are written here after the pape
 their latents are coded with inrlab's own arithmetic coder
 (``inrlab.models.bottleneck.arithmetic``): what is decoded from the bytes is what is scored.
 
-    python bench/learned_codec.py --max-inputs 1000000   # train both (resumes), then score
+    python bench/learned_codec.py --max-inputs 1000000   # train both (cached), then score
 
 Shapes: a tile (3, 32, 32) -> latent y (M, 4, 4) -> hyper-latent z (N, 1, 1).
 """
@@ -38,7 +38,7 @@ from inrlab.models.bottleneck.prior import cumulative_frequencies  # noqa: E402
 SCALE_MIN, SCALE_MAX, SCALE_LEVELS = 0.11, 64.0, 64  # the Gaussian scales the coder knows
 SYMBOL_RANGE = 40  # latents are coded as integers in [-40, 40] (the rest clipped)
 LIKELIHOOD_MIN = 1e-9  # the least probability the rate prices (about 30 bits)
-CODEC_VERSION = 2  # in the cache's file names: bumped when training changes
+CODEC_VERSION = 3  # in the cache's file names: bumped when training changes
 
 
 # ------------------------------------------------------------------------------- layers
@@ -176,15 +176,17 @@ class Codec(nn.Module, abc.ABC):
         controller steers on these."""
         y = self.g_a(images)  # (B, M, h, w)
         rounded = y + (torch.round(y) - y).detach()
-        bits = self.bits(y + torch.empty_like(y).uniform_(-0.5, 0.5), noisy=True)
+        bits = self.bits(y, noisy=True)
         with torch.no_grad():
-            coded = self.bits(torch.round(y), noisy=False)
+            coded = self.bits(y, noisy=False)
         return self.g_s(rounded), bits, coded
 
     @abc.abstractmethod
     def bits(self, y: torch.Tensor, noisy: bool) -> torch.Tensor:
-        """The size in bits of each image's latents ``y`` -> (B,): ``y`` noisy in training
-        (and any side information noisy too), or rounded as the coder stores it."""
+        """The size in bits of each image's unrounded latents ``y`` -> (B,): with uniform
+        noise in place of rounding (training's differentiable price; side information noisy
+        too) or rounded as the coder stores them. Anything computed from ``y`` itself (the
+        hyperprior's ``z``) is taken from the unrounded values, as ``compress`` does."""
 
     @abc.abstractmethod
     def compress(self, images: torch.Tensor) -> list[bytes]:
@@ -197,6 +199,11 @@ class Codec(nn.Module, abc.ABC):
     @torch.no_grad()
     def decode(self, y: torch.Tensor) -> torch.Tensor:
         return self.g_s(y).clamp(0, 1)
+
+
+def quantize(values: torch.Tensor, noisy: bool) -> torch.Tensor:
+    """``values`` rounded, or with uniform noise of the rounding's width (training)."""
+    return values + torch.empty_like(values).uniform_(-0.5, 0.5) if noisy else values.round()
 
 
 def total_bits(*likelihoods: torch.Tensor) -> torch.Tensor:
@@ -213,7 +220,7 @@ class FactorizedPrior(Codec):
         self.density = FactorizedDensity(latent)
 
     def bits(self, y: torch.Tensor, noisy: bool) -> torch.Tensor:
-        return total_bits(self.density.likelihood(y))
+        return total_bits(self.density.likelihood(quantize(y, noisy)))
 
     @torch.no_grad()
     def compress(self, images: torch.Tensor) -> list[bytes]:
@@ -248,9 +255,9 @@ class ScaleHyperprior(Codec):
         self.register_buffer("scales", scale_table(), persistent=False)
 
     def bits(self, y: torch.Tensor, noisy: bool) -> torch.Tensor:
-        z = self.h_a(y.abs())  # (B, N, h/4, w/4)
-        z = z + torch.empty_like(z).uniform_(-0.5, 0.5) if noisy else z.round()
-        return total_bits(self.density.likelihood(z), gaussian_likelihood(y, self.h_s(z)))
+        z = quantize(self.h_a(y.abs()), noisy)  # (B, N, h/4, w/4)
+        return total_bits(self.density.likelihood(z),
+                          gaussian_likelihood(quantize(y, noisy), self.h_s(z)))
 
     def _scale_tables(self) -> list[list[int]]:
         symbols = torch.arange(-SYMBOL_RANGE, SYMBOL_RANGE + 1, dtype=torch.float)
@@ -388,12 +395,15 @@ def main() -> None:
                         help="priced bytes per tile the training aims at (default 96; the "
                              "coded size is 1-3 bytes more)")
     parser.add_argument("--cache", type=Path, default=ROOT / "runs-bench" / "learned-codecs")
+    parser.add_argument("--codec", choices=list(CODECS), action="append",
+                        help="train and score only this codec (repeatable; default: all), "
+                             "e.g. to train them as parallel one-thread processes")
     args = parser.parse_args()
     print_machine("cpu")
     train_tiles, valid = split_tiles(32, False), split_tiles(32, True)
     print("| codec | bytes per tile (mean, range) | val PSNR (dB) | val SSIM | encode ms | "
           "decode ms |\n|---|---:|---:|---:|---:|---:|")
-    for name in CODECS:
+    for name in args.codec or CODECS:
         codec = trained_codec(name, train_tiles, args.max_inputs, args.target_bytes, args.cache)
         decoded, sizes, encode_s, decode_s = round_trip(codec, valid)
         psnr, ssim = score(decoded, valid)

@@ -43,12 +43,12 @@ def test_learned_codec_decodes_from_its_bytes_what_it_encoded(codec: str, monkey
     model = learned_codec.train_codec(learned_codec.CODECS[codec](hidden=8, latent=12), tiles,
                                       inputs=64, target_bytes=40, batch=8)
     with torch.no_grad():
-        latents = model.g_a(tiles[:3]).round().clamp(-learned_codec.SYMBOL_RANGE,
-                                                     learned_codec.SYMBOL_RANGE)
+        unrounded = model.g_a(tiles[:3])
+        latents = unrounded.round().clamp(-learned_codec.SYMBOL_RANGE, learned_codec.SYMBOL_RANGE)
         blobs = model.compress(tiles[:3])
         assert torch.equal(model.decompress(blobs, (4, 4)), latents)
-        # the entropy model's price of those latents
-        estimated = model.bits(latents, noisy=False) / 8
+        # the entropy model's price of those latents (the price the rate controller steers on)
+        estimated = model.bits(unrounded, noisy=False) / 8
     # the coder pays about the model's price: a little over it for the table's rounding, less
     # for rare values (a table gives every symbol at least 2**-16; the model prices them lower)
     sizes = torch.tensor([len(blob) for blob in blobs], dtype=torch.float)
