@@ -271,39 +271,57 @@ def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
         rows.append(Row(f"{name} (Balle et al. 2018), {codec_inputs:,} inputs",
                         f"{sizes.mean():.1f} ({sizes.min():.0f}-{sizes.max():.0f})",
                         *score(decoded, valid), 1e3 * encode_s, 1e3 * decode_s))
+    curves: dict[str, list[tuple[int, float, float]]] = {}
     for spec, run_dir in runs:
         if not has_weights(run_dir, checkpoint):
             continue
         model = trained_model(spec, run_dir, checkpoint)
         if not isinstance(model, EncoderDecoder) or isinstance(model, UpscalingAutoencoder):
             continue
-        rows += model_rows(model, spec.experiment_name, valid, train_tiles, refine_steps,
-                           refine_learnrate, refine_rate_weight)
+        model_table, curve = model_rows(model, spec.experiment_name, valid, train_tiles,
+                                        refine_steps, refine_learnrate, refine_rate_weight)
+        rows += model_table
+        if curve:
+            curves[f"{run_dir.path} ({checkpoint} weights)"] = curve
     print(f"\nBytes per tile: the {count} validation tiles, about {budget} bytes each; "
           "encode and decode ms per tile, the tiles in one batch (the codecs: one after "
           "another)")
     print_rows(rows)
+    for name, curve in curves.items():
+        # the amortisation gap: how the codes of the table's refinement improve step by step
+        print(f"\nCode refinement of {name} on the {count} validation tiles, as in the "
+              f"bytes table (Adam at {refine_learnrate:g}):")
+        print("| Adam steps on the codes | val PSNR (dB) | val SSIM |\n|---:|---:|---:|")
+        for step, step_psnr, step_ssim in curve:
+            print(f"| {step} | {step_psnr:.2f} | {step_ssim:.3f} |")
+
+
+REFINE_REPORT_STEPS = (0, 10, 30, 100, 300, 1000)  # where the refinement curve is scored
 
 
 def model_rows(model: EncoderDecoder, name: str, valid: torch.Tensor, train_tiles: torch.Tensor,
                refine_steps: int, refine_learnrate: float, refine_rate_weight: float | None
-               ) -> list[Row]:
+               ) -> tuple[list[Row], list[tuple[int, float, float]]]:
     """The bytes table's rows of one trained model: its stored (or entropy-coded) code, and
-    with ``refine_steps`` that code refined per tile (the refinement counts as encoding)."""
+    with ``refine_steps`` that code refined per tile (the refinement counts as encoding);
+    and the refinement's curve, (steps, PSNR, SSIM) at ``REFINE_REPORT_STEPS`` and the last
+    (its few extra decodes, about 1/50 of a 300-step refinement, count in the encode time)."""
     codes, encode_s = timed(lambda: model.encode(valid))
     quantizer = model.bottleneck.quantizer
-    refined = None
+    refined, curve = None, []
     if refine_steps:  # an entropy-coded code is refined at a rate weight, a stored one not
         rate_weight = refine_rate_weight if model.bottleneck.entropy_coded else None
-        refined, refine_s = timed(lambda: refine_codes(model, valid, refine_steps,
-                                                       refine_learnrate, rate_weight))
+        refined, refine_s = timed(lambda: refine_codes(
+            model, valid, refine_steps, refine_learnrate, rate_weight,
+            report=lambda step, renders: curve.append((step, *score(renders, valid))),
+            report_at={*REFINE_REPORT_STEPS, refine_steps}))
     if quantizer is None:
         train_codes = model.encode(train_tiles)
         rows = float_code_rows(model, name, codes, valid, train_codes, encode_s)
         if refined is not None:
             rows += float_code_rows(model, f"{name} after {refine_steps} refinement steps",
                                     refined, valid, train_codes, refine_s)
-        return rows
+        return rows, curve
     if model.bottleneck.entropy_coded:
         rows = [entropy_coded_row(model, f"{name}, entropy-coded {quantizer.bits}-bit code",
                                   codes, valid, encode_s)]
@@ -313,14 +331,14 @@ def model_rows(model: EncoderDecoder, name: str, valid: torch.Tensor, train_tile
             rows.append(entropy_coded_row(model, f"{name}, entropy-coded code after "
                                           f"{refine_steps} refinement steps (rate weight "
                                           f"{weight:g})", refined, valid, refine_s))
-        return rows
+        return rows, curve
     size = f"{quantizer.code_bytes(codes[0].numel())}"
     rows = [stored_row(model, f"{name}, stored {quantizer.bits}-bit code", size, codes, valid,
                        encode_s)]
     if refined is not None:
         rows.append(stored_row(model, f"{name}, stored code after {refine_steps} refinement "
                                "steps", size, refined, valid, refine_s))
-    return rows
+    return rows, curve
 
 
 def stored_row(model: torch.nn.Module, name: str, size: str, codes: torch.Tensor,
@@ -445,24 +463,6 @@ def generalisation(runs: list[tuple[RunSpec, RunDir]], checkpoint: str = "best")
         print(f"| {spec.experiment_name} | {train:.2f} | {valid:.2f} | {train - valid:.2f} |")
 
 
-def refine(spec: RunSpec, run_dir: RunDir, steps: int, learnrate: float,
-           checkpoint: str = "best") -> None:
-    """The amortisation gap: how much better the stored codes of the validation tiles get
-    step by step when optimised for each tile, starting from the encoder's (the bytes
-    table has the refined codes' sizes and times)."""
-    model = trained_model(spec, run_dir, checkpoint)
-    valid = split_tiles(32, True)
-    print(f"\nCode refinement of {run_dir.path} ({checkpoint} weights) on the "
-          f"{valid.shape[0]} validation tiles:")
-    print("| Adam steps on the codes | val PSNR (dB) | val SSIM |\n|---:|---:|---:|")
-
-    def report(step: int, output: torch.Tensor) -> None:
-        if step in (0, 10, 30, 100, 300, 1000) or step == steps:
-            print("| {} | {:.2f} | {:.3f} |".format(step, *score(output, valid)))
-
-    refine_codes(model, valid, steps, learnrate, report=report)
-
-
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("experiments", nargs="*", type=Path,
@@ -511,9 +511,6 @@ def main() -> None:
                     codec_cache=args.runs_dir / "learned-codecs")
         if args.generalisation:
             generalisation(runs, args.checkpoint)
-        for spec, run_dir in runs if args.refine_steps else []:
-            if has_weights(run_dir, args.checkpoint):
-                refine(spec, run_dir, args.refine_steps, args.refine_learnrate, args.checkpoint)
 
 
 if __name__ == "__main__":

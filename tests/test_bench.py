@@ -99,7 +99,7 @@ def test_bytes_table_lists_refined_float_codes_with_their_refinement_as_encoding
         monkeypatch) -> None:
     """A float-code model's rows: its code in fp32, fp16 and 8 bits, and with refinement
     the refined code at the same sizes, encoded in the refinement's time and closer to the
-    tiles than the encoder's code."""
+    tiles than the encoder's code; the refinement's curve ends where its row is."""
     import torch
 
     from inrlab.models import EncoderConvGrid, EncoderDecoder, LocalLatentDecoder
@@ -111,11 +111,14 @@ def test_bytes_table_lists_refined_float_codes_with_their_refinement_as_encoding
         LocalLatentDecoder(latent_channels=3, grid=(4, 4), num_output_channels=3,
                            default_shape=(8, 8), num_hidden=8, num_layers=2)).eval()
     valid, train = torch.rand(5, 3, 8, 8), torch.rand(20, 3, 8, 8)
-    rows = quality.model_rows(model, "tiny", valid, train, refine_steps=30,
-                              refine_learnrate=0.05, refine_rate_weight=None)
+    rows, curve = quality.model_rows(model, "tiny", valid, train, refine_steps=30,
+                                     refine_learnrate=0.05, refine_rate_weight=None)
     assert [row.name for row in rows] == [
         "tiny, fp32 code", "tiny, fp16 code", "tiny, 8-bit code",
         *(f"tiny after 30 refinement steps, {size} code" for size in ("fp32", "fp16", "8-bit"))]
     assert [row.size for row in rows] == ["192", "96", "48"] * 2
     assert rows[3].psnr > rows[0].psnr
     assert rows[3].encode_ms > rows[0].encode_ms  # 30 decoder passes against one encode
+    assert [step for step, _, _ in curve] == [0, 10, 30]
+    assert curve[0][1] == pytest.approx(rows[0].psnr) and curve[-1][1] == pytest.approx(
+        rows[3].psnr)

@@ -227,6 +227,10 @@ def test_refined_codes_are_stored_codes_that_reconstruct_better() -> None:
                                  report=lambda step, renders: seen.append(step))
     after = torch.nn.functional.mse_loss(model.decode(refined, (8, 8)), images)
     assert after < before and seen == list(range(41))
+    seen.clear()
+    again = refine_codes(model, images, 40, learnrate=0.05, report_at={0, 10, 40, 100},
+                         report=lambda step, renders: seen.append(step))
+    assert seen == [0, 10, 40] and torch.equal(again, refined)  # reports change nothing
     quantizer = model.bottleneck.quantizer
     assert torch.equal(quantizer.dequantize(quantizer.quantize(refined)), refined)
     assert all(p.grad is None for p in model.parameters())  # the weights are left alone

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Callable
+from collections.abc import Callable, Collection
 
 import torch
 import torch.nn.functional as F
@@ -26,14 +26,16 @@ def render_codes(model: Autoencoder, images: torch.Tensor, refine_steps: int = 0
 
 def refine_codes(model: EncoderDecoder, images: torch.Tensor, steps: int,
                  learnrate: float = 0.01, rate_weight: float | None = None,
-                 report: Callable[[int, torch.Tensor], None] | None = None) -> torch.Tensor:
+                 report: Callable[[int, torch.Tensor], None] | None = None,
+                 report_at: Collection[int] | None = None) -> torch.Tensor:
     """Test-time refinement: the stored codes of ``images`` after ``steps`` Adam steps on
     each image's encoder output (``render_code``'s start), against the squared error of the
     stored code's render at the images' size -- plus ``rate_weight`` (default: the model's)
     times its bits per pixel when the code is entropy coded. The weights stay as they are
     (only the codes get gradients); call it in eval mode. Encoding spends the compute; the
     decoder still gets only a stored code. ``report(step, renders)`` sees the renders
-    before each step and after the last."""
+    before each step and after the last, or only at the steps in ``report_at`` (each
+    report decodes every image once more, so a timed refinement reports rarely)."""
     shape = tuple(images.shape[-2:])
     bottleneck = model.bottleneck
     with torch.no_grad():
@@ -42,7 +44,7 @@ def refine_codes(model: EncoderDecoder, images: torch.Tensor, steps: int,
     optimizer = torch.optim.Adam([raw], lr=learnrate)
     weight = bottleneck.rate_weight if rate_weight is None else rate_weight
     for step in range(steps + 1):
-        if report is not None:
+        if report is not None and (report_at is None or step in report_at):
             with torch.no_grad():
                 report(step, model.decode(bottleneck.stored(raw), shape))
         if step == steps:
