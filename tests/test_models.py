@@ -286,3 +286,27 @@ def test_the_manifold_decoder_takes_batchnorm_statistics_per_image_as_the_seed_d
     whole = copy.deepcopy(seed)
     whole.batch_norm_images = None  # statistics over the whole batch: another function
     assert not torch.allclose(whole.train()(codes), output, atol=1e-4)
+
+
+@pytest.mark.parametrize("geometry", ["corners", "areas"])
+def test_jittered_pixel_queries_stay_inside_their_pixels(geometry, monkeypatch) -> None:
+    """train_jitter's queries: each pixel's position moved by at most ``jitter`` pixel
+    spacings along each axis, in either direction, in the decoder's own pixel geometry."""
+    from inrlab.models import LocalLatentDecoder
+
+    decoder = LocalLatentDecoder(latent_channels=3, grid=None, num_output_channels=3,
+                                 num_hidden=8, num_layers=2, pixel_geometry=geometry)
+    queried = []
+    monkeypatch.setattr(decoder, "query", lambda code, coords, **options: (
+        queried.append(coords) or coords.new_zeros(*coords.shape[:-1], 3)))
+    code = torch.randn(4, 3, 4, 4)
+    index = torch.stack([torch.randperm(48)[:20] for _ in range(4)])  # (B, n) of a 6x8 render
+    decoder.query_pixels(code, (6, 8), index)
+    decoder.query_pixels(code, (6, 8), index, jitter=0.5)
+    centres, moved = queried
+    grid = decoder._pixel_grid(code, 6, 8).view(6, 8, 2)
+    torch.testing.assert_close(centres, grid.view(-1, 2)[index])  # jitter 0: the centres
+    spacing = torch.stack([grid[0, 1, 0] - grid[0, 0, 0], grid[1, 0, 1] - grid[0, 0, 1]])
+    offset = (moved - centres) / spacing  # in pixel spacings, (B, n, 2)
+    assert offset.abs().max() <= 0.5 + 1e-5
+    assert offset.min() < -0.25 and offset.max() > 0.25  # spread over the pixel's area

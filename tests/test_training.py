@@ -233,6 +233,20 @@ def test_train_pixels_trains_on_a_pixel_subset_and_validates_on_all(tiny_experim
     assert code == 0 and "validation mse" in table and "validation psnr" in table
 
 
+def test_train_jitter_trains_off_the_pixel_centres_and_rejects_bad_values(
+        tiny_experiment, cli) -> None:
+    text = tiny_experiment.read_text()
+    tiny_experiment.write_text(text + "train_jitter: 0.5\n")
+    code, _, err = cli("run", tiny_experiment, "--only", "1")
+    assert code == 0, err
+    result = json.loads((run_path(tiny_experiment, "hid:8") / "result.json").read_text())
+    assert result["status"] == "complete" and 0 < result["validation"]["mse"] < 1
+
+    tiny_experiment.write_text(text + "train_jitter: -0.5\n")
+    code, _, err = cli("run", tiny_experiment, "--only", "2")
+    assert code == 2 and "train_jitter" in err and "tiny.yml" in err and "Traceback" not in err
+
+
 def test_train_pixels_needs_an_implicit_decoder(write, cli) -> None:
     path = write("mlp.yml", """
         experiment_name: mlp

@@ -21,6 +21,9 @@ NUM_IMAGES_SHOWN = 32
 class AutoencoderOptions:
     # decode N random pixels per image in training (validation decodes every pixel)
     train_pixels: int | None = None
+    # query each training pixel up to this many pixel spacings off its centre (uniform per
+    # axis; 0.5 covers the pixel's area) and score it against the pixel's colour
+    train_jitter: float = 0.0
 
 
 @dataclass
@@ -54,26 +57,31 @@ class TrainAutoencoder(Trainer):
         codes = self.model.encode(images)
         return self.model.decode(codes, images.shape[-2:]), codes
 
-    def reconstruct_pixels(self, images: torch.Tensor, count: int
+    def reconstruct_pixels(self, images: torch.Tensor, count: int | None, jitter: float = 0.0
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(decoded, target, codes) at ``count`` random pixels per image, both (B, n, C)."""
+        """(decoded, target, codes) at ``count`` random pixels per image (None: every pixel),
+        both (B, n, C); ``jitter`` as ``ImplicitDecoder.query_pixels``."""
         decoder = self.model.implicit_decoder if isinstance(self.model, Autoencoder) else None
         if decoder is None:
-            raise InrlabError(f"train_pixels needs a model with an implicit decoder; "
-                              f"{type(self.model).__name__} has none", key="train_pixels")
+            key = "train_pixels" if count else "train_jitter"
+            raise InrlabError(f"{key} needs a model with an implicit decoder; "
+                              f"{type(self.model).__name__} has none", key=key)
         batch, channels, height, width = images.shape
-        count = min(count, height * width)
-        scores = torch.rand(batch, height * width, device=images.device)
-        index = scores.topk(count, dim=1, sorted=False).indices  # (B, n) distinct pixels
+        if count is None or count >= height * width:
+            index = torch.arange(height * width, device=images.device).expand(batch, -1)
+        else:
+            scores = torch.rand(batch, height * width, device=images.device)
+            index = scores.topk(count, dim=1, sorted=False).indices  # (B, n) distinct pixels
         target = images.flatten(2).gather(2, index.unsqueeze(1).expand(-1, channels, -1))
         codes = self.model.encode(images)
-        decoded = decoder.query_pixels(codes, (height, width), index)  # (B, n, C)
+        decoded = decoder.query_pixels(codes, (height, width), index, jitter)  # (B, n, C)
         return decoded, target.transpose(1, 2), codes  # target (B, C, n) -> (B, n, C)
 
     def train_step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         images = batch[0]
-        if self.options.train_pixels:
-            output, target, codes = self.reconstruct_pixels(images, self.options.train_pixels)
+        if self.options.train_pixels or self.options.train_jitter:
+            output, target, codes = self.reconstruct_pixels(
+                images, self.options.train_pixels, self.options.train_jitter)
             return self.with_code_cost(self.losses(target, output, codes), codes, images)
         output, codes = self.reconstruct(images)
         _check_shapes(images, output, codes)

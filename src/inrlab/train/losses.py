@@ -32,8 +32,9 @@ def _whole_images(name: str, output: torch.Tensor, target: torch.Tensor) -> None
     if output.dim() != 4 or output.shape != target.shape:
         raise ValueError(
             f"the '{name}' loss compares whole images (batch, channels, height, width) and got "
-            f"{tuple(output.shape)} against {tuple(target.shape)}; with train_pixels a step "
-            "decodes scattered pixels, which have no neighbours: leave train_pixels out")
+            f"{tuple(output.shape)} against {tuple(target.shape)}; with train_pixels or "
+            "train_jitter a step decodes scattered pixels, which have no neighbours: leave "
+            "train_pixels out (and train_jitter)")
 
 
 def gradient_loss(output: torch.Tensor, target: torch.Tensor) -> torch.Tensor:

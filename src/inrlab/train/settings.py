@@ -56,7 +56,8 @@ class TrainSettings:
             self.validation_batch_size = self.batch_size
 
 
-NON_NEGATIVE = {"stuck_validations", "stuck_output_std", "training_noise", "seed", "num_workers"}
+NON_NEGATIVE = {"stuck_validations", "stuck_output_std", "training_noise", "seed", "num_workers",
+                "train_jitter"}
 POSITIVE = {"batch_size", "validation_batch_size", "max_inputs", "max_epoch",
             "num_epochs_between_validations", "num_inputs_between_validations",
             "num_inputs_between_checkpoints", "num_train_loss_steps", "learnrate", "train_pixels",

@@ -115,11 +115,22 @@ class ImplicitDecoder(nn.Module):
         return {"pixel_size": (2.0 / max(width - 1, 1), 2.0 / max(height - 1, 1))}
 
     def query_pixels(self, code: torch.Tensor, shape: Sequence[int],
-                     index: torch.Tensor) -> torch.Tensor:
+                     index: torch.Tensor, jitter: float = 0.0) -> torch.Tensor:
         """Colours (B, n, C) of the pixels at flat (row-major) indices ``index`` (B, n) of an
-        (H, W) render: what ``forward(code, shape)`` gives there, computed for those only."""
+        (H, W) render: what ``forward(code, shape)`` gives there, computed for those only.
+
+        ``jitter`` moves each query by a random offset drawn uniformly from ``[-jitter,
+        jitter]`` pixel spacings along each axis (0.5: anywhere in the pixel's own area), so
+        a decoder trained on such queries is also taught between the pixel centres."""
         height, width = self.resolve_shape(shape)
-        coords = self._pixel_grid(code, height, width)[index]  # (B, n, 2)
+        grid = self._pixel_grid(code, height, width)  # (H*W, 2)
+        coords = grid[index]  # (B, n, 2)
+        if jitter:
+            # spacing of this geometry's pixel centres, (x, y) in coordinate units
+            step_x = grid[1, 0] - grid[0, 0] if width > 1 else grid.new_tensor(0.0)
+            step_y = grid[width, 1] - grid[0, 1] if height > 1 else grid.new_tensor(0.0)
+            noise = torch.rand_like(coords) * 2 - 1  # (B, n, 2) in [-1, 1]
+            coords = coords + jitter * noise * torch.stack([step_x, step_y])
         return self.query(code, coords, **self._query_options(height, width))
 
     def forward(self, code: torch.Tensor, shape: Sequence[int] | None = None) -> torch.Tensor:
