@@ -328,3 +328,22 @@ def test_global_code_lets_every_cell_learn_from_the_whole_tile() -> None:
     assert with_stage(code).shape == (4, 3, 8, 8)
     with pytest.raises(ValueError, match="global_code needs a fixed grid"):
         LocalLatentDecoder(2, grid=None, global_code=True)
+
+
+def test_conv_stage_upsamples_bilinearly_when_asked() -> None:
+    """``upsample_mode="bilinear"``: the code's cells spread smoothly over the finer grid
+    (no 2x2 blocks of equal features, as nearest upsampling gives); renders at any size."""
+    def upsampled(mode: str) -> torch.Tensor:
+        decoder = LocalLatentDecoder(3, grid=(4, 4), num_hidden=8, num_layers=2,
+                                     conv_channels=4, conv_blocks=0, upsample=2,
+                                     upsample_mode=mode, default_shape=(16, 16))
+        upsample = next(m for m in decoder.conv if isinstance(m, torch.nn.Upsample))
+        assert decoder(torch.randn(2, 3, 4, 4), (24, 20)).shape == (2, 3, 24, 20)
+        return upsample(torch.randn(1, 4, 4, 4))  # (1, 4, 8, 8)
+
+    blocks = upsampled("nearest")
+    assert torch.equal(blocks[..., 0::2, :], blocks[..., 1::2, :])
+    smooth = upsampled("bilinear")
+    assert not torch.allclose(smooth[..., 0::2, :], smooth[..., 1::2, :])
+    with pytest.raises(ValueError, match="upsample_mode must be one of nearest, bilinear"):
+        LocalLatentDecoder(3, grid=(4, 4), conv_channels=4, upsample=2, upsample_mode="cubic")

@@ -22,6 +22,7 @@ from inrlab.models.registry import register_model
 
 SAMPLINGS = ("ensemble", "nearest", "bilinear")
 PIXEL_GEOMETRIES = ("corners", "areas")
+UPSAMPLE_MODES = ("nearest", "bilinear")
 
 
 @register_model("decoder", tiny=dict(latent_channels=3, grid=(3, 3), num_output_channels=3,
@@ -55,7 +56,9 @@ class LocalLatentDecoder(ImplicitDecoder):
     ``conv_channels`` puts a convolutional stage between the code and the MLP (the synthesis
     transform of learned image codecs): a 3x3 convolution to ``conv_channels``,
     ``conv_blocks`` residual blocks at the code's grid size, then per factor 2 of
-    ``upsample`` a nearest x2 upsampling and a 3x3 convolution with the activation. The MLP
+    ``upsample`` an x2 upsampling (``upsample_mode``: ``"nearest"``, or ``"bilinear"``,
+    whose features vary smoothly between the code's cells instead of in 2x2 blocks) and a
+    3x3 convolution with the activation. The MLP
     then decodes that finer feature grid (``upsample`` x the code's grid along each side)
     as it would a latent grid: the code stays as small as it is while each pixel's MLP
     sees features computed from a wide neighbourhood of latents. ``conv_channels`` may
@@ -90,6 +93,7 @@ class LocalLatentDecoder(ImplicitDecoder):
         conv_channels: int | Sequence[int] | None = None,
         conv_blocks: int = 1,
         upsample: int = 1,
+        upsample_mode: str = "nearest",
         global_code: bool = False,
         default_shape: Sequence[int] | None = None,
         activation: Any = "gelu",
@@ -123,6 +127,9 @@ class LocalLatentDecoder(ImplicitDecoder):
             raise ValueError(f"upsample must be a power of 2, got {upsample!r}")
         if conv_channels is None and (self.upsample > 1):
             raise ValueError("upsample needs a conv stage: set conv_channels as well")
+        if upsample_mode not in UPSAMPLE_MODES:
+            raise ValueError(f"upsample_mode must be one of {', '.join(UPSAMPLE_MODES)}, "
+                             f"got {upsample_mode!r}")
         conv_blocks = check_count("conv_blocks", conv_blocks)
         if global_code and self.grid is None:
             raise ValueError("global_code needs a fixed grid (the Linear layer reads every cell)")
@@ -133,7 +140,7 @@ class LocalLatentDecoder(ImplicitDecoder):
             first = (GridLinear(self.latent_channels, widths[0], self.grid, conv_init=3)
                      if global_code
                      else nn.Conv2d(self.latent_channels, widths[0], 3, padding=1))
-            self.conv = _conv_stage(first, widths, conv_blocks, activation)
+            self.conv = _conv_stage(first, widths, conv_blocks, activation, upsample_mode)
             features = widths[-1]
         elif global_code:
             self.conv = GridLinear(self.latent_channels, self.latent_channels, self.grid,
@@ -258,12 +265,13 @@ def _stage_widths(conv_channels: int | Sequence[int], upsample: int) -> tuple[in
 
 
 def _conv_stage(first: nn.Module, widths: Sequence[int], blocks: int,
-                act_fn: Any) -> nn.Sequential:
+                act_fn: Any, mode: str = "nearest") -> nn.Sequential:
     """``first`` (the code to ``widths[0]`` channels), ``blocks`` residual blocks, then per
-    further width a nearest x2 upsampling, a 3x3 conv to that width and the activation."""
+    further width an x2 upsampling (``mode``), a 3x3 conv to that width and the activation."""
     layers: list[nn.Module] = [first]
     layers += [ResidualConvBlock(widths[0], act_fn) for _ in range(blocks)]
+    corners = {} if mode == "nearest" else {"align_corners": False}
     for before, after in zip(widths, widths[1:]):
-        layers += [nn.Upsample(scale_factor=2, mode="nearest"),
+        layers += [nn.Upsample(scale_factor=2, mode=mode, **corners),
                    nn.Conv2d(before, after, 3, padding=1), make_activation(act_fn)]
     return nn.Sequential(*layers)
