@@ -403,9 +403,11 @@ def two_x(spec: RunSpec, run_dir: RunDir, checkpoint: str = "best") -> None:
         codes = model.encode(low)
         coords = resampled_pixel_grid((16, 16), (32, 32))  # area geometry, like bicubic below
         area = model.decoder.query(codes, coords).transpose(1, 2).reshape(truth.shape)
-        renders = [("decoder render, area geometry", area),
-                   ("decoder render, corner-aligned grid", model.decode(codes, (32, 32)))]
         own = ("own 16x16 reconstruction", model.decode(codes, (16, 16)))
+        renders = [("decoder render, area geometry", area),
+                   ("decoder render, corner-aligned grid", model.decode(codes, (32, 32))),
+                   ("bicubic upscale of the model's own 16x16 reconstruction",
+                    renders_bicubic(own[1]))]
     sheet = run_dir.path.parent / f"two-x-{run_dir.path.name}.png"
     reproduction_sheet([("16x16 input", low[:8]), ("bicubic 2x", renders_bicubic(low[:8])),
                         ("model 2x", renders[0][1][:8]), ("true 32x32", truth[:8])], sheet)
