@@ -58,10 +58,10 @@ class LocalLatentDecoder(ImplicitDecoder):
     ``conv_blocks`` residual blocks at the code's grid size, then per factor 2 of
     ``upsample`` an x2 upsampling (``upsample_mode``: ``"nearest"``, or ``"bilinear"``,
     whose features vary smoothly between the code's cells instead of in 2x2 blocks) and a
-    3x3 convolution with the activation. The MLP
-    then decodes that finer feature grid (``upsample`` x the code's grid along each side)
-    as it would a latent grid: the code stays as small as it is while each pixel's MLP
-    sees features computed from a wide neighbourhood of latents. ``conv_channels`` may
+    3x3 convolution with the activation. The MLP then decodes that finer feature grid
+    (``upsample`` x the code's grid along each side) as it would a latent grid: the code
+    stays as small as it is while each pixel's MLP sees features computed from a wide
+    neighbourhood of latents. ``conv_channels`` may
     also be one width per resolution, ``1 + log2(upsample)`` of them (e.g. ``(128, 96, 64)``
     for ``upsample=4``): wide where the grid is small and convolutions are cheap, narrower
     where it is fine.
@@ -270,8 +270,8 @@ def _conv_stage(first: nn.Module, widths: Sequence[int], blocks: int,
     further width an x2 upsampling (``mode``), a 3x3 conv to that width and the activation."""
     layers: list[nn.Module] = [first]
     layers += [ResidualConvBlock(widths[0], act_fn) for _ in range(blocks)]
-    corners = {} if mode == "nearest" else {"align_corners": False}
+    interpolation = {} if mode == "nearest" else {"align_corners": False}
     for before, after in zip(widths, widths[1:]):
-        layers += [nn.Upsample(scale_factor=2, mode=mode, **corners),
+        layers += [nn.Upsample(scale_factor=2, mode=mode, **interpolation),
                    nn.Conv2d(before, after, 3, padding=1), make_activation(act_fn)]
     return nn.Sequential(*layers)
