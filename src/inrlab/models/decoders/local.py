@@ -61,10 +61,9 @@ class LocalLatentDecoder(ImplicitDecoder):
     3x3 convolution with the activation. The MLP then decodes that finer feature grid
     (``upsample`` x the code's grid along each side) as it would a latent grid: the code
     stays as small as it is while each pixel's MLP sees features computed from a wide
-    neighbourhood of latents. ``conv_channels`` may
-    also be one width per resolution, ``1 + log2(upsample)`` of them (e.g. ``(128, 96, 64)``
-    for ``upsample=4``): wide where the grid is small and convolutions are cheap, narrower
-    where it is fine.
+    neighbourhood of latents. ``conv_channels`` may also be one width per resolution,
+    ``1 + log2(upsample)`` of them (e.g. ``(128, 96, 64)`` for ``upsample=4``): wide where
+    the grid is small and convolutions are cheap, narrower where it is fine.
     ``global_code=True`` (needs a fixed ``grid``) reads the code through one Linear layer
     over the whole grid (``GridLinear``) in place of the stage's first 3x3 convolution (or,
     without a conv stage, before the MLP, to ``latent_channels``), initialised as the
