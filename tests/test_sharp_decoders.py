@@ -173,6 +173,23 @@ def test_area_geometry_puts_each_rendered_pixel_inside_its_low_resolution_pixel(
         LocalLatentDecoder(4, pixel_geometry="centres")
 
 
+@pytest.mark.parametrize("geometry", ["areas", "corners"])
+@pytest.mark.parametrize("size", [(8, 8), (12, 20)])
+def test_ensemble_blend_weights_sum_to_one_on_every_pixel(geometry: str,
+                                                         size: tuple[int, int]) -> None:
+    # An MLP whose output is a constant must render that constant everywhere, the border
+    # pixels included: in "areas" geometry their centres lie half a pixel outside the
+    # latent grid, where the blend falls back to the edge latents alone.
+    decoder = LocalLatentDecoder(4, grid=None, num_hidden=8, num_layers=2, sampling="ensemble",
+                                 pixel_geometry=geometry, activation_out=None)
+    with torch.no_grad():
+        for parameter in decoder.parameters():
+            parameter.zero_()
+        decoder.mlp[-1].bias.fill_(0.7)
+    rendered = decoder(torch.randn(2, 4, 4, 4), size)
+    torch.testing.assert_close(rendered, torch.full_like(rendered, 0.7))
+
+
 def test_upscaling_autoencoder_learns_from_the_half_size_image() -> None:
     torch.manual_seed(0)
     model = UpscalingAutoencoder(

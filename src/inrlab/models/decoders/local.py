@@ -206,7 +206,7 @@ class LocalLatentDecoder(ImplicitDecoder):
         scale = coords.new_tensor([grid_w - 1, grid_h - 1])
         u = (coords + 1) / 2 * scale  # (..., N, 2)
         low = u.floor().clamp(min=torch.zeros_like(scale), max=scale - 1)  # (..., N, 2)
-        frac = u - low  # in [0, 1] inside the grid
+        frac = u - low  # in [0, 1] inside the grid, beyond it outside
         # Rows of latents, (B, gh*gw, h): gathered rows come out (B, N, h) contiguous, so the
         # MLP's elementwise layers and their backward run on dense memory (a transposed
         # gather made bf16 GELU's backward 9x slower on a CPU).
@@ -218,6 +218,9 @@ class LocalLatentDecoder(ImplicitDecoder):
             hidden = hidden + self._position(offset, extra)
             return self.act_out(self.mlp(hidden))
 
+        # Pixel centres outside the grid ("areas" puts the border ones half a pixel out) are
+        # blended from the edge latents alone; the MLP still sees their true offsets.
+        inside = frac.clamp(0, 1)
         outputs, weights = [], []
         for cy in (0.0, 1.0):
             for cx in (0.0, 1.0):
@@ -226,7 +229,7 @@ class LocalLatentDecoder(ImplicitDecoder):
                 hidden = hidden + self._position(frac - corner, extra)
                 outputs.append(self.mlp(hidden))  # (B, N, out)
                 # bilinear weight = area of the rectangle opposite this corner
-                weights.append((1 - (frac - corner).abs()).prod(-1, keepdim=True))  # (.., N, 1)
+                weights.append((1 - (inside - corner).abs()).prod(-1, keepdim=True))  # (.., N, 1)
         blended = sum(w * o for w, o in zip(weights, outputs))  # (B, N, out)
         return self.act_out(blended)
 
