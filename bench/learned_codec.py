@@ -309,6 +309,11 @@ class ScaleHyperprior(Codec):
 
 
 CODECS = {"factorized prior": FactorizedPrior, "scale hyperprior": ScaleHyperprior}
+# Priced bytes per training tile each codec aims at, so that the 163 validation tiles code to
+# the 96-100-byte window of a 102-byte budget. Trained at 96, the scale hyperprior coded its
+# training tiles to 97.3 bytes but the validation tiles to 106.2 (they cost it 9% more; the
+# factorized prior 1%: 96.8 and 97.8), so it aims 9% lower.
+TRAINING_TARGET_BYTES = {"factorized prior": 96.0, "scale hyperprior": 88.0}
 
 
 # ---------------------------------------------------------------------------- training
@@ -385,15 +390,16 @@ def round_trip(codec: Codec, tiles: torch.Tensor
 
 
 def main() -> None:
-    from quality import CODE_BUDGET, score, split_tiles
+    from quality import score, split_tiles
     from throughput import print_machine
 
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--max-inputs", type=int, default=1_000_000,
                         help="training images per codec (default 1,000,000: inrlab's best)")
-    parser.add_argument("--target-bytes", type=float, default=CODE_BUDGET - 6,
-                        help="priced bytes per tile the training aims at (default 96; at 1M "
-                             "inputs the validation tiles coded to 97.8 and 106.2 bytes)")
+    parser.add_argument("--target-bytes", type=float, default=None,
+                        help="priced bytes per training tile the training aims at (default: "
+                             "TRAINING_TARGET_BYTES, 96 for the factorized prior and 88 for "
+                             "the scale hyperprior, which land the validation tiles at 96-100)")
     parser.add_argument("--cache", type=Path, default=ROOT / "runs-bench" / "learned-codecs")
     parser.add_argument("--codec", choices=list(CODECS), action="append",
                         help="train and score only this codec (repeatable; default: all), "
@@ -404,7 +410,8 @@ def main() -> None:
     print("| codec | bytes per tile (mean, range) | val PSNR (dB) | val SSIM | encode ms | "
           "decode ms |\n|---|---:|---:|---:|---:|---:|")
     for name in args.codec or CODECS:
-        codec = trained_codec(name, train_tiles, args.max_inputs, args.target_bytes, args.cache)
+        target = args.target_bytes or TRAINING_TARGET_BYTES[name]
+        codec = trained_codec(name, train_tiles, args.max_inputs, target, args.cache)
         decoded, sizes, encode_s, decode_s = round_trip(codec, valid)
         psnr, ssim = score(decoded, valid)
         print(f"| {name} | {sizes.mean():.1f} ({sizes.min():.0f}-{sizes.max():.0f}) | "

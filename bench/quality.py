@@ -240,7 +240,7 @@ def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
     """Every method on the validation tiles at about ``budget`` bytes per tile: PCA with 8-
     and 4-bit coefficients, JPEG, WebP and AVIF at the same or more bytes, with
     ``codec_inputs`` the learned codecs of ``learned_codec.py`` trained for that many
-    inputs (cached in ``codec_cache``), each run's code in
+    inputs at their ``TRAINING_TARGET_BYTES`` (cached in ``codec_cache``), each run's code in
     fp32, fp16 and 8 bits (a quantising model's stored code), and with ``refine_steps``
     that code refined for each tile (Adam at ``refine_learnrate``; an entropy-coded code
     with its model's ``rate_weight``, or ``refine_rate_weight``), with encode and decode
@@ -265,7 +265,8 @@ def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
                         f"{file_bytes:.0f})", *score(decoded, valid), 1e3 * encode_s,
                         1e3 * decode_s))
     for name in learned_codec.CODECS if codec_inputs else []:
-        codec = learned_codec.trained_codec(name, train_tiles, codec_inputs, budget - 6,
+        codec = learned_codec.trained_codec(name, train_tiles, codec_inputs,
+                                            learned_codec.TRAINING_TARGET_BYTES[name],
                                             codec_cache)
         decoded, sizes, encode_s, decode_s = learned_codec.round_trip(codec, valid)
         rows.append(Row(f"{name} (Balle et al. 2018), {codec_inputs:,} inputs",
