@@ -402,13 +402,9 @@ def two_x(spec: RunSpec, run_dir: RunDir, checkpoint: str = "best") -> None:
         own = ("8x8 -> 16x16 upscale of the same tiles", model(low))
     else:
         codes = model.encode(low)
-        coords = resampled_pixel_grid((16, 16), (32, 32))  # area geometry, like bicubic below
-        area = model.decoder.query(codes, coords).transpose(1, 2).reshape(truth.shape)
         own = ("own 16x16 reconstruction", model.decode(codes, (16, 16)))
-        renders = [("decoder render, area geometry", area),
-                   ("decoder render, corner-aligned grid", model.decode(codes, (32, 32))),
-                   ("bicubic upscale of the model's own 16x16 reconstruction",
-                    renders_bicubic(own[1]))]
+        renders = code_renders(model, codes, (16, 16), (32, 32)) + [
+            ("bicubic upscale of the model's own 16x16 reconstruction", renders_bicubic(own[1]))]
     sheet = run_dir.path.parent / f"two-x-{run_dir.path.name}.png"
     reproduction_sheet([("16x16 input", low[:8]), ("bicubic 2x", renders_bicubic(low[:8])),
                         ("model 2x", renders[0][1][:8]), ("true 32x32", truth[:8])], sheet)
@@ -425,6 +421,21 @@ def two_x(spec: RunSpec, run_dir: RunDir, checkpoint: str = "best") -> None:
     print(f"(the model's {own[0]}: {image_psnr(own[1], low):.2f} dB; "
           f"bicubic 8x8 -> 16x16: {image_psnr(renders_bicubic(half), low):.2f} dB)")
     print(f"first 8 tiles side by side: {sheet}")
+
+
+def code_renders(model: EncoderDecoder, codes: torch.Tensor, trained: tuple[int, int],
+                 size: tuple[int, int]) -> list[tuple[str, torch.Tensor]]:
+    """A code model's renders at ``size`` of codes of ``trained``-size images, the one with
+    pixels placed as area downsampling (and bicubic) places them first: a decoder in "areas"
+    pixel geometry renders so itself; one in "corners" geometry stretches the pixels corner
+    to corner, so its queries at the area-placed centres come first, then its own render."""
+    own = model.decode(codes, size)  # (B, C, *size), the decoder's own pixel geometry
+    if getattr(model.decoder, "pixel_geometry", "corners") == "areas":
+        return [("decoder render, area geometry (its own)", own)]
+    coords = resampled_pixel_grid(trained, size)  # area-placed centres in the trained frame
+    area = model.decoder.query(codes, coords).transpose(1, 2).reshape(own.shape)
+    return [("decoder render, area-placed queries", area),
+            ("decoder render, corner-aligned grid (its own)", own)]
 
 
 def cli_renders(run_dir: RunDir, images: torch.Tensor, checkpoint: str) -> torch.Tensor:

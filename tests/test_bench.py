@@ -122,3 +122,34 @@ def test_bytes_table_lists_refined_float_codes_with_their_refinement_as_encoding
     assert [step for step, _, _ in curve] == [0, 10, 30]
     assert curve[0][1] == pytest.approx(rows[0].psnr) and curve[-1][1] == pytest.approx(
         rows[3].psnr)
+
+
+@pytest.mark.parametrize("geometry", ["areas", "corners"])
+def test_two_x_renders_each_pixel_inside_its_low_resolution_pixel(geometry: str,
+                                                                 monkeypatch) -> None:
+    """The 2x test's first render (the one scored beside bicubic and drawn in its sheet)
+    puts every 2x pixel inside the 1x pixel it came from, whatever the decoder's own pixel
+    geometry: with a decoder whose colour depends on the nearest latent alone, each 2x2
+    block repeats the 1x decode. "areas": a 4x4 code of 8x8 images (two pixels per latent
+    cell, where the corner frame's coordinates put the queries elsewhere); "corners": a
+    latent per pixel, where a 2x pixel's nearest latent is its 1x pixel's."""
+    import torch
+
+    from inrlab.models import EncoderConvGrid, EncoderConvMap, EncoderDecoder, LocalLatentDecoder
+
+    quality = _bench_module("quality", monkeypatch)
+    torch.manual_seed(0)
+    grid = (4, 4) if geometry == "areas" else None
+    encoder = (EncoderConvGrid((3, 8, 8), latent_channels=4, grid=grid, channels=(8,))
+               if grid else EncoderConvMap(3, latent_channels=4, channels=8, num_blocks=1))
+    model = EncoderDecoder(encoder, LocalLatentDecoder(
+        4, grid=grid, num_hidden=16, num_layers=2, sampling="nearest", pixel_geometry=geometry,
+        default_shape=(8, 8))).eval()
+    with torch.no_grad():
+        model.decoder.position_in.weight.zero_()  # the colour then depends on the latent alone
+        codes = model.encode(torch.rand(2, 3, 8, 8))
+        renders = quality.code_renders(model, codes, (8, 8), (16, 16))
+        low = model.decode(codes, (8, 8))
+    assert [name for name, _ in renders][-1].endswith("(its own)")
+    torch.testing.assert_close(renders[0][1],
+                               low.repeat_interleave(2, -1).repeat_interleave(2, -2))
