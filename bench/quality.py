@@ -395,16 +395,32 @@ def two_x(spec: RunSpec, run_dir: RunDir, checkpoint: str = "best") -> None:
     truth = split_tiles(32, True)  # (B, 3, 32, 32)
     low = split_tiles(16, True, "area")  # as rltiles-2x.yml reads them
     if isinstance(model, UpscalingAutoencoder):
-        # trained to render 16x16 from 8x8; here it encodes the 16x16 input as it is
-        renders = [("upscaler render (16x16 encoded as is)", model.upscale(low, (32, 32))),
+        # trained to render 2x its input; here it encodes the 16x16 input as it is
+        codes = model.render_code(low)
+        renders = [("upscaler render (16x16 encoded as is)", model.decode(codes, (32, 32))),
                    ("`inrlab render --size 2x` of the 16x16 PNGs (8-bit files)",
                     cli_renders(run_dir, low, checkpoint))]
-        own = ("8x8 -> 16x16 upscale of the same tiles", model(low))
+        if model.input_shape[1] is None:  # any size: its 8x8 -> 16x16 upscale as well
+            own = ("8x8 -> 16x16 upscale of the same tiles", model(low))
+        else:  # a code of the 16x16 tile: what its 2x render says the 16x16 tile is
+            own = ("16x16 reconstruction (its 32x32 render area-averaged)",
+                   F.interpolate(renders[0][1], size=(16, 16), mode="area"))
+            renders.append(("bicubic upscale of that 16x16 reconstruction",
+                            renders_bicubic(own[1])))
     else:
         codes = model.encode(low)
         own = ("own 16x16 reconstruction", model.decode(codes, (16, 16)))
         renders = code_renders(model, codes, (16, 16), (32, 32)) + [
             ("bicubic upscale of the model's own 16x16 reconstruction", renders_bicubic(own[1]))]
+    bottleneck = getattr(model, "bottleneck", None)
+    coded = ""
+    if bottleneck is not None and bottleneck.entropy_coded:  # an anchor at equal bytes
+        sizes = torch.tensor([len(blob) for blob in model.compress(codes)], dtype=torch.float)
+        coded = f"; its code of a 16x16 tile: {sizes.mean():.1f} bytes, {sizes.min():.0f}-" \
+                f"{sizes.max():.0f}"
+        quality, (avif, _, payload, _, _) = codec_at_budget(low, "AVIF", sizes.mean().item())
+        renders.append((f"bicubic upscale of AVIF q{quality} of the 16x16 input "
+                        f"({payload:.1f} payload bytes)", renders_bicubic(avif)))
     sheet = run_dir.path.parent / f"two-x-{run_dir.path.name}.png"
     reproduction_sheet([("16x16 input", low[:8]), ("bicubic 2x", renders_bicubic(low[:8])),
                         ("model 2x", renders[0][1][:8]), ("true 32x32", truth[:8])], sheet)
@@ -419,7 +435,7 @@ def two_x(spec: RunSpec, run_dir: RunDir, checkpoint: str = "best") -> None:
         print(f"| {name} | {image_psnr(image, truth):.2f} |")
     half = F.interpolate(low, scale_factor=0.5, mode="area")
     print(f"(the model's {own[0]}: {image_psnr(own[1], low):.2f} dB; "
-          f"bicubic 8x8 -> 16x16: {image_psnr(renders_bicubic(half), low):.2f} dB)")
+          f"bicubic 8x8 -> 16x16: {image_psnr(renders_bicubic(half), low):.2f} dB{coded})")
     print(f"first 8 tiles side by side: {sheet}")
 
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import pytest
 import torch
+import torch.nn.functional as F
 
 from inrlab.models import (EncoderConvGrid, EncoderConvMap, EncoderDecoder, ImageManifoldDecoder,
                            LocalLatentDecoder, ModulatedSirenDecoder, UpscalingAutoencoder,
@@ -215,6 +216,33 @@ def test_upscaling_autoencoder_learns_from_the_half_size_image() -> None:
     with torch.no_grad():
         columns = dict(reproduction_columns(model, images, scales=(2,)))
     torch.testing.assert_close(columns["render 2x"], model.upscale(images, (32, 32)).clamp(0, 1))
+
+
+def test_coded_upscaler_stores_the_half_size_code_and_renders_it_at_full_size() -> None:
+    """A fixed-size encoder of the half-size image makes a code model trained for 2x: the
+    stored (entropy-coded) code is the half-size image's, the loss scores the full-size
+    render, and renders of a half-size image start from its own code."""
+    torch.manual_seed(0)
+    model = UpscalingAutoencoder(
+        EncoderConvGrid((3, 8, 8), latent_channels=4, grid=(4, 4), channels=(8,)),
+        LocalLatentDecoder(4, grid=(4, 4), num_hidden=8, num_layers=2, pixel_geometry="areas",
+                           default_shape=(16, 16)),
+        factor=2, code_bits=4, rate_weight=0.01, code_context="neighbours").eval()
+    images = torch.rand(3, 3, 16, 16)
+    half = F.interpolate(images, size=(8, 8), mode="area")
+    with torch.no_grad():
+        codes = model.encode(images)
+        torch.testing.assert_close(codes, model.render_code(half))  # the half-size code
+        torch.testing.assert_close(codes, model.render_code(images))  # training size: same
+        assert torch.equal(model.decompress(model.compress(codes), codes.shape[1:]), codes)
+        levels = (codes + 2.0) / 4.0 * 15  # 4 bits over [-2, 2]: 16 levels
+        torch.testing.assert_close(levels, levels.round())
+        assert model(images).shape == images.shape
+        assert model.upscale(half, (16, 16)).shape == images.shape
+        cost = model.code_cost(codes, 16 * 16)
+    assert cost is not None and cost.metrics["code_bytes"] > 0
+    with pytest.raises(ValueError, match="max_factor needs an encoder that takes any size"):
+        UpscalingAutoencoder(model.encoder, model.decoder, factor=2, max_factor=3)
 
 
 def test_feature_unfolding_lets_a_pixel_see_the_neighbouring_cells() -> None:

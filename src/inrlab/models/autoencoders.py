@@ -160,28 +160,44 @@ class UpscalingAutoencoder(EncoderDecoder):
 
     To upscale an image, encode it as it is and render larger: ``upscale(images, shape)``
     (``render_code`` gives that code, so ``inrlab render`` and the report's renders upscale).
-    The encoder must accept any size (e.g. ``EncoderConvMap`` with
-    ``LocalLatentDecoder(grid=None, pixel_geometry="areas")``).
+    A fully convolutional encoder (e.g. ``EncoderConvMap`` with
+    ``LocalLatentDecoder(grid=None, pixel_geometry="areas")``) encodes any size. A
+    fixed-size one (``EncoderConvGrid`` of the low-resolution shape) makes a code model that
+    learns to render its code at ``factor`` times the size it encodes: it trains on images
+    ``factor`` times its shape, takes no ``max_factor``, and ``render_code`` downsamples
+    images of the training size as ``encode`` does. ``code_bits`` and the rest build the
+    code's ``Bottleneck`` as in ``EncoderDecoder``; ``rate_weight`` prices the code's bits
+    per pixel of the image it is scored on (``factor**2`` times the pixels it encodes).
     """
 
     def __init__(self, encoder: Any, decoder: Any, factor: float = 2,
-                 max_factor: float | None = None) -> None:
-        super().__init__(encoder, decoder)
+                 max_factor: float | None = None, code_bits: int | None = None,
+                 code_limit: float = 2.0, code_noise: bool = True,
+                 rate_weight: float | None = None, code_context: str = "none") -> None:
+        super().__init__(encoder, decoder, code_bits, code_limit, code_noise, rate_weight,
+                         code_context)
         self.factor = _check_at_least("factor", factor, 1.0, "1")
         self.max_factor = None if max_factor is None else _check_at_least(
             "max_factor", max_factor, self.factor, f"factor ({factor})")
+        if self.max_factor is not None and self.input_shape[1] is not None:
+            raise ValueError(f"max_factor needs an encoder that takes any size; "
+                             f"{type(self.encoder).__name__} takes {self.input_shape} only")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
         factor = self.factor
         if self.training and self.max_factor is not None:
             factor += (self.max_factor - factor) * torch.rand(()).item()
         size = [max(1, round(side / factor)) for side in x.shape[-2:]]
-        return self.encoder(F.interpolate(x, size=size, mode="area"))  # (B, C, h, w) averages
+        return self.bottleneck(self.encoder(F.interpolate(x, size=size, mode="area")))
 
     def render_code(self, images: torch.Tensor) -> torch.Tensor:
-        """The latent map of ``images`` at their own size (no downsampling): renders at
-        ``factor`` times that size are the upscales the model was trained for."""
-        return self.encoder(images)
+        """The code of ``images`` at their own size (no downsampling): renders at ``factor``
+        times that size are the upscales the model was trained for. A fixed-size encoder
+        given images of another size (the training size) encodes them as ``encode`` does."""
+        fixed = self.input_shape[1:]
+        if fixed[0] is not None and tuple(images.shape[-2:]) != tuple(fixed):
+            return self.encode(images)
+        return self.bottleneck(self.encoder(images))
 
     def upscale(self, images: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
         """Render ``images`` (B, C, h, w), encoded at their own size, at ``shape`` (H, W)."""
