@@ -188,7 +188,7 @@ class UpscalingAutoencoder(EncoderDecoder):
         if self.training and self.max_factor is not None:
             factor += (self.max_factor - factor) * torch.rand(()).item()
         size = [max(1, round(side / factor)) for side in x.shape[-2:]]
-        return self.bottleneck(self.encoder(F.interpolate(x, size=size, mode="area")))
+        return super().encode(F.interpolate(x, size=size, mode="area"))  # (B, C, h, w) averages
 
     def render_code(self, images: torch.Tensor) -> torch.Tensor:
         """The code of ``images`` at their own size (no downsampling): renders at ``factor``
@@ -197,7 +197,7 @@ class UpscalingAutoencoder(EncoderDecoder):
         fixed = self.input_shape[1:]
         if fixed[0] is not None and tuple(images.shape[-2:]) != tuple(fixed):
             return self.encode(images)
-        return self.bottleneck(self.encoder(images))
+        return super().encode(images)
 
     def upscale(self, images: torch.Tensor, shape: Sequence[int]) -> torch.Tensor:
         """Render ``images`` (B, C, h, w), encoded at their own size, at ``shape`` (H, W)."""
