@@ -23,7 +23,7 @@ import math
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 import torch.nn.functional as F
@@ -374,6 +374,16 @@ def trained_codec(name: str, tiles: torch.Tensor, inputs: int, target_bytes: flo
 
 
 # ----------------------------------------------------------------------------- scoring
+def blob_sizes(blobs: Sequence[bytes]) -> torch.Tensor:
+    """The bytes of each coded tile, (B,) float."""
+    return torch.tensor([len(blob) for blob in blobs], dtype=torch.float)
+
+
+def size_range(sizes: torch.Tensor) -> str:
+    """``sizes`` as the tables give them: mean (min-max)."""
+    return f"{sizes.mean():.1f} ({sizes.min():.0f}-{sizes.max():.0f})"
+
+
 def round_trip(codec: Codec, tiles: torch.Tensor
                ) -> tuple[torch.Tensor, torch.Tensor, float, float]:
     """(decoded tiles, bytes per tile, encode and decode seconds per tile): the tiles in one
@@ -385,8 +395,7 @@ def round_trip(codec: Codec, tiles: torch.Tensor
     decoded = codec.decode(codec.decompress(blobs, latent_shape))
     done = time.perf_counter()
     count = tiles.shape[0]
-    sizes = torch.tensor([len(blob) for blob in blobs], dtype=torch.float)
-    return decoded, sizes, (encoded - start) / count, (done - encoded) / count
+    return decoded, blob_sizes(blobs), (encoded - start) / count, (done - encoded) / count
 
 
 def main() -> None:
@@ -414,7 +423,7 @@ def main() -> None:
         codec = trained_codec(name, train_tiles, args.max_inputs, target, args.cache)
         decoded, sizes, encode_s, decode_s = round_trip(codec, valid)
         psnr, ssim = score(decoded, valid)
-        print(f"| {name} | {sizes.mean():.1f} ({sizes.min():.0f}-{sizes.max():.0f}) | "
+        print(f"| {name} | {size_range(sizes)} | "
               f"{psnr:.2f} | {ssim:.3f} | {1e3 * encode_s:.2f} | {1e3 * decode_s:.2f} |")
 
 

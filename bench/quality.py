@@ -270,8 +270,8 @@ def bytes_table(runs: list[tuple[RunSpec, RunDir]], budget: int = CODE_BUDGET,
                                             codec_cache)
         decoded, sizes, encode_s, decode_s = learned_codec.round_trip(codec, valid)
         rows.append(Row(f"{name} (Balle et al. 2018), {codec_inputs:,} inputs",
-                        f"{sizes.mean():.1f} ({sizes.min():.0f}-{sizes.max():.0f})",
-                        *score(decoded, valid), 1e3 * encode_s, 1e3 * decode_s))
+                        learned_codec.size_range(sizes), *score(decoded, valid),
+                        1e3 * encode_s, 1e3 * decode_s))
     curves: dict[str, list[tuple[int, float, float]]] = {}
     for spec, run_dir in runs:
         if not has_weights(run_dir, checkpoint):
@@ -381,8 +381,7 @@ def entropy_coded_row(model: torch.nn.Module, name: str, codes: torch.Tensor,
     back, decompress_s = timed(lambda: model.decompress(blobs, codes.shape[1:]))
     if not torch.equal(back, codes):
         raise AssertionError(f"{name}: the decompressed codes differ from the stored ones")
-    sizes = torch.tensor([len(blob) for blob in blobs], dtype=torch.float)
-    row = stored_row(model, name, f"{sizes.mean():.1f} ({sizes.min():.0f}-{sizes.max():.0f})",
+    row = stored_row(model, name, learned_codec.size_range(learned_codec.blob_sizes(blobs)),
                      back, truth, encode_s + compress_s)
     row.decode_ms += 1e3 * decompress_s / truth.shape[0]
     return row
@@ -415,9 +414,8 @@ def two_x(spec: RunSpec, run_dir: RunDir, checkpoint: str = "best") -> None:
     bottleneck = getattr(model, "bottleneck", None)
     coded = ""
     if bottleneck is not None and bottleneck.entropy_coded:  # an anchor at equal bytes
-        sizes = torch.tensor([len(blob) for blob in model.compress(codes)], dtype=torch.float)
-        coded = f"; its code of a 16x16 tile: {sizes.mean():.1f} bytes, {sizes.min():.0f}-" \
-                f"{sizes.max():.0f}"
+        sizes = learned_codec.blob_sizes(model.compress(codes))
+        coded = f"; its code of a 16x16 tile: {learned_codec.size_range(sizes)} bytes"
         quality, (avif, _, payload, _, _) = codec_at_budget(low, "AVIF", sizes.mean().item())
         renders.append((f"bicubic upscale of AVIF q{quality} of the 16x16 input "
                         f"({payload:.1f} payload bytes)", renders_bicubic(avif)))
