@@ -174,7 +174,7 @@ def test_render_rejects_a_file_that_is_not_an_image(trained, cli, tmp_path) -> N
     fake.write_text("not a picture")
     code, _, err = cli("render", runs / "tiny" / "hid:8", "--input", fake, "--size", "16",
                        "-o", tmp_path / "out")
-    assert code == 2 and "fake.png is not a readable image" in err
+    assert code == 2 and "fake.png: not a readable image" in err
     assert not (tmp_path / "out").exists()
     result = json.loads((runs / "tiny" / "hid:8" / "result.json").read_text())
     assert result["status"] == "complete"

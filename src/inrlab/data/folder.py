@@ -6,24 +6,12 @@ from pathlib import Path
 from typing import Sequence
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from inrlab.data.images import rgba_uint8, set_channels
+from inrlab.data.images import read_image_file, set_channels
 from inrlab.data.tensor import ImageTensorDataset
 from inrlab.errors import DataError
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp")
-
-
-def read_image(path: Path) -> torch.Tensor:
-    """uint8 (3, H, W); transparent pixels composited on black."""
-    try:
-        with Image.open(path) as image:
-            rgba = torch.from_numpy(rgba_uint8(image).copy()).permute(2, 0, 1)
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"not a readable image ({e})", path=path) from None
-    rgb = rgba[:3].float() * (rgba[3:].float() / 255.0)
-    return rgb.round().to(torch.uint8)
 
 
 def image_folder_dataset(
@@ -44,7 +32,7 @@ def image_folder_dataset(
     generator = torch.Generator().manual_seed(seed)
     parts = []
     for file in files:
-        image = read_image(file)
+        image = read_image_file(file)
         if patches:
             if image.shape[1] < height or image.shape[2] < width:
                 continue

@@ -6,12 +6,15 @@ whole batch is augmented with a few tensor operations, on the device the batch i
 
 from __future__ import annotations
 
+from pathlib import Path
 from typing import Sequence
 
 import numpy as np
 import torch
 import torch.nn.functional as F
-from PIL import Image
+from PIL import Image, UnidentifiedImageError
+
+from inrlab.errors import DataError
 
 # Pillow modes of one high-bit-depth channel: 16-bit PNGs load as I;16* or I (0..65535).
 _HIGH_BIT_GRAY = ("I;16", "I;16L", "I;16B", "I;16N", "I")
@@ -25,6 +28,28 @@ def rgba_uint8(image: Image.Image) -> np.ndarray:
         gray = np.asarray(image, dtype=np.float64)
         image = Image.fromarray(np.clip(np.rint(gray / 257), 0, 255).astype(np.uint8), "L")
     return np.asarray(image.convert("RGBA"))
+
+
+def read_image_file(path: str | Path) -> torch.Tensor:
+    """An image file as uint8 (3, H, W), transparent pixels composited on black: the one
+    place the commands and datasets read image files, so every unreadable file (missing, a
+    directory, empty, truncated, not an image, an SVG, a decompression bomb over Pillow's
+    pixel limit) is a ``DataError`` naming the file and the reason."""
+    path = Path(path)
+    try:
+        with Image.open(path) as image:
+            image.load()  # decode now: a truncated file fails here, not later
+            rgba = torch.from_numpy(rgba_uint8(image).copy()).permute(2, 0, 1)  # (4, H, W)
+    except FileNotFoundError:
+        raise DataError("image file does not exist", path=path) from None
+    except IsADirectoryError:
+        raise DataError("is a directory, not an image file", path=path) from None
+    except Image.DecompressionBombError as e:
+        raise DataError(f"refused as a decompression bomb: {e}", path=path) from None
+    except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
+        raise DataError(f"not a readable image ({type(e).__name__}: {e})", path=path) from None
+    rgb = rgba[:3].float() * (rgba[3:].float() / 255.0)
+    return rgb.round().to(torch.uint8)
 
 
 def set_channels(images: torch.Tensor, channels: int) -> torch.Tensor:

@@ -7,11 +7,9 @@ import re
 from pathlib import Path
 from typing import Sequence
 
-import numpy as np
 import torch
-from PIL import Image, UnidentifiedImageError
 
-from inrlab.data.images import resize_nearest, rgba_uint8, set_channels
+from inrlab.data.images import read_image_file, resize_nearest, set_channels
 from inrlab.errors import InrlabError
 from inrlab.experiment.runner import load_trained_model
 from inrlab.models.contract import Autoencoder
@@ -57,15 +55,7 @@ def read_image(path: Path, shape: Sequence[int]) -> torch.Tensor:
     """An image file as (C, H, W) floats in [0, 1] in the model's channels and size (its own
     size where the model takes any); transparency is composited on black (like the tile
     sheets)."""
-    try:
-        with Image.open(path) as picture:
-            rgba = rgba_uint8(picture).astype(np.float32) / 255
-    except FileNotFoundError:
-        raise InrlabError(f"input image {path} does not exist", path=path) from None
-    except (UnidentifiedImageError, OSError, ValueError) as e:
-        raise InrlabError(f"{path} is not a readable image ({type(e).__name__}: {e})",
-                          path=path) from None
-    rgb = torch.from_numpy(rgba[..., :3] * rgba[..., 3:]).permute(2, 0, 1)  # (3, H, W)
+    rgb = read_image_file(path).float() / 255  # (3, H, W)
     image = set_channels(rgb, int(shape[0]))
     if shape[1] is not None and tuple(image.shape[-2:]) != tuple(shape[1:]):
         print(f"note: {path.name} is {image.shape[-1]}x{image.shape[-2]}, resized (nearest) to "

@@ -286,11 +286,26 @@ def _run_section(run: ReportRun) -> str:
     if run.reproductions is not None:
         parts.append(f'<img alt="reproductions of {html.escape(run.label)}" '
                      f'src="{_embedded(run.reproductions)}">')
+    parts += _evaluation_section(run.run_dir)
     if run.run_dir.config.is_file():
         parts.append("<details><summary>config.yaml</summary><pre>"
                      f"{html.escape(run.run_dir.config.read_text())}</pre></details>")
     parts.append("</section>")
     return "\n".join(parts)
+
+
+def _evaluation_section(run_dir: RunDir) -> list[str]:
+    """The run's saved ``inrlab evaluate`` rows (``RUN_DIR/evaluation.json``) as a table."""
+    from inrlab.evaluate.output import COLUMNS, read_saved
+
+    rows = read_saved(run_dir)
+    if not rows:
+        return []
+    shown = [{column: row.get(column) for column in COLUMNS
+              if any(r.get(column) is not None for r in rows)} for row in rows]
+    return ["<h3>Evaluation</h3>",
+            f"<p>saved by <code>inrlab evaluate</code> on {rows[0].get('images')} images "
+            "(PSNR pooled over their pixels; bytes and ms per image)</p>", _table(shown)]
 
 
 def render_html(runs: Sequence[ReportRun], rows: Sequence[dict[str, Any]], loss: Path,

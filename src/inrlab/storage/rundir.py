@@ -101,6 +101,7 @@ class RunDir:
     result_file = property(lambda self: self.path / "result.json")
     tensorboard = property(lambda self: self.path / "tensorboard")
     images = property(lambda self: self.path / "images")
+    evaluation = property(lambda self: self.path / "evaluation.json")  # inrlab evaluate's rows
 
     def weights(self, checkpoint: str = "best") -> tuple[Path, ...]:
         """The checkpoint files to load ``checkpoint``'s weights from, in order: the best

@@ -1,0 +1,103 @@
+"""What ``inrlab evaluate`` scores: trained runs, named by their directory, their experiment
+name in the runs directory, or an experiment file (each entry that has a run), and the
+images they are scored on."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from inrlab.data import first_images, set_channels
+from inrlab.data.images import read_image_file
+from inrlab.errors import InrlabError
+from inrlab.experiment.build import build_entry
+from inrlab.experiment.runner import load_run_weights
+from inrlab.experiment.spec import RunSpec, load_experiment, load_run_spec
+from inrlab.storage.rundir import RunDir, is_run
+
+IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
+TRAIN_IMAGES = 4096  # training images PCA is fit on (as the run's train set reads them)
+
+
+@dataclass
+class Target:
+    """A trained run: its model (eval mode, best weights, else last), and lazily its own
+    validation and training images."""
+
+    name: str
+    run_dir: RunDir
+    spec: RunSpec
+    model: torch.nn.Module
+    checkpoint: Path
+    _datasets: tuple | None = None
+
+    def _sets(self) -> tuple:
+        if self._datasets is None:
+            built = build_entry(self.spec, with_data=True)
+            self._datasets = (built.train_sets, built.validation_sets)
+        return self._datasets
+
+    def validation_images(self, limit: int) -> torch.Tensor:
+        """The first ``limit`` images of the run's validation set (its training set when it
+        has none), (n, C, H, W)."""
+        train_sets, validation_sets = self._sets()
+        return first_images((validation_sets or train_sets)[0][1], limit)
+
+    def train_images(self, limit: int = TRAIN_IMAGES) -> torch.Tensor:
+        return first_images(self._sets()[0][0][1], limit)
+
+
+def find_runs(target: Path, runs_dir: Path) -> list[tuple[RunDir, str]]:
+    """(run directory, name) of every run ``target`` names."""
+    if target.is_dir():
+        if not is_run(target):
+            raise InrlabError(f"{target} is a directory but no inrlab run (no config.yaml, "
+                              "result.json or checkpoint)", path=target)
+        return [(RunDir(target), "")]  # named by its experiment_name once loaded
+    if target.is_file():
+        runs = []
+        for spec in load_experiment(target):
+            run_dir = RunDir.for_experiment(runs_dir, spec.experiment_name)
+            if run_dir.path.is_dir():
+                runs.append((run_dir, spec.experiment_name))
+        if not runs:
+            raise InrlabError(f"no entry of {target} has a run in {runs_dir} yet (run it with "
+                              f"'inrlab run {target}', or name another runs directory with "
+                              "--runs-dir)", path=target)
+        return runs
+    named = runs_dir / target
+    if named.is_dir():
+        return find_runs(named, runs_dir)
+    raise InrlabError(f"{target} is neither a run directory, an experiment file nor an "
+                      f"experiment name in the runs directory {runs_dir}", path=target)
+
+
+def load_target(run_dir: RunDir, name: str = "", checkpoint: str = "best") -> Target:
+    """The run rebuilt from its ``config.yaml`` with its weights; ``name`` defaults to its
+    ``experiment_name``."""
+    spec = load_run_spec(run_dir.path)
+    model = build_entry(spec, with_data=False).model
+    used = load_run_weights(model, run_dir.path, checkpoint)
+    return Target(name or spec.experiment_name, run_dir, spec, model.eval(), used)
+
+
+def image_files(directory: Path) -> list[Path]:
+    if not directory.is_dir():
+        what = "does not exist" if not directory.exists() else "is not a directory"
+        raise InrlabError(f"--images {directory} {what}", key="--images", path=directory)
+    files = sorted(p for p in directory.iterdir()
+                   if p.is_file() and p.suffix.lower() in IMAGE_SUFFIXES)
+    if not files:
+        raise InrlabError(f"--images {directory} holds no image files "
+                          f"({', '.join(IMAGE_SUFFIXES)})", key="--images", path=directory)
+    return files
+
+
+def read_images(files: list[Path], channels: int,
+                progress: Callable[[str], None] = print) -> list[torch.Tensor]:
+    """The files as (C, H, W) floats in [0, 1] in ``channels`` channels, any sizes."""
+    progress(f"reading {len(files)} image{'s' if len(files) != 1 else ''}")
+    return [set_channels(read_image_file(path).float() / 255, channels) for path in files]
