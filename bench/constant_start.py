@@ -18,23 +18,21 @@ Runs go to ``--runs-dir`` (default ``runs-bench/constant-start``).
 from __future__ import annotations
 
 import argparse
-import sys
 from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from inrlab.data import LimitDataset  # noqa: E402
-from inrlab.experiment.build import (build_entry, build_trainer, run_config,  # noqa: E402
+from inrlab.data import LimitDataset
+from inrlab.experiment.build import (build_entry, build_trainer, run_config,
                                      run_device)
-from inrlab.experiment.runner import RunOptions, fit_run  # noqa: E402
-from inrlab.experiment.spec import RunSpec, load_experiment  # noqa: E402
-from inrlab.storage.metrics import read_metrics  # noqa: E402
-from inrlab.storage.rundir import RunDir  # noqa: E402
-from inrlab.train.settings import TrainSettings  # noqa: E402
-from throughput import print_machine  # noqa: E402
+from inrlab.experiment.runner import RunOptions, fit_run
+from inrlab.experiment.spec import RunSpec, load_experiment
+from inrlab.storage.metrics import read_metrics
+from inrlab.storage.rundir import RunDir
+from inrlab.train.settings import TrainSettings
+from inrlab.machine import print_machine
+
+ROOT = Path(__file__).resolve().parents[1]
 
 CONSTANT = TrainSettings.stuck_output_std  # an output pixel std at most this is constant
 

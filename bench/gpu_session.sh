@@ -12,7 +12,7 @@
 #     run(command="bash bench/gpu_session.sh quality", carry=[".gpu-data"], timeout_s=600)
 # instead trains issue 14's float-code models at their full 1M inputs on the device, side by
 # side (QUALITY_FILES, each FILE:ENTRY), within QUALITY_LIMIT seconds each, then reports them
-# there (bench/quality.py --report --refine-steps 100, log $OUT/quality.log; checkpoints
+# there (inrlab evaluate --bytes --refine-steps 100, log $OUT/quality.log; checkpoints
 # are too big to come back).
 # DEVICE=cpu INPUTS=1000 STEP_LIMIT=90 runs the same steps on a CPU (QUALITY_INPUTS=1000 in
 # the quality mode), with a python3 that has torch (a check of the script, not a figure; the
@@ -61,10 +61,10 @@ experiments/rltiles-wide.yml:*}"
             --device "$DEVICE" --runs-dir "$OUT/runs" --no-tensorboard "${budget[@]}" &
     done
     wait
-    # checkpoints are too big to come back: report on the device (its CPUs refine the codes)
+    # checkpoints are too big to come back: evaluate on the device (its CPUs refine the codes)
     STEP_LIMIT=150
-    step quality python3 bench/quality.py "${files[@]}" --report --runs-dir "$OUT/runs" \
-        --refine-steps 100
+    step quality python3 -m inrlab evaluate "${files[@]}" --bytes --runs-dir "$OUT/runs" \
+        --refine-steps 100 --no-save
     rm -rf "$OUT/runs"
     exit 0
 fi

@@ -18,15 +18,14 @@ from pathlib import Path
 
 import torch
 
-ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
+from inrlab.experiment.build import build_entry
+from inrlab.experiment.runner import load_run_weights
+from inrlab.experiment.spec import load_experiment
+from inrlab.report.baselines import compare_with_baselines
+from inrlab.storage.rundir import RunDir
+from inrlab.machine import print_machine
 
-from inrlab.experiment.build import build_entry  # noqa: E402
-from inrlab.experiment.runner import load_run_weights  # noqa: E402
-from inrlab.experiment.spec import load_experiment  # noqa: E402
-from inrlab.report.baselines import compare_with_baselines  # noqa: E402
-from inrlab.storage.rundir import RunDir  # noqa: E402
-from throughput import print_machine  # noqa: E402
+ROOT = Path(__file__).resolve().parents[1]
 
 QUICKSTART = ROOT / "experiments" / "quickstart.yml"
 

@@ -12,7 +12,7 @@ and the memory and time of a 1024x1024 render.
     python bench/throughput.py --layouts          # encoder NCHW/NHWC, decoder chunk sizes
     python bench/throughput.py --end-to-end experiments/rltiles-baseline.yml \
         experiments/rltiles-best.yml --device cuda --max-inputs 200000 [--set batch_size=512]
-                                                  # whole `inrlab run` steps (end_to_end.py)
+                                                  # whole `inrlab run` steps
 
 Figures: images/s of full training steps (forward, loss, backward, optimizer) at batch 64;
 ratios to the reference (a); the decoder's achieved FLOP rate as a fraction of this run's
@@ -23,36 +23,39 @@ from __future__ import annotations
 
 import argparse
 import contextlib
+import json
 import math
 import statistics
-import sys
 import tempfile
 import time
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any, Callable
+from typing import Any, Callable, Sequence
 
 import torch
 import torch.nn.functional as F
+from torch.utils.flop_counter import FlopCounterMode
+
+import inrlab
+
+from inrlab.data.tiles import rpg_tile_dataset
+from inrlab.experiment.build import build_entry
+from inrlab.experiment.spec import load_experiment
+from inrlab.machine import print_machine, synchronize
+from inrlab.models.contract import Autoencoder
+from inrlab.models import (DalleManifoldAutoencoder, EncoderConv2d, EncoderDecoder,
+                           ImageManifoldDecoder)
+from inrlab.models.decoders.base import ImplicitDecoder, render_chunk_elements
+from inrlab.models.posenc import pixel_grid
+from inrlab.storage.grids import to_8_bits
+from inrlab.report.render import bf16_keeps_8_bits, decode_at_precision
+from inrlab.train.autoencoder import TrainAutoencoderSpecial
+from inrlab.storage.rundir import RunDir
+from inrlab.train.autoencoder import CodeStatisticsOptions
+from inrlab.train.device import autocast, resolve_precision
+from inrlab.train.settings import make_settings
 
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT / "src"))
-
-from inrlab.data.tiles import rpg_tile_dataset  # noqa: E402
-from inrlab.experiment.build import build_entry  # noqa: E402
-from inrlab.experiment.spec import load_experiment  # noqa: E402
-from inrlab.models.contract import Autoencoder  # noqa: E402
-from inrlab.models import (DalleManifoldAutoencoder, EncoderConv2d, EncoderDecoder,  # noqa: E402
-                           ImageManifoldDecoder)
-from inrlab.models.decoders.base import render_chunk_elements  # noqa: E402
-from inrlab.models.posenc import pixel_grid  # noqa: E402
-from inrlab.storage.grids import to_8_bits  # noqa: E402
-from inrlab.report.render import bf16_keeps_8_bits, decode_at_precision  # noqa: E402
-from inrlab.train.autoencoder import TrainAutoencoderSpecial  # noqa: E402
-from inrlab.storage.rundir import RunDir  # noqa: E402
-from inrlab.train.autoencoder import CodeStatisticsOptions  # noqa: E402
-from inrlab.train.device import autocast, resolve_precision  # noqa: E402
-from inrlab.train.settings import make_settings  # noqa: E402
 
 BATCH = 64
 
@@ -313,67 +316,6 @@ def step_function(trainer: TrainAutoencoderSpecial, mode: Mode) -> Callable[[tor
     return step
 
 
-def synchronize(device: str) -> None:
-    if device.startswith("cuda"):
-        torch.cuda.synchronize()
-
-
-def cpu_summary() -> str:
-    """The CPU's model and the flags that decide GEMM speed (AVX2/AVX-512, bf16, AMX)."""
-    model, flags = "CPU", set()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name") and model == "CPU":
-                model = line.split(":", 1)[1].strip()
-            elif line.startswith("flags"):
-                flags = set(line.split(":", 1)[1].split())
-    except OSError:
-        pass
-    wanted = ("avx2", "fma", "avx512f", "avx512_bf16", "avx512_vnni", "amx_bf16", "amx_tile")
-    return f"{model} (flags: {' '.join(f for f in wanted if f in flags) or 'none of note'})"
-
-
-def gemm_rates(device: str, seconds: float = 2.0) -> dict[str, float]:
-    """FLOP/s of torch.matmul on 2048x2048 in fp32 and bf16. A dtype whose 512x512 product
-    already runs below 2% of the fp32 rate (bf16 emulated on a CPU without bf16 units, where
-    one 2048x2048 product takes about a minute) is reported from that probe."""
-    rates: dict[str, float] = {}
-    for dtype in (torch.float32, torch.bfloat16):
-        name = str(dtype).removeprefix("torch.")
-        probe = _matmul_rate(512, dtype, device, repeats=1)
-        if rates and probe < 0.02 * rates["float32"]:
-            rates[name] = probe
-            continue
-        rates[name] = _matmul_rate(2048, dtype, device, seconds=seconds)
-    return rates
-
-
-def _matmul_rate(n: int, dtype: torch.dtype, device: str, seconds: float = 0.0,
-                 repeats: int = 1) -> float:
-    """FLOP/s of ``n x n`` products: at least ``repeats`` of them and ``seconds`` long."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
-    torch.matmul(a, b)  # warm-up
-    synchronize(device)
-    count, start = 0, time.perf_counter()
-    while count < repeats or time.perf_counter() - start < seconds:
-        torch.matmul(a, b)
-        count += 1
-    synchronize(device)
-    return 2 * n**3 * count / (time.perf_counter() - start)
-
-
-def print_machine(device: str) -> dict[str, float]:
-    """Print the torch version, the device (a CPU's flags that decide GEMM speed), threads
-    and the measured GEMM rates, which every figure is read against; returns the rates."""
-    name = torch.cuda.get_device_name() if device.startswith("cuda") else cpu_summary()
-    print(f"torch {torch.__version__}, {name}, {torch.get_num_threads()} threads")
-    rates = gemm_rates(device)
-    print(f"GEMM 2048x2048: fp32 {rates['float32'] / 1e9:.0f} GFLOP/s, "
-          f"bf16 {rates['bfloat16'] / 1e9:.0f} GFLOP/s")
-    return rates
-
-
 def time_modes(steps: dict[str, Callable[[torch.Tensor], Any]], images: torch.Tensor,
                device: str, rounds: int, steps_per_round: int) -> dict[str, float]:
     """Median seconds per step of each mode, measured in interleaved rounds."""
@@ -501,6 +443,154 @@ def render_1024(device: str, blocks: int, hidden: int, precision: str = "fp32") 
     return line
 
 
+# ------------------------------------------------------------------- end to end
+# End-to-end training throughput: whole ``inrlab run`` steps of experiment files (data,
+# augmentation, loss, optimizer, logging and validation cadence), next to the decoder alone
+# and the seed's per-image algorithm on the same model, with the FLOP rate as a share of the
+# measured GEMM rates: ``python bench/throughput.py --end-to-end FILE...``.
+#
+# Each file's first matrix entry (or ``--entry``) runs through ``inrlab.run`` in a temporary
+# runs directory for ``--max-inputs`` images; ``--set key=value`` overrides experiment keys
+# (e.g. ``batch_size=512 learnrate=0.003``) through a child file that ``$extends`` the original.
+# Reported images/s are ``result.json``'s throughput (training time: validation and
+# checkpoints excluded) and the wall clock of the whole run (everything included).
+
+def child_file(original: Path, overrides: dict[str, Any], directory: Path) -> Path:
+    """An experiment file that extends ``original`` with ``overrides`` (a shallow merge)."""
+    lines = [f"$extends: {json.dumps(str(original.resolve()))}"]
+    lines += [f"{key}: {json.dumps(value)}" for key, value in overrides.items()]
+    path = directory / f"{original.stem}-bench.yml"
+    path.write_text("\n".join(lines) + "\n")
+    return path
+
+
+def parse_overrides(pairs: Sequence[str]) -> dict[str, Any]:
+    """``key=value`` pairs, values read as JSON where they parse (numbers, true, null)."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, _, text = pair.partition("=")
+        try:
+            overrides[key] = json.loads(text)
+        except ValueError:
+            overrides[key] = text
+    return overrides
+
+
+def _synchronize(device: torch.device) -> None:
+    if device.type == "cuda":
+        torch.cuda.synchronize(device)
+
+
+def timed_steps(step: Callable[[], Any], device: torch.device, seconds: float) -> float:
+    """Median seconds per call of ``step`` over about ``seconds`` (after 3 warm-up calls)."""
+    for _ in range(3):
+        step()
+    _synchronize(device)
+    samples: list[float] = []
+    deadline = time.perf_counter() + seconds
+    while time.perf_counter() < deadline or len(samples) < 3:
+        start = time.perf_counter()
+        step()
+        _synchronize(device)
+        samples.append(time.perf_counter() - start)
+    return statistics.median(samples)
+
+
+def training_flops(module: torch.nn.Module, inputs: Sequence[torch.Tensor]) -> float:
+    """FLOPs of one forward + backward of ``module`` on ``inputs`` (torch's counter:
+    matrix products and convolutions)."""
+    counter = FlopCounterMode(display=False)
+    with counter:
+        output = module(*inputs)
+        output.float().sum().backward()
+    module.zero_grad(set_to_none=True)
+    return float(counter.get_total_flops())
+
+
+def decoder_only(model: torch.nn.Module, images: torch.Tensor, device: torch.device,
+                 seconds: float, seed_decode: Callable[..., torch.Tensor] | None = None
+                 ) -> tuple[float, float]:
+    """(images/s, training FLOPs per image) of the decoder alone: forward, MSE, backward and
+    an Adam step on the codes of ``images``; with ``seed_decode`` (the seed's per-image
+    algorithm, global-code manifold decoders only), that instead of inrlab's decoder."""
+    decoder = model.decoder
+    with torch.no_grad():
+        codes = model.encode(images).detach()  # (B, *code)
+    shape = tuple(images.shape[-2:])
+    optimizer = torch.optim.Adam(decoder.parameters(), lr=1e-4)
+
+    def forward(code: torch.Tensor) -> torch.Tensor:
+        if seed_decode is not None:
+            return seed_decode(decoder, code, shape)
+        return decoder(code, shape)
+
+    def step() -> None:
+        loss = torch.nn.functional.mse_loss(forward(codes).float(), images)
+        optimizer.zero_grad(set_to_none=True)
+        loss.backward()
+        optimizer.step()
+
+    decoder.train()
+    flops = training_flops(_Call(forward), [codes]) / images.shape[0]
+    return images.shape[0] / timed_steps(step, device, seconds), flops
+
+
+class _Call(torch.nn.Module):
+    def __init__(self, function: Callable[[torch.Tensor], torch.Tensor]) -> None:
+        super().__init__()
+        self.function = function
+
+    def forward(self, code: torch.Tensor) -> torch.Tensor:
+        return self.function(code)
+
+
+def end_to_end(files: Sequence[Path], device_name: str, max_inputs: int,
+               overrides: dict[str, Any], entry: str | None, rates: dict[str, float],
+               seed_decode: Callable[..., torch.Tensor], seconds: float = 5.0) -> None:
+    """Print one table row per experiment file (see the module docstring)."""
+    device = torch.device(device_name)
+    rows = []
+    for file in files:
+        with tempfile.TemporaryDirectory() as tmp:
+            path = child_file(Path(file), overrides, Path(tmp)) if overrides else Path(file)
+            specs = inrlab.load_experiment(path)
+            spec = next((s for s in specs if entry in (None, s.entry.id, s.entry.slug)),
+                        specs[0])
+            start = time.perf_counter()
+            (run,) = inrlab.run(path, runs_dir=Path(tmp) / "runs", device=device_name,
+                                max_inputs=max_inputs, only=[spec.entry.id], tensorboard=False)
+            wall = time.perf_counter() - start
+            result = run.result or {}
+            model = run.model.to(device)
+            batch = int(run.config.get("batch_size", 64))
+            images = torch.rand(batch, *model.input_shape, device=device)
+            alone, flops = (decoder_only(model, images, device, seconds)
+                            if isinstance(getattr(model, "decoder", None), ImplicitDecoder)
+                            else (float("nan"), float("nan")))
+            seed = (decoder_only(model, images[:64], device, seconds, seed_decode)[0]
+                    if isinstance(getattr(model, "decoder", None), ImageManifoldDecoder)
+                    else float("nan"))
+            pixels = run.config.get("train_pixels")
+            if pixels:  # the trained step decodes only these pixels
+                flops *= min(1.0, pixels / (images.shape[-1] * images.shape[-2]))
+            throughput = float(result.get("throughput") or float("nan"))
+            achieved = throughput * flops
+            rows.append(f"| {file} | {batch} | {throughput:,.0f} | "
+                        f"{result['num_inputs'] / wall:,.0f}"
+                        f" | {result.get('validation_loss') or float('nan'):.5f}"
+                        f" | {result.get('validation_psnr') or float('nan'):.2f}"
+                        f" | {alone:,.0f} | {seed:,.0f} | {flops / 1e9:.3f}"
+                        f" | {achieved / 1e12:.3f} | {achieved / rates['float32']:.1%}"
+                        f" | {achieved / rates['bfloat16']:.1%} |")
+    print(f"\n### End to end through inrlab run ({max_inputs:,} inputs each"
+          + (f", overrides {overrides}" if overrides else "") + f", {device})\n")
+    print("| file | batch | images/s (training time) | images/s (wall) | validation loss | "
+          "validation PSNR | decoder alone img/s | seed per-image decoder img/s | "
+          "decoder GFLOP/image | end-to-end decoder TFLOP/s | of fp32 GEMM | of bf16 GEMM |")
+    print("|---|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|---:|")
+    print("\n".join(rows))
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--device", default="cpu")
@@ -530,8 +620,6 @@ def main() -> None:
     print(f"batch {BATCH}")
     rates = print_machine(device)
     if args.end_to_end:
-        from end_to_end import end_to_end, parse_overrides
-
         end_to_end(args.end_to_end, device, args.max_inputs, parse_overrides(args.set),
                    args.entry, rates, seed_decode)
         return

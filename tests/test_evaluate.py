@@ -191,7 +191,7 @@ def test_refined_codes_are_rows_of_their_own(runs, cli) -> None:
     refined = [row for row in rows if row["method"] == "refined code"]
     plain = [row for row in rows if row["method"] == "code"]
     assert len(refined) == len(plain) == 2
-    assert "after 3 Adam steps" in refined[0]["detail"]
+    assert "after 3 Adam steps at 0.01" in refined[0]["detail"]
     assert refined[0]["encode_ms"] > plain[0]["encode_ms"]  # the refinement is encoding
 
 

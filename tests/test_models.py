@@ -6,6 +6,7 @@ import pytest
 import torch
 from torch import nn
 
+from inrlab.models.contract import Autoencoder
 from inrlab.models import (MODELS, DalleManifoldAutoencoder, EncoderConv2d, ImageManifoldDecoder,
                            ImplicitDecoder, ResNetEncoder, TransformerAutoencoder,
                            count_parameters)
@@ -56,6 +57,9 @@ def test_registered_model_contract(name: str) -> None:
         else:
             assert out.shape == images.shape
         loss = out.square().mean()
+        if isinstance(model, Autoencoder):  # the rate term, as the trainer adds it
+            cost = model.code_cost(model.encode(images), shape[-2] * shape[-1])
+            loss = loss + (cost.loss if cost is not None else 0)
     assert torch.isfinite(loss)
     loss.backward()
     for pname, parameter in model.named_parameters():

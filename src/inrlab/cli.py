@@ -128,11 +128,17 @@ def make_parser() -> argparse.ArgumentParser:
                           help="render each image's S-times box-downscaled copy back at its "
                                "size, against bicubic and Lanczos of that input and of the "
                                "model's own decode")
+    evaluate.add_argument("--budget", type=float, default=None, metavar="BYTES",
+                          help="with --bytes: the bytes per image PCA and the codecs get "
+                               "(default: as many as the model's code takes)")
     evaluate.add_argument("--refine-steps", type=int, default=0, metavar="N",
                           help="also rows of each image's code refined for N Adam steps "
                                "(default 0)")
     evaluate.add_argument("--refine-learnrate", type=float, default=0.01, metavar="LR",
                           help="Adam learning rate of --refine-steps (default 0.01)")
+    evaluate.add_argument("--refine-rate-weight", type=float, default=None, metavar="W",
+                          help="rate weight of the refinement of an entropy-coded code "
+                               "(default: the model's rate_weight)")
     evaluate.add_argument("--max-images", type=int, default=None, metavar="N",
                           help="score the first N validation images (default 1000)")
     evaluate.add_argument("--avif-speed", type=int, default=None, metavar="0-10",
@@ -336,8 +342,9 @@ def command_evaluate(args: argparse.Namespace) -> int:
     from inrlab.storage.paths import check_output_directory
 
     options = EvaluateOptions(
-        images=args.images, bytes=args.bytes, scales=args.scales,
-        refinement=Refinement(args.refine_steps, args.refine_learnrate),
+        images=args.images, bytes=args.bytes, scales=args.scales, budget=args.budget,
+        refinement=Refinement(args.refine_steps, args.refine_learnrate,
+                              args.refine_rate_weight),
         max_images=DEFAULT_MAX_IMAGES if args.max_images is None else args.max_images,
         avif_speed=DEFAULT_AVIF_SPEED if args.avif_speed is None else args.avif_speed,
         device=args.device, checkpoint=args.checkpoint)

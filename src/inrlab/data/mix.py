@@ -84,3 +84,10 @@ def first_images(dataset: Dataset, count: int) -> torch.Tensor:
         raise ValueError("the dataset is empty")
     return torch.stack(items).float()
 
+
+
+def plain_images(dataset: Dataset, count: int) -> torch.Tensor:
+    """The first ``count`` images of ``dataset`` without its augmentation where it can give
+    them (``unaugmented()``, as tile and tensor datasets do), else as it reads them."""
+    unaugmented = getattr(dataset, "unaugmented", None)
+    return first_images(unaugmented() if callable(unaugmented) else dataset, count)

@@ -69,6 +69,10 @@ class ImageTensorDataset(BatchedDataset):
                                   num_repeat=self.num_repeat, shift_wrap=self.shift_wrap,
                                   random_transpose=self.transpose)
 
+    def unaugmented(self) -> "ImageTensorDataset":
+        """The same images once each, as they are (no shift, flip, transpose or repeat)."""
+        return ImageTensorDataset(self.images)
+
     def batch(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
         """Augmented float images (B, C, H, W) for ``indices``, on the images' device."""
         index = torch.as_tensor(indices, dtype=torch.long)

@@ -41,6 +41,7 @@ class EvaluateOptions:
     bytes: bool = False
     scales: Sequence[float] = ()
     refinement: Refinement = field(default_factory=Refinement)
+    budget: float | None = None  # bytes per image of the anchors; None: the code's
     max_images: int = DEFAULT_MAX_IMAGES
     avif_speed: int = pillow.DEFAULT_AVIF_SPEED
     device: str = "auto"
@@ -54,9 +55,16 @@ class EvaluateOptions:
         if self.refinement.steps < 0:
             raise InrlabError(f"--refine-steps must be 0 or more, got {self.refinement.steps}",
                               key="--refine-steps")
+        weight = self.refinement.rate_weight
+        if weight is not None and not weight >= 0:
+            raise InrlabError(f"--refine-rate-weight must be 0 or more, got {weight}",
+                              key="--refine-rate-weight")
         if not self.refinement.learnrate > 0:
             raise InrlabError("--refine-learnrate must be above 0, got "
                               f"{self.refinement.learnrate}", key="--refine-learnrate")
+        if self.budget is not None and not (math.isfinite(self.budget) and self.budget > 0):
+            raise InrlabError(f"--budget must be a number of bytes above 0, got {self.budget}",
+                              key="--budget")
         if self.max_images < 1:
             raise InrlabError(f"--max-images must be at least 1, got {self.max_images}",
                               key="--max-images")
@@ -126,11 +134,12 @@ def evaluate(targets: Sequence[Target], options: EvaluateOptions) -> Evaluation:
 def bytes_rows(target: Target, named: list[tuple[Path, torch.Tensor]], options: EvaluateOptions,
                evaluation: Evaluation) -> None:
     """The ``--bytes`` rows of one target: its code, then PCA, JPEG, WebP and AVIF at the
-    code's bytes per image (or more)."""
+    code's bytes per image (or more; ``--budget``: at those bytes instead)."""
     model, name = target.model, target.name
     images = group_by_size([image for _, image in named])
     train = _train_images(target, images)
     rows, budget = code_rows(model, name, images, train, options.refinement)
+    budget = options.budget or budget
     evaluation.rows += rows
     for row in rows:
         evaluation.curves.setdefault((name, row.method), []).append((row.bpp, row.psnr))

@@ -4,6 +4,7 @@ other scales, with timings, the decoder's MACs per pixel and the parameter count
 from __future__ import annotations
 
 import math
+import sys
 from dataclasses import dataclass
 
 import torch
@@ -18,8 +19,16 @@ from inrlab.models.refine import refine_codes
 
 @dataclass
 class Refinement:
+    """Test-time refinement of each image's code (``refine_codes``): Adam ``steps`` at
+    ``learnrate``; an entropy-coded code with ``rate_weight`` (None: the model's)."""
+
     steps: int = 0
     learnrate: float = 0.01
+    rate_weight: float | None = None
+
+    def describe(self) -> str:
+        weight = "" if self.rate_weight is None else f", rate weight {self.rate_weight:g}"
+        return f"{self.steps} Adam steps at {self.learnrate:g}{weight}"
 
 
 @torch.no_grad()
@@ -62,21 +71,20 @@ def stored_codes(model: Autoencoder, codes: torch.Tensor,
     code through its own coder (its bytes, decoded back and checked equal); a quantised
     code packed at its bits; a float code at 8 bits per value (uniform over each value's
     range in ``reference``, the training images' codes) and in fp16."""
-    bottleneck = getattr(model, "bottleneck", None) if isinstance(model, EncoderDecoder) else None
-    quantizer = bottleneck.quantizer if bottleneck is not None else None
     count = codes.shape[0]
-    if bottleneck is not None and bottleneck.entropy_coded:
+    if model.entropy_coded:
         blobs, compress_s = timed(lambda: model.compress(codes))
         back, decompress_s = timed(lambda: model.decompress(blobs, codes.shape[1:]))
-        if not torch.equal(back, codes):
+        if not torch.equal(back.to(codes.device), codes):
             raise AssertionError("the decompressed codes differ from the stored ones")
         size = sum(len(blob) for blob in blobs) / count
-        return [StoredCode(f"entropy-coded {quantizer.bits}-bit code", back, size,
+        bits = f"{model.code_bits}-bit " if model.code_bits else "integer "
+        return [StoredCode(f"entropy-coded {bits}code", back.to(codes.device), size,
                            compress_s, decompress_s)]
     values = math.prod(codes.shape[1:])
-    if quantizer is not None:
-        return [StoredCode(f"stored {quantizer.bits}-bit code", codes,
-                           quantizer.code_bytes(values), 0.0, 0.0)]
+    if model.code_bits is not None:
+        return [StoredCode(f"stored {model.code_bits}-bit code", codes,
+                           math.ceil(values * model.code_bits / 8), 0.0, 0.0)]
     flat = codes.flatten(1).float()
     eight = quantise_uniform(flat, flat if reference is None else reference.flatten(1).float(), 8)
     return [StoredCode("float code at 8 bits per value", eight.view_as(codes).to(codes.dtype),
@@ -111,7 +119,8 @@ def refine(model: Autoencoder, images: torch.Tensor, refinement: Refinement,
     if not isinstance(model, EncoderDecoder):
         raise InrlabError(f"{name}: {type(model).__name__} has no separate encoder and "
                           "bottleneck, so its codes cannot be refined", key="--refine-steps")
-    return refine_codes(model, images, refinement.steps, refinement.learnrate)
+    return refine_codes(model, images, refinement.steps, refinement.learnrate,
+                        refinement.rate_weight)
 
 
 @torch.no_grad()
@@ -123,6 +132,7 @@ def code_rows(model: Autoencoder, name: str, images: Images, train_images: torch
     reference = None
     if train_images is not None and _takes(model, train_images):
         reference = model.encode(train_images)
+    warm_up(model, images[0])
     made = []  # (method, codes per batch, encode seconds)
     codes, seconds = [], 0.0
     for batch in images:
@@ -130,7 +140,10 @@ def code_rows(model: Autoencoder, name: str, images: Images, train_images: torch
         codes.append(batch_codes)
         seconds += spent
     made.append(("code", codes, seconds))
-    if refinement.steps:
+    if refinement.steps and not isinstance(model, EncoderDecoder):
+        print(f"note: {name}: {type(model).__name__} has no separate encoder and bottleneck, "
+              "so its codes are not refined", file=sys.stderr)
+    elif refinement.steps:
         refined, seconds = [], 0.0
         for batch in images:
             with torch.enable_grad():
@@ -151,8 +164,8 @@ def code_rows(model: Autoencoder, name: str, images: Images, train_images: torch
                 decode_s += spent + store.decode_s
             count = sum(batch.shape[0] for batch in images)
             size = sum(s.bytes * b.shape[0] for s, b in zip(stored, images)) / count
-            detail = form.detail + (f" after {refinement.steps} Adam steps at "
-                                    f"{refinement.learnrate:g}" if method != "code" else "")
+            detail = form.detail + (f" after {refinement.describe()}"
+                                    if method != "code" else "")
             rows.append(make_row(
                 name, method, detail, decoded, images, bytes=size,
                 encode_ms=per_image_ms(encode_s + sum(s.encode_s for s in stored), count),
@@ -161,6 +174,16 @@ def code_rows(model: Autoencoder, name: str, images: Images, train_images: torch
             if budget is None:
                 budget = size
     return rows, budget
+
+
+@torch.no_grad()
+def warm_up(model: Autoencoder, images: torch.Tensor) -> None:
+    """One image through encoder and decoder before anything is timed (first calls pay for
+    lazy initialisation and allocation); a model that cannot take them says so later."""
+    try:
+        model.decode(model.render_code(images[:1]), images.shape[-2:])
+    except (RuntimeError, ValueError):
+        pass
 
 
 def _takes(model: Autoencoder, images: torch.Tensor) -> bool:
@@ -174,6 +197,7 @@ def scale_rows(model: Autoencoder, name: str, inputs: Images, truths: Images, sc
     """Rows ``render`` (and ``refined render``) of the model's codes of ``inputs`` rendered
     at the truths' sizes, and the model's own decode of ``inputs`` at their size (for the
     upscales of it)."""
+    warm_up(model, inputs[0])
     renders, own, encode_s, decode_s = [], [], 0.0, 0.0
     for low, truth in zip(inputs, truths):
         codes, spent = timed(lambda: _render_code(model, low, name))
@@ -189,16 +213,16 @@ def scale_rows(model: Autoencoder, name: str, inputs: Images, truths: Images, sc
     rows = [make_row(name, "render", f"code of the {scale:g}x smaller input rendered at the "
                      "truth's size", renders, truths, encode_ms=per_image_ms(encode_s, count),
                      decode_ms=per_image_ms(decode_s, count), **common)]
-    if refinement.steps:
+    if refinement.steps and isinstance(model, EncoderDecoder):
         refined, spent_all = [], 0.0
         for low, truth in zip(inputs, truths):
             with torch.enable_grad():
                 codes, spent = timed(lambda: refine(model, low, refinement, name))
             spent_all += spent
             refined.append(model.decode(codes, truth.shape[-2:]))
-        rows.append(make_row(name, "refined render", f"code refined for {refinement.steps} "
-                             f"Adam steps at {refinement.learnrate:g} on the input, rendered "
-                             "at the truth's size", refined, truths,
+        rows.append(make_row(name, "refined render", f"code refined for "
+                             f"{refinement.describe()} on the input, rendered at the truth's "
+                             "size", refined, truths,
                              encode_ms=per_image_ms(spent_all, count), **common))
     return rows, own
 

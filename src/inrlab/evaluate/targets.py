@@ -10,7 +10,7 @@ from typing import Callable
 
 import torch
 
-from inrlab.data import first_images, set_channels
+from inrlab.data import first_images, plain_images, set_channels
 from inrlab.data.images import read_image_file
 from inrlab.errors import InrlabError
 from inrlab.experiment.build import build_entry
@@ -19,7 +19,7 @@ from inrlab.experiment.spec import RunSpec, load_experiment, load_run_spec
 from inrlab.storage.rundir import RunDir, is_run
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
-TRAIN_IMAGES = 4096  # training images PCA is fit on (as the run's train set reads them)
+TRAIN_IMAGES = 4096  # training images PCA is fit on
 
 
 @dataclass
@@ -47,7 +47,9 @@ class Target:
         return first_images((validation_sets or train_sets)[0][1], limit)
 
     def train_images(self, limit: int = TRAIN_IMAGES) -> torch.Tensor:
-        return first_images(self._sets()[0][0][1], limit)
+        """The first ``limit`` training images, without augmentation where the dataset can
+        give them so (``plain_images``)."""
+        return plain_images(self._sets()[0][0][1], limit)
 
 
 def find_runs(target: Path, runs_dir: Path) -> list[tuple[RunDir, str]]:

@@ -1,8 +1,9 @@
 """Models: importing this package registers every model (see ``registry.MODELS``)."""
 
-from inrlab.models import autoencoders, transformer  # noqa: F401  (registration)
+from inrlab.models import autoencoders, codecs, transformer  # noqa: F401  (registration)
 from inrlab.models.autoencoders import (DalleManifoldAutoencoder, EncoderDecoder,
                                         UpscalingAutoencoder)
+from inrlab.models.codecs import FactorizedPrior, LearnedCodec, ScaleHyperprior
 from inrlab.models.decoders.base import ImplicitDecoder
 from inrlab.models.decoders.local import LocalLatentDecoder
 from inrlab.models.decoders.manifold import ImageManifoldDecoder
@@ -20,5 +21,5 @@ __all__ = [
     "ImageManifoldDecoder", "LocalLatentDecoder", "ModulatedSirenDecoder", "EncoderConv2d",
     "EncoderConvGrid", "EncoderConvMap", "EncoderMLP", "DalleEncoder", "ResNetEncoder",
     "resnet18_open", "EncoderDecoder", "UpscalingAutoencoder", "DalleManifoldAutoencoder",
-    "TransformerAutoencoder",
+    "TransformerAutoencoder", "LearnedCodec", "FactorizedPrior", "ScaleHyperprior",
 ]

@@ -111,6 +111,15 @@ class EncoderDecoder(Autoencoder):
         return CodeCost(self.bottleneck.rate_loss(bits, pixels),
                         {"code_bytes": bits.mean() / 8})
 
+    @property
+    def entropy_coded(self) -> bool:
+        return self.bottleneck.entropy_coded
+
+    @property
+    def code_bits(self) -> int | None:
+        quantizer = self.bottleneck.quantizer
+        return None if quantizer is None else quantizer.bits
+
     def compress(self, codes: torch.Tensor) -> list[bytes]:
         """Each stored code (as ``encode`` gives in eval mode) as bytes:
         ``model.compress(model.eval().encode(images))``."""

@@ -50,6 +50,10 @@ class Autoencoder(nn.Module):
       a subset of pixels, bf16 probes when rendering), else None.
     - ``code_cost(codes, pixels)``: what the code adds to a training step on images of
       ``pixels`` pixels (a rate term), or None.
+    - How the code is stored: ``entropy_coded`` codes go through ``compress(codes)`` (a
+      ``bytes`` per image) and ``decompress(blobs, code_shape)``; otherwise a code of
+      ``code_bits`` bits per value is packed at that, and a float code (None) is stored as
+      floats.
     """
 
     @property
@@ -75,6 +79,22 @@ class Autoencoder(nn.Module):
 
     def code_cost(self, codes: torch.Tensor, pixels: int) -> CodeCost | None:
         return None
+
+    @property
+    def entropy_coded(self) -> bool:
+        return False
+
+    @property
+    def code_bits(self) -> int | None:
+        return None
+
+    def compress(self, codes: torch.Tensor) -> list[bytes]:
+        """Each stored code (``encode`` in eval mode) as bytes."""
+        raise NotImplementedError(f"{type(self).__name__} has no entropy-coded code")
+
+    def decompress(self, blobs: Sequence[bytes], code_shape: Sequence[int]) -> torch.Tensor:
+        """The codes (B, *code_shape) that ``compress`` stored in ``blobs``."""
+        raise NotImplementedError(f"{type(self).__name__} has no entropy-coded code")
 
     def forward(self, images: torch.Tensor) -> torch.Tensor:
         return self.decode(self.encode(images), images.shape[-2:])

@@ -1,7 +1,7 @@
 """Codes stored in a few bits per value: uniform quantisation with a fixed range.
 
 A code quantised to 8 bits per value takes one byte per value, so a model's code budget can
-be compared with image codecs in bytes per image (``bench/quality.py``).
+be compared with image codecs in bytes per image (``inrlab evaluate --bytes``).
 """
 
 from __future__ import annotations
