@@ -104,8 +104,30 @@ def test_a_codec_trains_through_inrlab_run_and_evaluates_at_its_bytes(write, cli
     records = [json.loads(line) for line in (runs / "metrics.jsonl").read_text().splitlines()]
     train = [r for r in records if r.get("kind") == "train"]
     assert train and "code_bytes" in train[-1] and "rate_weight" in train[-1]
-    code, out, err = cli("evaluate", "anchors/tiny", "--bytes", "--json", "--no-save")
+    model = write("model.yml", """
+        $extends: codec.yml
+        experiment_name: tiny-model
+        model:
+          name: EncoderDecoder
+          args:
+            encoder: {name: EncoderConvGrid, args: {shape: [3, 16, 16], latent_channels: 2,
+                                                    grid: [4, 4], channels: [4, 4]}}
+            decoder: {name: LocalLatentDecoder, args: {num_hidden: 8, num_layers: 2}}
+    """)
+    assert cli("run", model, "--no-tensorboard")[0] == 0
+    code, out, err = cli("evaluate", "anchors/tiny", "tiny-model", "--bytes", "--json",
+                         "--no-save")
     assert code == 0, err
-    row = json.loads(out)[0]
-    assert row["method"] == "code" and row["detail"] == "entropy-coded integer code"
-    assert row["bytes"] > 0 and row["macs_per_pixel"] > 0
+    rows = json.loads(out)
+    own = rows[0]
+    assert own["target"] == "anchors/tiny" and own["method"] == "code"
+    assert own["detail"] == "entropy-coded integer code"
+    assert own["bytes"] > 0 and own["macs_per_pixel"] > 0
+    # the learned codec is a row of the model's table too, at the bytes it was trained for
+    (anchor,) = [r for r in rows if r["target"] == "tiny-model"
+                 and r["method"] == "scale hyperprior"]
+    assert anchor["bytes"] == own["bytes"] and anchor["psnr"] == pytest.approx(own["psnr"])
+    assert not [r for r in rows if r["target"] == "anchors/tiny"
+                and r["method"] == "scale hyperprior"]
+    code, out, err = cli("evaluate", "anchors/tiny", "--scales", "2", "--no-save")
+    assert code == 2 and "decodes at its input's size only" in err  # no render at 2x

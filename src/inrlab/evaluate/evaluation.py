@@ -112,6 +112,7 @@ def evaluate(targets: Sequence[Target], options: EvaluateOptions) -> Evaluation:
     device = resolve_device(options.device)
     files = image_files(options.images) if options.images is not None else None
     evaluation = Evaluation()
+    anchors = [t for t in targets if check_model(t.model, t.name).anchor_method]
     for target in targets:
         model = check_model(target.model, target.name).to(device)
         channels = model.input_shape[0]
@@ -123,18 +124,22 @@ def evaluate(targets: Sequence[Target], options: EvaluateOptions) -> Evaluation:
             named = [(Path(f"validation image {i}"), image) for i, image in enumerate(images)]
         if options.bytes or not options.scales:
             say(f"{target.name}: code against the codecs at the same bytes per image")
-            bytes_rows(target, [(n, i.to(device)) for n, i in named], options, evaluation)
+            bytes_rows(target, [(n, i.to(device)) for n, i in named], options, evaluation,
+                       [a for a in anchors if a is not target])
         for scale in options.scales:
             say(f"{target.name}: {scale:g}x renders against the upscalers")
             scale_table(target, [(n, i.to(device)) for n, i in named], scale, options,
                         evaluation, label=target.name if len(targets) > 1 else "")
+    if not evaluation.rows:
+        raise InrlabError("nothing to score: no target gave a row (the lines above say why)")
     return evaluation
 
 
 def bytes_rows(target: Target, named: list[tuple[Path, torch.Tensor]], options: EvaluateOptions,
-               evaluation: Evaluation) -> None:
+               evaluation: Evaluation, anchors: Sequence[Target] = ()) -> None:
     """The ``--bytes`` rows of one target: its code, then PCA, JPEG, WebP and AVIF at the
-    code's bytes per image (or more; ``--budget``: at those bytes instead)."""
+    code's bytes per image (or more; ``--budget``: at those bytes instead), then each
+    learned codec among the targets (``anchors``) at the bytes it was trained for."""
     model, name = target.model, target.name
     images = group_by_size([image for _, image in named])
     train = _train_images(target, images)
@@ -164,6 +169,16 @@ def bytes_rows(target: Target, named: list[tuple[Path, torch.Tensor]], options: 
             encode_ms=1e3 * coded.encode_s, decode_ms=1e3 * coded.decode_s))
         evaluation.curves[(name, codec)] = [(bits_per_pixel(size, images), psnr)
                                             for size, psnr in found.curve]
+    for anchor in anchors:
+        codec = anchor.model.to(images[0].device)
+        try:
+            row = code_rows(codec, name, images, None, Refinement())[0][0]
+        except InrlabError as e:
+            say(f"{name}: no {codec.anchor_method} row: {e}")
+            continue
+        row.method, row.detail = codec.anchor_method, f"{anchor.name}: {row.detail}"
+        evaluation.rows.append(row)
+        evaluation.curves[(name, row.method)] = [(row.bpp, row.psnr)]
 
 
 def _train_images(target: Target, images: Images) -> torch.Tensor | None:
@@ -214,6 +229,10 @@ def scale_table(target: Target, named: list[tuple[Path, torch.Tensor]], scale: f
     downscale (8 bits) the input, and the model's render, bicubic and Lanczos of the input
     and of the model's own decode of it are scored against the truth."""
     model, name = target.model, target.name
+    if not model.renders_any_size:
+        say(f"{name}: no {scale:g}x rows: {type(model).__name__} decodes at its input's size "
+            "only")
+        return
     for path, image in named:
         if min(image.shape[-2:]) < scale:
             raise InrlabError(f"{path} is {image.shape[-1]}x{image.shape[-2]}, too small for "

@@ -142,6 +142,8 @@ class FactorizedPrior(LearnedCodec):
     """The paper's baseline: each latent channel coded with one learned density
     (``LearnedCodec`` says the rest)."""
 
+    anchor_method = "factorized prior"
+
     def __init__(self, in_channels: int = 3, hidden: int = 64, latent: int = 96,
                  rate_weight: float | None = None, target_bytes: float | None = None) -> None:
         super().__init__(in_channels, hidden, latent, rate_weight, target_bytes)
@@ -173,6 +175,8 @@ class ScaleHyperprior(LearnedCodec):
     """The paper's hyperprior model: a hyper-latent ``z = h_a(|y|)`` (coded with a
     factorized density) carries each latent's scale ``h_s(z)``; a latent is coded under a
     zero-mean Gaussian of its scale (``LearnedCodec`` says the rest)."""
+
+    anchor_method = "scale hyperprior"
 
     def __init__(self, in_channels: int = 3, hidden: int = 64, latent: int = 96,
                  rate_weight: float | None = None, target_bytes: float | None = None) -> None:

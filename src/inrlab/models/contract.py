@@ -50,11 +50,15 @@ class Autoencoder(nn.Module):
       a subset of pixels, bf16 probes when rendering), else None.
     - ``code_cost(codes, pixels)``: what the code adds to a training step on images of
       ``pixels`` pixels (a rate term), or None.
+    - ``anchor_method``: the name evaluation tables give the model when it is one of the
+      field's codecs that inrlab's models are compared with (a learned codec), else None.
     - How the code is stored: ``entropy_coded`` codes go through ``compress(codes)`` (a
       ``bytes`` per image) and ``decompress(blobs, code_shape)``; otherwise a code of
       ``code_bits`` bits per value is packed at that, and a float code (None) is stored as
       floats.
     """
+
+    anchor_method: str | None = None
 
     @property
     def input_shape(self) -> tuple[int, int | None, int | None]:
