@@ -99,14 +99,16 @@ def check_model(model: torch.nn.Module, name: str) -> Autoencoder:
     return model
 
 
-def encodes(model: Autoencoder, images: torch.Tensor, name: str, what: str) -> torch.Tensor:
-    """``model.encode(images)``, a size the encoder cannot take turned into bad input."""
+def encodes(model: Autoencoder, images: torch.Tensor, name: str, key: str = "--images",
+            render: bool = False) -> torch.Tensor:
+    """``model.encode(images)`` (``render``: ``model.render_code``), a size the encoder
+    cannot take turned into bad input naming ``key``."""
     try:
-        return model.encode(images)
+        return model.render_code(images) if render else model.encode(images)
     except (RuntimeError, ValueError) as e:
-        raise InrlabError(f"{name} cannot encode {what} of {images.shape[-1]}x"
+        raise InrlabError(f"{name} cannot encode images of {images.shape[-1]}x"
                           f"{images.shape[-2]} pixels (it takes {_shape_text(model)}): "
-                          f"{str(e).splitlines()[0]}", key="--images") from None
+                          f"{str(e).splitlines()[0]}", key=key) from None
 
 
 def _shape_text(model: Autoencoder) -> str:
@@ -136,7 +138,7 @@ def code_rows(model: Autoencoder, name: str, images: Images, train_images: torch
     made = []  # (method, codes per batch, encode seconds)
     codes, seconds = [], 0.0
     for batch in images:
-        batch_codes, spent = timed(lambda: encodes(model, batch, name, "images"))
+        batch_codes, spent = timed(lambda: encodes(model, batch, name))
         codes.append(batch_codes)
         seconds += spent
     made.append(("code", codes, seconds))
@@ -200,7 +202,7 @@ def scale_rows(model: Autoencoder, name: str, inputs: Images, truths: Images, sc
     warm_up(model, inputs[0])
     renders, own, encode_s, decode_s = [], [], 0.0, 0.0
     for low, truth in zip(inputs, truths):
-        codes, spent = timed(lambda: _render_code(model, low, name))
+        codes, spent = timed(lambda: encodes(model, low, name, "--scales", render=True))
         encode_s += spent
         rendered, spent = timed(lambda: model.decode(codes, truth.shape[-2:]))
         decode_s += spent
@@ -208,8 +210,9 @@ def scale_rows(model: Autoencoder, name: str, inputs: Images, truths: Images, sc
         own.append(model.decode(codes, low.shape[-2:]))
     count = sum(batch.shape[0] for batch in inputs)
     size = tuple(truths[0].shape[-2:])
-    common = dict(macs_per_pixel=decoder_macs_per_pixel(model, _render_code(
-        model, inputs[0][:1], name), size), parameters=parameters(model), scale=scale)
+    first = encodes(model, inputs[0][:1], name, "--scales", render=True)
+    common = dict(macs_per_pixel=decoder_macs_per_pixel(model, first, size),
+                  parameters=parameters(model), scale=scale)
     rows = [make_row(name, "render", f"code of the {scale:g}x smaller input rendered at the "
                      "truth's size", renders, truths, encode_ms=per_image_ms(encode_s, count),
                      decode_ms=per_image_ms(decode_s, count), **common)]
@@ -226,11 +229,3 @@ def scale_rows(model: Autoencoder, name: str, inputs: Images, truths: Images, sc
                              encode_ms=per_image_ms(spent_all, count), **common))
     return rows, own
 
-
-def _render_code(model: Autoencoder, images: torch.Tensor, name: str) -> torch.Tensor:
-    try:
-        return model.render_code(images)
-    except (RuntimeError, ValueError) as e:
-        raise InrlabError(f"{name} cannot encode inputs of {images.shape[-1]}x"
-                          f"{images.shape[-2]} pixels (it takes {_shape_text(model)}): "
-                          f"{str(e).splitlines()[0]}", key="--scales") from None
