@@ -205,11 +205,27 @@ def test_the_load_key_starts_from_another_run_and_a_bad_one_keeps_the_old_run(
     assert f"loaded weights from {runs / 'hid:8' / 'checkpoint-best.pt'}" in out
 
 
-def test_only_patterns_that_match_no_entry_list_the_entries(tiny_experiment, cli) -> None:
-    code, out, err = cli("run", tiny_experiment, "--only", "hid:9")
-    assert code == 2 and not out
-    assert "--only hid:9 matches no matrix entry" in err and "1 (hid:8), 2 (hid:12)" in err
+def test_only_patterns_that_match_no_entry_name_the_closest(tiny_experiment, cli) -> None:
+    for command in ("run", "show"):
+        code, out, err = cli(command, tiny_experiment, "--only", "hid:9")
+        assert code == 2 and not out
+        assert "--only hid:9 matches no matrix entry of 2 (the closest are hid:8" in err
+        code, out, err = cli(command, tiny_experiment, "--only", "hid:8", "zzz")
+        assert code == 2 and "--only zzz matches no matrix entry" in err
     assert not (tiny_experiment.parent / "runs").exists()
+
+
+def test_only_takes_an_id_with_or_without_its_zero_padding(write, cli) -> None:
+    path = write("twelve.yml", "matrix:\n  n: [" + ", ".join(map(str, range(12))) + "]\n"
+                 "experiment_name: twelve/${matrix_slug}\ntrainer: TrainAutoencoder\n"
+                 "train_set: kali_patch_dataset((3, 8, 8), num_images=8)\n"
+                 "batch_size: 4\nlearnrate: 0.001\noptimizer: Adam\nmax_inputs: 8\n"
+                 "model: {name: EncoderDecoder, args: {encoder: {name: EncoderConv2d, args: "
+                 "{shape: [3, 8, 8], code_size: 4, channels: [4]}}, decoder: {name: "
+                 "ImageManifoldDecoder, args: {num_hidden: 8, num_blocks: 1}}}}\n")
+    for pattern in ("1", "01", "001"):
+        code, out, _ = cli("show", path, "--json", "--no-build", "--only", pattern)
+        assert code == 0 and [r["matrix_id"] for r in json.loads(out)] == ["01"]
 
 
 def test_a_key_written_twice_warns_and_the_later_value_counts(write, cli) -> None:
@@ -290,3 +306,36 @@ def test_a_rerun_that_fails_leaves_every_file_of_an_interrupted_or_complete_run(
                        "--max-inputs", "128")
     assert code in (1, 2) and "Traceback" not in err, err
     assert _snapshot(run) == before
+
+
+@pytest.mark.parametrize("command", ["render", "report", "results", "run", "evaluate"])
+def test_output_paths_under_a_file_are_bad_input_before_any_work(command, tiny_experiment, cli,
+                                                                 tmp_path) -> None:
+    blocker = tmp_path / "a-file"
+    blocker.write_text("not a folder")
+    args = {"render": ["render", "some-run", "--input", "x.png", "--size", "2x", "-o",
+                       blocker / "x.png"],
+            "report": ["report", tiny_experiment, "-o", blocker / "report"],
+            "results": ["results", tiny_experiment, "--runs-dir", blocker],
+            "run": ["run", tiny_experiment, "--runs-dir", blocker / "runs"],
+            "evaluate": ["evaluate", "some-run", "-o", blocker / "out"]}[command]
+    code, out, err = cli(*args)
+    assert code == 2, (out, err)
+    assert str(blocker) in err and "Traceback" not in err
+    assert blocker.read_text() == "not a folder"
+
+
+def test_a_fresh_run_with_lbfgs_trains_and_sparse_adam_is_bad_input(write, cli,
+                                                                     tmp_path) -> None:
+    from conftest import TINY_EXPERIMENT
+
+    text = "matrix:\n  hid: [8]\n" + TINY_EXPERIMENT
+    code, out, err = cli("run", write("lbfgs.yml", text.replace(
+        "optimizer: Adam", "optimizer: LBFGS").replace("tiny/", "lbfgs/")), "--max-inputs", "48")
+    assert code == 0, err
+    result = json.loads((tmp_path / "runs" / "lbfgs" / "hid:8" / "result.json").read_text())
+    assert result["status"] == "complete" and result["num_inputs"] >= 48
+    code, out, err = cli("run", write("sparse.yml", text.replace(
+        "optimizer: Adam", "optimizer: SparseAdam").replace("tiny/", "sparse/")))
+    assert code == 2 and "key 'optimizer'" in err and "sparse gradients" in err
+    assert "Traceback" not in err and not (tmp_path / "runs" / "sparse").exists()

@@ -12,6 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from inrlab.errors import InrlabError
+from inrlab.storage.paths import check_output_directory, check_output_file, check_runs_dir
 from inrlab.storage.rundir import CHECKPOINTS, default_runs_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -173,6 +174,7 @@ def command_run(args: argparse.Namespace) -> int:
         raise InrlabError(f"--max-inputs must be at least 1, got {args.max_inputs}",
                           key="--max-inputs")
     specs = entries_to_run(args.file, args.only)
+    check_runs_dir(args.runs_dir or default_runs_dir(), write=True)
     options = RunOptions(runs_dir=args.runs_dir or default_runs_dir(), device=args.device,
                          reset=args.reset, skip=args.skip, max_inputs=args.max_inputs,
                          tensorboard=not args.no_tensorboard)
@@ -239,7 +241,7 @@ def command_show(args: argparse.Namespace) -> int:
     from inrlab.train.state import parameter_counts
     from inrlab.experiment.spec import select_entries, shared_name_error
 
-    specs = select_entries(load_experiment(args.file), args.only)
+    specs = select_entries(load_experiment(args.file), args.only, args.file)
     shared = shared_name_error(specs)
     if shared is not None:
         print(f"warning: {shared}", file=sys.stderr)
@@ -269,6 +271,7 @@ def command_results(args: argparse.Namespace) -> int:
     from inrlab.report.results import average_rows, format_table, result_rows, sort_rows
 
     specs = load_experiment(args.file)
+    check_runs_dir(args.runs_dir or default_runs_dir())
     rows = result_rows(specs, args.runs_dir or default_runs_dir(), include=args.include)
     if args.average_column:
         rows = average_rows(rows, args.average_column, args.average_column_std)
@@ -293,6 +296,8 @@ def command_report(args: argparse.Namespace) -> int:
     runs_dir = args.runs_dir or default_runs_dir()
     first = args.targets[0]
     output = args.output or Path("reports") / (first.stem if first.is_file() else first.name)
+    check_runs_dir(runs_dir)
+    check_output_directory(output, "-o")
     for target in args.targets:
         if target.is_dir():
             _note_foreign_run(target, runs_dir)
@@ -315,6 +320,10 @@ def command_render(args: argparse.Namespace) -> int:
     from inrlab.report.render import parse_size, render_run
 
     size = parse_size(args.size)
+    if args.output is not None:
+        single = args.output.suffix.lower() == ".png" and len(args.input) + bool(
+            args.interpolate) == 1
+        (check_output_file if single else check_output_directory)(args.output, "-o")
     if not args.input and not args.interpolate:
         raise InrlabError("give images to render with --input IMAGE... and/or "
                           "--interpolate A B")
@@ -339,8 +348,6 @@ def command_evaluate(args: argparse.Namespace) -> int:
                                  resolve_targets, rows_json, save_in_runs, write_outputs)
     from inrlab.evaluate.evaluation import DEFAULT_MAX_IMAGES
     from inrlab.evaluate.pillow import DEFAULT_AVIF_SPEED
-    from inrlab.storage.paths import check_output_directory
-
     options = EvaluateOptions(
         images=args.images, bytes=args.bytes, scales=args.scales, budget=args.budget,
         refinement=Refinement(args.refine_steps, args.refine_learnrate,
@@ -351,6 +358,7 @@ def command_evaluate(args: argparse.Namespace) -> int:
     options.check()
     if args.output is not None:
         check_output_directory(args.output, "-o")
+    check_runs_dir(args.runs_dir or default_runs_dir())
     targets = resolve_targets(args.targets, args.runs_dir or default_runs_dir(),
                               args.checkpoint)
     evaluation = evaluate(targets, options)

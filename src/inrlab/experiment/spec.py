@@ -7,6 +7,7 @@ again (``$extends``/``!include`` resolved with the same values).
 
 from __future__ import annotations
 
+import difflib
 import fnmatch
 import os
 from dataclasses import dataclass
@@ -86,14 +87,34 @@ def load_experiment(path: str | Path) -> list[RunSpec]:
     return specs
 
 
-def select_entries(specs: list[RunSpec], patterns: Sequence[str] | None) -> list[RunSpec]:
-    """The entries whose ``matrix_id``, ``matrix_slug`` or ``experiment_name`` matches one of
-    the glob ``patterns`` (all entries when there are none)."""
+def _matches(spec: RunSpec, pattern: str) -> bool:
+    """A glob on the ``matrix_id``, ``matrix_slug`` or ``experiment_name``; a number also
+    matches the id it names with or without its zero padding (``1`` is ``001``)."""
+    if pattern.isdigit() and spec.entry.id.isdigit() and int(pattern) == int(spec.entry.id):
+        return True
+    return any(fnmatch.fnmatchcase(value, pattern)
+               for value in (spec.entry.id, spec.entry.slug, spec.experiment_name))
+
+
+def select_entries(specs: list[RunSpec], patterns: Sequence[str] | None,
+                   path: str | Path | None = None) -> list[RunSpec]:
+    """The entries that match one of the ``patterns`` (``_matches``; all entries when there
+    are none). A pattern that matches no entry is bad input naming the closest ids and
+    slugs."""
     if not patterns:
         return specs
-    return [s for s in specs if any(
-        fnmatch.fnmatchcase(value, pattern)
-        for pattern in patterns for value in (s.entry.id, s.entry.slug, s.experiment_name))]
+    for pattern in patterns:
+        if not any(_matches(spec, pattern) for spec in specs):
+            names = [v for s in specs for v in (s.entry.id, s.entry.slug) if v]
+            close = difflib.get_close_matches(pattern, names, n=5, cutoff=0.4)
+            ids = [s.entry.id for s in specs]
+            hint = (f"the closest are {', '.join(close)}" if close else
+                    f"ids run from {ids[0]} to {ids[-1]}" if len(ids) > 1 else
+                    f"its one entry is {ids[0]}")
+            raise InrlabError(f"--only {pattern} matches no matrix entry of {len(specs)} "
+                              f"({hint}; 'inrlab show FILE' lists them)", path=path,
+                              key="--only")
+    return [s for s in specs if any(_matches(s, pattern) for pattern in patterns)]
 
 
 def entries_to_run(path: str | Path, only: Sequence[str] | None = None) -> list[RunSpec]:
@@ -106,13 +127,7 @@ def entries_to_run(path: str | Path, only: Sequence[str] | None = None) -> list[
         where = raw.where("matrix.$filter" if "matrix.$filter" in raw.origins else "matrix")
         raise InrlabError("the $filter keeps none of the matrix entries: nothing to run",
                           **{**where, "key": "$filter"})
-    selected = select_entries(specs, only)
-    if not selected:
-        listed = ", ".join(f"{s.entry.id} ({s.entry.slug})" if s.entry.slug else s.entry.id
-                           for s in specs[:20])
-        more = f" and {len(specs) - 20} more" if len(specs) > 20 else ""
-        raise InrlabError(f"--only {' '.join(only or ())} matches no matrix entry; the "
-                          f"entries (matrix_id (matrix_slug)) are {listed}{more}", path=path)
+    selected = select_entries(specs, only, path)
     shared = shared_name_error(selected)
     if shared is not None:
         raise shared

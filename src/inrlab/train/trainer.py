@@ -12,7 +12,9 @@ it: ``batches.py`` (data), ``state.py`` (progress, checkpoints, resume, result),
 from __future__ import annotations
 
 import contextlib
+import copy
 import dataclasses
+import inspect
 import math
 import signal
 import time
@@ -35,6 +37,12 @@ from inrlab.train.monitors import Diverged, check_finite, check_stuck
 from inrlab.train.optim import make_optimizer, make_scheduler
 from inrlab.train.settings import TrainSettings
 from inrlab.train.state import Progress, finished, result_record, resume, training_state
+
+
+def needs_closure(optimizer: torch.optim.Optimizer | type) -> bool:
+    """Whether an optimizer (or its class) takes no step without a closure (LBFGS)."""
+    closure = inspect.signature(optimizer.step).parameters.get("closure")
+    return closure is not None and closure.default is inspect.Parameter.empty
 
 
 @dataclasses.dataclass
@@ -69,7 +77,10 @@ class Trainer:
         self.options = options if options is not None else self.options_class()
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
         self.model = model.to(self.device)
-        self.memory_format = channels_last(self.model, self.device)
+        # LBFGS flattens gradients with view(), which NHWC weights' gradients do not allow
+        named = getattr(torch.optim, str(settings.optimizer), None)
+        flattening = isinstance(named, type) and needs_closure(named)
+        self.memory_format = None if flattening else channels_last(self.model, self.device)
         self.precision, self.precision_reason = resolve_precision(settings.precision,
                                                                   self.device)
         planned_steps = settings.max_inputs // settings.batch_size if settings.max_inputs else None
@@ -177,20 +188,32 @@ class Trainer:
         self._end_epoch()
 
     def step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
-        """One optimizer step on ``batch``; its losses."""
+        """One optimizer step on ``batch``; its losses (before the step). An optimizer whose
+        ``step`` needs a closure (LBFGS) gets one that evaluates the losses again."""
         s = self.settings
         self.model.train()
         self.loss_function = self._training_loss()
-        with autocast(self.precision, self.device):
-            losses = self.train_step(batch)
-        self.optimizer.zero_grad(set_to_none=True)
-        losses["loss"].backward()
-        if s.gradient_clipping:
-            nn.utils.clip_grad_value_(self.model.parameters(), s.gradient_clipping)
-        self.optimizer.step()
+        first: dict[str, torch.Tensor] = {}
+
+        def closure() -> torch.Tensor:
+            with autocast(self.precision, self.device):
+                losses = self.train_step(batch)
+            self.optimizer.zero_grad(set_to_none=True)
+            losses["loss"].backward()
+            if s.gradient_clipping:
+                nn.utils.clip_grad_value_(self.model.parameters(), s.gradient_clipping)
+            if not first:
+                first.update(losses)
+            return losses["loss"]
+
+        if needs_closure(self.optimizer):
+            self.optimizer.step(closure)
+        else:
+            closure()
+            self.optimizer.step()
         if self.scheduler is not None:
             self.scheduler.step()
-        return losses
+        return first
 
     def _training_loss(self) -> Any:
         """``warmup_loss_function`` for the first ``warmup_inputs`` images, then the loss."""
@@ -270,6 +293,34 @@ class Trainer:
             self.model.train()
         for start, dataset in self.batches.validation_sets:
             first_items(dataset, 1, f"validation_set{start or ''}")
+        self._check_optimizer_step(batch)
+
+    def _check_optimizer_step(self, batch: tuple[torch.Tensor, ...]) -> None:
+        """One real optimizer step on a copy of the model (the random generators restored
+        after it), so an optimizer that cannot step this model -- SparseAdam wants sparse
+        gradients -- is bad input before anything is written."""
+        if self.compile_mode:  # a copy would share the compiled methods of the original
+            return
+        model, optimizer, scheduler = self.model, self.optimizer, self.scheduler
+        name = self.settings.optimizer
+        devices = [self.device] if self.device.type == "cuda" else []
+        with torch.random.fork_rng(devices=devices):
+            try:
+                self.model = copy.deepcopy(model)
+                self.optimizer = make_optimizer(self.settings, self.model, self.device)
+                self.scheduler = None
+                self.step(batch)
+            except InrlabError:
+                raise
+            except Exception as e:  # noqa: BLE001 - the optimizer named in the file
+                reason = str(e).splitlines()[0] if str(e) else type(e).__name__
+                if "sparse" in reason.lower():
+                    reason += ("; it needs sparse gradients, and inrlab's models produce "
+                               "dense ones: use Adam, AdamW, SGD or another dense optimizer")
+                raise InrlabError(f"optimizer '{name}' cannot take a step on this model: "
+                                  f"{type(e).__name__}: {reason}", key="optimizer") from None
+            finally:
+                self.model, self.optimizer, self.scheduler = model, optimizer, scheduler
 
     def budget_spent_by(self, result: dict[str, Any]) -> bool:
         """Whether a run whose ``result.json`` reads ``result`` has nothing left to train
