@@ -7,6 +7,7 @@ import re
 from pathlib import Path
 
 import numpy as np
+import torch
 import pytest
 from PIL import Image
 
@@ -354,3 +355,22 @@ def test_render_and_report_say_when_they_run_snippets_of_a_run_from_elsewhere(
     assert code == 0 and "outside the runs directory" not in err
     code, _, err = cli("report", foreign, "-o", tmp_path / "rep")
     assert code == 0 and "outside the runs directory" in err
+
+
+def test_a_render_too_large_is_bad_input_before_anything_is_allocated(trained, cli,
+                                                                      tmp_path) -> None:
+    from inrlab import load_run
+    from inrlab.errors import InrlabError
+
+    _, runs = trained
+    picture = tmp_path / "in.png"
+    Image.fromarray(np.zeros((8, 8, 3), np.uint8)).save(picture)
+    run = runs / "tiny" / "hid:8"
+    for args in (["--size", "200000"], ["--size", "40x", "--max-pixels", "1000"]):
+        code, _, err = cli("render", run, "--input", picture, "-o", tmp_path / "out", *args)
+        assert code == 2 and "key '--size'" in err and "GiB" in err and "Traceback" not in err
+    assert not (tmp_path / "out").exists()
+    with pytest.raises(InrlabError, match="200000x200000"):
+        load_run(run).reconstruct(torch.rand(1, 3, 8, 8), size=(200000, 200000))
+    code, _, err = cli("render", run, "--input", picture, "--size", "2x", "--max-pixels", "0")
+    assert code == 2 and "--max-pixels must be at least 1" in err

@@ -66,6 +66,7 @@ class Run:
         ``refine_steps``: refine each image's code first (``inrlab.models.refine``,
         Adam at ``refine_learnrate``)."""
         from inrlab.models.refine import render_codes
+        from inrlab.report.render import check_render_size
 
         model = self.model
         device = next(model.parameters()).device
@@ -73,6 +74,7 @@ class Run:
         if size is None and not refine_steps:
             return model(images)  # (B, C, H, W)
         size = tuple(images.shape[-2:]) if size is None else tuple(size)
+        check_render_size(images.shape[0], images.shape[1], size, key="size")
         return model.decode(render_codes(model, images, refine_steps, refine_learnrate),
                             size)  # (B, C, *size)
 

@@ -112,6 +112,9 @@ def make_parser() -> argparse.ArgumentParser:
     render.add_argument("-o", "--output", type=Path, default=None,
                         help="a .png file (one output) or a directory "
                              "(default: RUN_DIR/renders)")
+    render.add_argument("--max-pixels", type=int, default=None, metavar="N",
+                        help="render up to N output pixels in one call (default 2**28; the "
+                             "output must also fit in a quarter of the available memory)")
     _add_runs_dir(render)
 
     evaluate = commands.add_parser(
@@ -339,7 +342,8 @@ def command_render(args: argparse.Namespace) -> int:
     _note_foreign_run(run_dir, runs_dir)
     render_run(run_dir, args.input, size, args.output, args.interpolate, args.steps,
                device=args.device, precision=args.precision, refine_steps=args.refine_steps,
-               refine_learnrate=args.refine_learnrate, checkpoint=args.checkpoint)
+               refine_learnrate=args.refine_learnrate, checkpoint=args.checkpoint,
+               max_pixels=args.max_pixels)
     return EXIT_OK
 
 

@@ -68,3 +68,17 @@ def print_machine(device: str) -> dict[str, float]:
     print(f"GEMM 2048x2048: fp32 {rates['float32'] / 1e9:.0f} GFLOP/s, "
           f"bf16 {rates['bfloat16'] / 1e9:.0f} GFLOP/s")
     return rates
+
+
+def available_memory() -> int:
+    """Bytes of memory the system can give a process now (Linux: MemAvailable), or the
+    physical memory where that cannot be read."""
+    try:
+        for line in Path("/proc/meminfo").read_text().splitlines():
+            if line.startswith("MemAvailable:"):
+                return int(line.split()[1]) * 1024
+    except (OSError, ValueError, IndexError):
+        pass
+    import os
+
+    return os.sysconf("SC_PAGE_SIZE") * os.sysconf("SC_PHYS_PAGES")

@@ -22,6 +22,9 @@ SIZE = re.compile(r"^\s*(\d+)\s*(?:[x×,]\s*(\d+))?\s*$")
 SCALE = re.compile(r"^\s*(\d+(?:\.\d*)?|\.\d+)\s*[x×]\s*$")
 PRECISIONS = ("auto", "fp32", "bf16")
 PROBE_PIXELS = 4096  # pixels per image on which "auto" compares bf16 with fp32
+MAX_RENDER_PIXELS = 2**28  # output pixels (all images of one call) rendered without --max-pixels
+MEMORY_SHARE = 0.25  # of the available memory a render's output may take
+BYTES_PER_VALUE = 9  # per output value: the fp32 render, its clamped copy, the 8-bit file
 
 
 def parse_size(text: str) -> tuple[int, int] | float:
@@ -62,6 +65,28 @@ def read_image(path: Path, shape: Sequence[int]) -> torch.Tensor:
               f"the run's {shape[2]}x{shape[1]}")
         image = resize_nearest(image.unsqueeze(0), tuple(shape[1:]))[0]
     return image
+
+
+def check_render_size(count: int, channels: int, size: tuple[int, int],
+                      max_pixels: int | None = None, key: str = "--size") -> None:
+    """Bad input, before anything is allocated, when ``count`` images of ``channels``
+    channels rendered at ``size`` (H, W) would take more than a quarter of the available
+    memory or more than ``max_pixels`` output pixels (default ``MAX_RENDER_PIXELS``;
+    ``--max-pixels`` raises it, the memory bound stays)."""
+    from inrlab.machine import available_memory
+
+    pixels = count * size[0] * size[1]
+    needed = pixels * channels * BYTES_PER_VALUE
+    room = int(available_memory() * MEMORY_SHARE)
+    limit = MAX_RENDER_PIXELS if max_pixels is None else max_pixels
+    if pixels > limit or needed > room:
+        why = (f"over the limit of {limit:,} output pixels (--max-pixels raises it)"
+               if pixels > limit else f"more than a quarter of the {room * 4 / 2**30:.1f} GiB "
+               "of memory available")
+        raise InrlabError(f"rendering {count} image{'s' if count != 1 else ''} at "
+                          f"{size[1]}x{size[0]} is {pixels:,} pixels and would take "
+                          f"{needed / 2**30:.1f} GiB, {why}; ask for a smaller {key}",
+                          key=key)
 
 
 def check_precision(precision: str) -> None:
@@ -111,13 +136,14 @@ def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int] | f
                output: Path | None = None, interpolate: Sequence[Path] | None = None,
                steps: int = 8, device: str = "auto", precision: str = "auto",
                refine_steps: int = 0, refine_learnrate: float = 0.01,
-               checkpoint: str = "best") -> list[Path]:
+               checkpoint: str = "best", max_pixels: int | None = None) -> list[Path]:
     """Render each input (and the interpolation path, if asked) at ``size`` on ``device``
     (or, given a float, at that scale of each input's size as the model encodes it) in
     ``precision`` (``decode_at_precision``), from the encoder's codes or, with
     ``refine_steps``, those codes refined for each image (Adam at ``refine_learnrate``);
     returns the PNG files written. ``checkpoint``: "best" (else the last) or "last" weights.
-    Rendering goes in pixel chunks sized by the device's memory, so memory stays bounded."""
+    Rendering goes in pixel chunks sized by the device's memory, so memory stays bounded;
+    a size whose output would not fit is bad input first (``check_render_size``)."""
     if steps < 2:
         raise InrlabError(f"--steps must be at least 2 (both ends), got {steps}", key="--steps")
     if refine_steps < 0:
@@ -127,6 +153,9 @@ def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int] | f
         raise InrlabError(f"--refine-learnrate must be above 0, got {refine_learnrate}",
                           key="--refine-learnrate")
     check_precision(precision)
+    if max_pixels is not None and max_pixels < 1:
+        raise InrlabError(f"--max-pixels must be at least 1, got {max_pixels}",
+                          key="--max-pixels")
     where = resolve_device(device)
     if checkpoint not in CHECKPOINTS:
         raise InrlabError(f"--checkpoint must be best or last, got {checkpoint!r}",
@@ -148,6 +177,9 @@ def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int] | f
         if len({tuple(images[p].shape) for p in paths}) > 1:
             raise InrlabError(f"--interpolate needs two images of one size; "
                               f"{paths[0].name} and {paths[1].name} differ", key="--interpolate")
+    for _, paths in jobs:  # every size checked before anything is rendered or written
+        count = steps if len(paths) == 2 else 1
+        check_render_size(count, shape[0], render_size(size, images[paths[0]]), max_pixels)
     single_file = output is not None and output.suffix.lower() == ".png" and len(jobs) == 1
     directory = output if output is not None and not single_file else run_path / "renders"
     written = []

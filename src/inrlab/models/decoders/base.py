@@ -41,6 +41,18 @@ def render_chunk_elements(device: torch.device) -> int:
     return max(RENDER_CHUNK_ELEMENTS, min(GPU_RENDER_CHUNK_ELEMENTS, free // (8 * 4)))
 
 
+PROGRESS_DELAY_S = 3.0  # a render shows its progress (on stderr) once it takes longer
+
+
+def rendering_progress(pixels: int) -> Any:
+    """A progress bar of rendered pixels that appears only when the render has taken over
+    ``PROGRESS_DELAY_S`` seconds (small renders stay silent), then updates every second."""
+    from tqdm import tqdm
+
+    return tqdm(total=pixels, unit="px", unit_scale=True, delay=PROGRESS_DELAY_S,
+                mininterval=1.0, leave=False, desc="rendering", dynamic_ncols=True)
+
+
 def image_arguments(image_shape: Sequence[int | None]) -> dict[str, Any]:
     args: dict[str, Any] = {"num_output_channels": image_shape[0]}
     if None not in image_shape[1:]:
@@ -153,7 +165,11 @@ class ImplicitDecoder(nn.Module):
         else:
             budget = render_chunk_elements(code.device)
             chunk = max(1, budget // (batch * max(self.max_width, 1)))
-            colours = torch.cat([self.query_prepared(prepared, part, **options)
-                                 for part in coords.split(chunk)], dim=1)
+            parts = []
+            with rendering_progress(batch * height * width) as progress:
+                for part in coords.split(chunk):
+                    parts.append(self.query_prepared(prepared, part, **options))
+                    progress.update(batch * part.shape[0])
+            colours = torch.cat(parts, dim=1)
         images = colours.transpose(1, 2).reshape(batch, self.out_channels, height, width)
         return images[0] if single else images
