@@ -115,3 +115,51 @@ def test_a_killed_sweep_resumes_only_the_unfinished_entries(write, tmp_path) -> 
     assert all(r["status"] == "complete" for r in after.values()) and len(after) == 4
     for name in finished:  # the finished entries were not trained again
         assert after[name] == before[name]
+
+
+def _sockets() -> set[tuple[str, str, str]]:
+    """(local address, remote address, state) of every TCP socket on this machine, from
+    /proc/net/tcp and tcp6 (addresses as the kernel writes them, in hex)."""
+    sockets = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        for line in Path(table).read_text().splitlines()[1:]:
+            fields = line.split()
+            sockets.add((fields[1], fields[2], fields[3]))
+    return sockets
+
+
+def _loopback(address: str) -> bool:
+    host = address.split(":")[0]
+    if len(host) == 8:  # IPv4, little-endian: 127.x.x.x ends in 7F
+        return host.endswith("7F")
+    return host in ("00000000000000000000000001000000",  # ::1
+                    "0000000000000000FFFF00000100007F")  # ::ffff:127.0.0.1
+
+
+def test_a_local_ray_runtime_listens_and_talks_on_loopback_only(write, tmp_path) -> None:
+    if not Path("/proc/net/tcp").exists():
+        pytest.skip("needs Linux's /proc/net/tcp")
+    path = write("loop.yml", FOUR.replace("max_inputs: 256", "max_inputs: 1200"))
+    env = {k: v for k, v in os.environ.items() if k != "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"}
+    env["PYTHONPATH"] = str(ROOT / "src")  # inrlab must set the variable itself
+    before = _sockets()
+    sweep = subprocess.Popen([sys.executable, "-m", "inrlab", "run", str(path), "--jobs", "2",
+                              "--runs-dir", str(tmp_path / "runs"), "--no-tensorboard"],
+                             env=env, cwd=tmp_path, stdout=subprocess.PIPE,
+                             stderr=subprocess.STDOUT, text=True, start_new_session=True)
+    seen: set[tuple[str, str, str]] = set()
+    try:
+        deadline = time.monotonic() + 300
+        while sweep.poll() is None and time.monotonic() < deadline:
+            seen |= _sockets() - before
+            time.sleep(0.2)
+        out, _ = sweep.communicate(timeout=60)
+    finally:
+        if sweep.poll() is None:
+            os.killpg(sweep.pid, signal.SIGKILL)
+    assert sweep.returncode == 0, out
+    listening = [s for s in seen if s[2] == "0A"]
+    assert listening, "no Ray listener seen while the sweep ran"
+    assert all(_loopback(local) for local, _, state in listening), listening
+    talking = [s for s in seen if s[2] != "0A" and s[1] != "00000000:0000"]
+    assert all(_loopback(local) and _loopback(remote) for local, remote, _ in talking), talking

@@ -21,6 +21,7 @@ from inrlab.experiment.runner import RunOptions, run_entry
 from inrlab.experiment.spec import RunSpec, load_experiment
 from inrlab.storage.rundir import RunDir
 
+LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 INSTALL_HINT = ("--ray and --jobs need Ray, an optional extra: pip install -e '.[ray]' "
                 "(or pip install ray)")
 
@@ -138,6 +139,10 @@ def _init_ray(ray: Any, sweep: SweepOptions) -> bool:
     # Workers' own output stays in Ray's session logs; the driver prints one line per entry.
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if sweep.address is None:
+        # A local runtime's processes take 127.0.0.1 as their node address and listen there
+        # only with this set before Ray starts (else the network interface's, on every
+        # interface); an address the user exported wins.
+        os.environ.setdefault(LOOPBACK_VARIABLE, "0")
         if sweep.jobs:
             kwargs["num_cpus"] = max(1, int(sweep.jobs * sweep.cpus_per_run + 0.999))
         ray.init(**kwargs)
