@@ -339,3 +339,13 @@ def test_a_fresh_run_with_lbfgs_trains_and_sparse_adam_is_bad_input(write, cli,
         "optimizer: Adam", "optimizer: SparseAdam").replace("tiny/", "sparse/")))
     assert code == 2 and "key 'optimizer'" in err and "sparse gradients" in err
     assert "Traceback" not in err and not (tmp_path / "runs" / "sparse").exists()
+
+
+def test_a_data_error_shared_by_every_entry_is_printed_once(write, cli) -> None:
+    config = write("tiles.ndjson", '{"name": "x", "url": "/no/sheet.png", "shape": [8, 8]}\n')
+    text = ("matrix:\n  hid: [8, 12, 16]\n" + TINY_EXPERIMENT).replace(
+        "kali_patch_dataset(SHAPE, num_images=64)",
+        f"rpg_tile_dataset(SHAPE, tile_config='{config}')")
+    code, out, err = cli("run", write("data.yml", text))
+    assert code == 2 and err.count("file not found") == 1
+    assert err.count("the same error as 'tiny/hid:8'") == 2

@@ -159,10 +159,31 @@ def test_interleave_mixes_tiles_and_fractals(tmp_path, rltiles) -> None:
 
 
 def test_unreachable_url_without_cache(tmp_path, monkeypatch) -> None:
+    """Offline: the error names the file, every place looked and each way to provide it,
+    and leaves no empty cache folder behind."""
     monkeypatch.setenv("INRLAB_CACHE_DIR", str(tmp_path / "cache"))
-    config = [{"name": "gone.png", "url": "http://127.0.0.1:9/gone.png", "shape": [8, 8]}]
-    with pytest.raises(DataError, match="cannot download .* no cached copy"):
+    config = [{"name": "gone.png", "url": "http://127.0.0.1:9/gone.png", "shape": [8, 8],
+               "path": "sheets/gone.png"}]
+    with pytest.raises(DataError) as raised:
         rpg_tile_dataset((3, 8, 8), tile_config=config)
+    message = str(raised.value)
+    assert "gone.png is needed and could not be downloaded from http://127.0.0.1:9" in message
+    assert "sheets/gone.png" in message and str(tmp_path / "cache" / "tiles") in message
+    assert "$INRLAB_CACHE_DIR" in message and "'path' to a local copy" in message
+    assert not (tmp_path / "cache").exists()
+
+
+def test_mnist_offline_names_both_files_and_the_root_argument(tmp_path, monkeypatch) -> None:
+    from inrlab.data import mnist
+
+    monkeypatch.setenv("INRLAB_CACHE_DIR", str(tmp_path / "cache"))
+    monkeypatch.setattr(mnist, "MNIST_MIRROR", "http://127.0.0.1:9/")
+    with pytest.raises(DataError) as raised:
+        mnist.mnist_dataset(train=False)
+    message = str(raised.value)
+    assert "train-images-idx3-ubyte[.gz] and t10k-images-idx3-ubyte[.gz]" in message
+    assert "mnist_dataset(root=FOLDER)" in message and "$INRLAB_CACHE_DIR" in message
+    assert not (tmp_path / "cache").exists()
 
 
 def test_data_error_in_an_experiment_exits_2_naming_both_files(tmp_path, write, cli) -> None:

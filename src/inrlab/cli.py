@@ -187,6 +187,7 @@ def command_run(args: argparse.Namespace) -> int:
         print(f"running {len(specs)} matrix experiments")
     statuses: dict[str, str] = {}
     bad_input = False
+    reported: dict[str, str] = {}  # an error's text -> the first entry that gave it
     for spec in specs:
         if len(specs) > 1:
             _print_entry_header(spec)
@@ -195,7 +196,10 @@ def command_run(args: argparse.Namespace) -> int:
         except InrlabError as e:
             if args.debug:
                 traceback.print_exc()
-            print(f"error: {e}", file=sys.stderr)
+            first = reported.setdefault(str(e), spec.experiment_name)
+            print(f"error: {e}" if first == spec.experiment_name else
+                  f"error: '{spec.experiment_name}': the same error as '{first}'",
+                  file=sys.stderr)
             statuses[spec.experiment_name] = "failed"
             bad_input = True
     if len(specs) > 1:

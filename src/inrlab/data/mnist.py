@@ -53,7 +53,11 @@ def mnist_dataset(train: bool = True, shape: Sequence[int] = (1, 28, 28),
     else:
         if root is not None or not download:
             raise DataError(f"no {name}[.gz] in the MNIST directory", path=directory)
-        path = fetch(MNIST_MIRROR + f"{name}.gz", directory / f"{name}.gz")
+        both = " and ".join(f"{n}[.gz]" for n in MNIST_FILES.values())
+        path = fetch(MNIST_MIRROR + f"{name}.gz", directory / f"{name}.gz",
+                     looked=[directory / name],
+                     ways=[f"put MNIST's {both} in a folder and pass it as "
+                           "mnist_dataset(root=FOLDER)"])
     images = read_idx_images(path).unsqueeze(1)  # (N, 1, H, W)
     images = set_channels(images, int(shape[0]))
     if tuple(images.shape[-2:]) != tuple(shape[1:]):

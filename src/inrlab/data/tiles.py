@@ -126,13 +126,19 @@ CHECKOUT = Path(__file__).resolve().parents[3]
 
 
 def _sheet_file(sheet: TileSheet) -> Path:
+    candidates = []
     if sheet.path:
-        for candidate in (Path(sheet.path).expanduser(),
-                          (sheet.base_dir or Path.cwd()) / sheet.path,
-                          CHECKOUT / sheet.path):
+        candidates = [Path(sheet.path).expanduser(), (sheet.base_dir or Path.cwd()) / sheet.path,
+                      CHECKOUT / sheet.path]
+        for candidate in candidates:
             if candidate.is_file():
                 return candidate
-    return fetch(sheet.url, cache_dir() / "tiles" / sheet.name)
+    ways = [f"give the tile config entry '{sheet.name}' ({sheet.source}) a 'path' to a local "
+            "copy, or pass tile_config= a config whose entries name local files"]
+    if sheet.path:
+        ways.insert(0, f"put the sheet at {sheet.path} (relative to the working directory or "
+                       "the checkout, e.g. ../shared/datasets/ beside it)")
+    return fetch(sheet.url, cache_dir() / "tiles" / sheet.name, looked=candidates, ways=ways)
 
 
 def cut_tiles(sheet: TileSheet, file: Path | None = None) -> torch.Tensor:
