@@ -374,3 +374,14 @@ def test_a_render_too_large_is_bad_input_before_anything_is_allocated(trained, c
         load_run(run).reconstruct(torch.rand(1, 3, 8, 8), size=(200000, 200000))
     code, _, err = cli("render", run, "--input", picture, "--size", "2x", "--max-pixels", "0")
     assert code == 2 and "--max-pixels must be at least 1" in err
+
+
+def test_results_of_a_file_without_a_matrix_name_the_run(write, cli) -> None:
+    path = write("single.yml", TINY_EXPERIMENT.replace("${hid}", "8").replace(
+        "tiny/${matrix_slug}", "single-run"))
+    assert cli("run", path, "--max-inputs", "32")[0] == 0
+    code, out, _ = cli("results", path, "--json")
+    (row,) = json.loads(out)
+    assert code == 0 and row["experiment_name"] == "single-run"
+    code, out, _ = cli("results", path)
+    assert "experiment_name" in out.splitlines()[0] and "single-run" in out

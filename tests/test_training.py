@@ -500,3 +500,25 @@ def test_a_model_built_with_nan_values_is_bad_input_before_anything_is_written(
     code, _, err = cli("run", path)
     assert code == 2 and "key 'model'" in err and "NaN" in err and "running_var" in err
     assert not (tmp_path / "runs" / "tiny").exists()
+
+
+def test_output_to_a_file_gets_a_line_every_so_often(tiny_experiment, cli, monkeypatch) -> None:
+    """Not a terminal (the captured output here): no progress bar, so training prints a line
+    at least every LINE_EVERY_S seconds, and validations that do not improve the best are
+    printed at most that often."""
+    import json
+
+    from inrlab.train import trainer
+
+    monkeypatch.setattr(trainer, "LINE_EVERY_S", 0.0)
+    code, out, _ = cli("run", tiny_experiment, "--only", "1")
+    assert code == 0 and "training @ 16 of 256 inputs:" in out and "images/s, loss" in out
+    monkeypatch.setattr(trainer, "LINE_EVERY_S", 1e9)
+    code, out, _ = cli("run", tiny_experiment, "--only", "2")
+    assert code == 0 and "training @" not in out
+    run = tiny_experiment.parent / "runs" / "tiny" / "hid:12" / "metrics.jsonl"
+    losses = [json.loads(line)["loss"] for line in run.read_text().splitlines()
+              if '"validation"' in line]
+    improvements = sum(loss < min(losses[:i], default=float("inf"))
+                       for i, loss in enumerate(losses))
+    assert out.count("validation @") == improvements

@@ -154,9 +154,13 @@ def write_report(runs: Sequence[ReportRun], out_dir: Path, title: str) -> dict[s
             run.notes.append("no metrics.jsonl records; no curves")
             warn(f"{run.run_dir.path} has no metrics; its curves are left out")
     loss = out_dir / "loss.png"
+    print(f"report: curves of {len(runs)} run{'s' if len(runs) != 1 else ''}", file=sys.stderr,
+          flush=True)
     plot_losses([curves_from_metrics(run.label, run.metrics, loss_function_of(run))
                  for run in runs], loss)
-    for run in runs:
+    for index, run in enumerate(runs, 1):
+        print(f"report: reproductions and baselines of {run.experiment_name} ({index} of "
+              f"{len(runs)})", file=sys.stderr, flush=True)
         write_reproductions(run, out_dir / "runs" / run.experiment_name / "reproductions.png")
     rows = [{"run": run.label, **row} for run in runs if run.result is not None
             and (row := result_row(run.entry, run.run_dir)) is not None]

@@ -50,6 +50,8 @@ def result_row(entry: Any, run_dir: RunDir, include: Sequence[str] = ()) -> dict
 def _row(entry: Any, run_dir: RunDir, result: dict[str, Any],
          include: Sequence[str]) -> dict[str, Any]:
     row: dict[str, Any] = dict(entry.params)
+    if not entry.params:  # no matrix values to tell the runs apart: name the run
+        row["experiment_name"] = result.get("experiment_name") or run_dir.path.name
     row["matrix_slug"] = entry.slug
     row["matrix_id"] = entry.id
     row["status"] = result.get("status")

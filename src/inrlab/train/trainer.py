@@ -45,6 +45,9 @@ def needs_closure(optimizer: torch.optim.Optimizer | type) -> bool:
     return closure is not None and closure.default is inspect.Parameter.empty
 
 
+LINE_EVERY_S = 30.0  # output that is not a terminal: a line at least this often
+
+
 @dataclasses.dataclass
 class NoOptions:
     """A trainer without experiment keys of its own."""
@@ -102,6 +105,10 @@ class Trainer:
         self._last_loss: torch.Tensor | None = None
         self._last_checkpoint_time = time.monotonic()
         self.log: MetricsLog | None = None
+        # Output to a file or pipe (no progress bar): a training line at least, and a
+        # validation line at most, every LINE_EVERY_S seconds (an improved one always).
+        self._plain_output = False
+        self._last_line = self._last_validation_line = time.monotonic()
 
     # ---------------------------------------------------------------- steps (override these)
     def train_step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
@@ -131,6 +138,8 @@ class Trainer:
               f"{self.device}{f' from {self.progress.num_inputs:,} inputs' if resumed else ''}")
         print(self.compute_summary())
         bar = self._progress_bar()
+        self._plain_output = bool(bar.disable)
+        self._last_line = self._last_validation_line = time.monotonic()
         try:
             with _sigterm_as_interrupt():
                 while not finished(s, self.progress):
@@ -178,6 +187,8 @@ class Trainer:
             bar.update(size)
             if self._sum_inputs >= s.num_train_loss_steps:
                 self._log_train(bar)
+            if self._plain_output and time.monotonic() - self._last_line >= LINE_EVERY_S:
+                self._print_training_line()
             if self._due(s.num_inputs_between_validations, p.last_validation_inputs):
                 self.validate()
             if self._checkpoint_due():
@@ -358,8 +369,13 @@ class Trainer:
             means["psnr"] = psnr(means["mse"])
         p.validation = means
         loss = means["loss"]
-        print(f"validation @ {p.num_inputs:,}: " + ", ".join(f"{k} {v:.6g}"
-                                                           for k, v in means.items()))
+        improved = math.isfinite(loss) and (p.best_validation_loss is None
+                                            or loss < p.best_validation_loss)
+        now = time.monotonic()
+        if not self._plain_output or improved or now - self._last_validation_line >= LINE_EVERY_S:
+            print(f"validation @ {p.num_inputs:,}: " + ", ".join(f"{k} {v:.6g}"
+                                                               for k, v in means.items()))
+            self._last_validation_line = self._last_line = now
         self.log.write("validation", p.num_inputs, {**means, "time_s": p.training_time,
                                                     "epoch": p.epoch})
         if math.isfinite(loss) and (p.best_validation_loss is None
@@ -391,6 +407,16 @@ class Trainer:
         self.log.write("train", p.num_inputs, values)
         if bar is not None:
             bar.set_postfix(loss=f"{means['loss']:.5f}", epoch=p.epoch, refresh=False)
+
+    def _print_training_line(self) -> None:
+        """One line of where training is, for output that is not a terminal."""
+        p = self.progress
+        rate = p.num_inputs / p.training_time if p.training_time else 0.0
+        loss = (p.train or {}).get("loss")
+        total = f" of {self.settings.max_inputs:,}" if self.settings.max_inputs else ""
+        print(f"training @ {p.num_inputs:,}{total} inputs: {rate:,.0f} images/s"
+              + (f", loss {loss:.6g}" if loss is not None else ""), flush=True)
+        self._last_line = time.monotonic()
 
     def _progress_bar(self) -> Any:
         from tqdm import tqdm
