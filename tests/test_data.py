@@ -309,3 +309,50 @@ def test_sheets_of_every_pixel_format_read_as_the_same_tiles(tmp_path, mode) -> 
     tiles = torch.stack([t for (t,) in rpg_tile_dataset((3, 8, 8), tile_config=config)])
     rows = [expected[:, r:r + 8, c:c + 8] for r in (0, 8) for c in (0, 8, 16)]
     assert torch.allclose(tiles, torch.stack(rows), atol=1 / 255)
+
+
+def _png_claiming(width: int, height: int) -> bytes:
+    """A PNG whose header claims width x height pixels (and holds no image data)."""
+    import struct
+    import zlib
+
+    def chunk(kind: bytes, data: bytes) -> bytes:
+        return (struct.pack(">I", len(data)) + kind + data
+                + struct.pack(">I", zlib.crc32(kind + data)))
+
+    header = struct.pack(">IIBBBBB", width, height, 8, 2, 0, 0, 0)
+    return (b"\x89PNG\r\n\x1a\n" + chunk(b"IHDR", header)
+            + chunk(b"IDAT", zlib.compress(b"")) + chunk(b"IEND", b""))
+
+
+@pytest.mark.parametrize("case, reason", [
+    ("missing", "does not exist"), ("directory", "is a directory"),
+    ("empty", "not a readable image"), ("text", "not a readable image"),
+    ("svg", "not a readable image"), ("truncated", "not a readable image"),
+    ("bomb", "decompression bomb")])
+def test_every_unreadable_image_file_is_a_data_error_naming_it(case, reason, tmp_path) -> None:
+    import io
+
+    from PIL import Image
+
+    from inrlab.data.images import read_image_file
+
+    path = tmp_path / f"{case}.png"
+    if case == "directory":
+        path.mkdir()
+    elif case == "empty":
+        path.write_bytes(b"")
+    elif case == "text":
+        path.write_text("not a picture")
+    elif case == "svg":
+        path = tmp_path / "picture.svg"
+        path.write_text('<svg xmlns="http://www.w3.org/2000/svg" width="8" height="8"/>')
+    elif case == "truncated":
+        buffer = io.BytesIO()
+        Image.new("RGB", (64, 64), (9, 200, 30)).save(buffer, "PNG")
+        path.write_bytes(buffer.getvalue()[:60])
+    elif case == "bomb":
+        path.write_bytes(_png_claiming(60000, 60000))
+    with pytest.raises(DataError) as raised:
+        read_image_file(path)
+    assert reason in str(raised.value) and path.name in str(raised.value)

@@ -30,11 +30,12 @@ def rgba_uint8(image: Image.Image) -> np.ndarray:
     return np.asarray(image.convert("RGBA"))
 
 
-def read_image_file(path: str | Path) -> torch.Tensor:
-    """An image file as uint8 (3, H, W), transparent pixels composited on black: the one
-    place the commands and datasets read image files, so every unreadable file (missing, a
-    directory, empty, truncated, not an image, an SVG, a decompression bomb over Pillow's
-    pixel limit) is a ``DataError`` naming the file and the reason."""
+def read_image_file(path: str | Path, composite: bool = True) -> torch.Tensor:
+    """An image file as uint8 (3, H, W), transparent pixels composited on black (with
+    ``composite=False``: RGBA, (4, H, W)): the one place the commands and datasets read
+    image files, so every unreadable file (missing, a directory, empty, truncated, not an
+    image, an SVG, a decompression bomb over Pillow's pixel limit) is a ``DataError``
+    naming the file and the reason."""
     path = Path(path)
     try:
         with Image.open(path) as image:
@@ -48,6 +49,8 @@ def read_image_file(path: str | Path) -> torch.Tensor:
         raise DataError(f"refused as a decompression bomb: {e}", path=path) from None
     except (UnidentifiedImageError, OSError, ValueError, SyntaxError) as e:
         raise DataError(f"not a readable image ({type(e).__name__}: {e})", path=path) from None
+    if not composite:
+        return rgba
     rgb = rgba[:3].float() * (rgba[3:].float() / 255.0)
     return rgb.round().to(torch.uint8)
 

@@ -21,10 +21,9 @@ from pathlib import Path
 from typing import Any, Sequence
 
 import torch
-from PIL import Image, UnidentifiedImageError
 
 from inrlab.data.cache import cache_dir, fetch
-from inrlab.data.images import resize, rgba_uint8, set_channels
+from inrlab.data.images import read_image_file, resize, set_channels
 from inrlab.data.tensor import ImageTensorDataset
 from inrlab.errors import DataError
 
@@ -145,11 +144,10 @@ def cut_tiles(sheet: TileSheet, file: Path | None = None) -> torch.Tensor:
     """All kept tiles of one sheet as uint8 (N, 3, h, w), in row-major order."""
     file = file or _sheet_file(sheet)
     try:
-        with Image.open(file) as image:
-            rgba = rgba_uint8(image)
-    except (UnidentifiedImageError, OSError) as e:
-        raise DataError(f"{sheet.source}: cannot read the sheet image ({e})", path=file) from None
-    pixels = torch.from_numpy(rgba.copy()).permute(2, 0, 1)  # (4, H, W)
+        pixels = read_image_file(file, composite=False)  # (4, H, W)
+    except DataError as e:
+        raise DataError(f"{sheet.source}: cannot read the sheet image ({e.message})",
+                        path=file) from None
     if sheet.limit:
         pixels = pixels[:, : sheet.limit[0], : sheet.limit[1]]
     pixels = pixels[:, sheet.offset[0]:, sheet.offset[1]:]

@@ -166,9 +166,12 @@ def reproduction_columns(model: torch.nn.Module, images: torch.Tensor,
     def bicubic(pictures: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
         return F.interpolate(pictures, size=size, mode="bicubic", align_corners=False).clamp(0, 1)
 
+    from inrlab.report.render import check_render_size
+
     codes = model.render_code(images)
     for scale in scales:
         size = (height * scale, width * scale)
+        check_render_size(images.shape[0], images.shape[1], size, key="report renders")
         columns += [(f"render {scale}x", model.decode(codes, size).clamp(0, 1)),
                     (f"bicubic {scale}x", bicubic(images, size))]
         if linear is not None:
