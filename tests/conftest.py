@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import textwrap
 from pathlib import Path
 from typing import Callable
@@ -9,6 +10,11 @@ from typing import Callable
 import pytest
 
 from inrlab.cli import main
+
+# Every Ray process the suite starts uses 127.0.0.1 (Ray reads this when first imported, so it
+# is set before any test module imports Ray; inrlab sets it itself for the runtimes it starts).
+os.environ.setdefault("RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER", "0")
+os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")  # no cloud metadata requests
 
 ROOT = Path(__file__).resolve().parents[1]
 RLTILES = ROOT.parent / "shared" / "datasets" / "rltiles" / "rltiles-2d.png"

@@ -10,11 +10,12 @@ last checkpoint, so running the command again after a crash finishes only what i
 
 from __future__ import annotations
 
+import contextlib
 import os
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Sequence
+from typing import Any, Iterator, Sequence
 
 from inrlab.errors import InrlabError
 from inrlab.experiment.runner import RunOptions, run_entry
@@ -39,7 +40,16 @@ class EntryFailed(Exception):
     """An entry finished with status ``failed``; raised on the worker so the driver retries."""
 
 
-def import_ray() -> Any:
+def import_ray(local: bool = False) -> Any:
+    """Ray, imported; for a ``local`` runtime off the network: Ray reads
+    ``LOOPBACK_VARIABLE`` when it is first imported, and with it at 0 every process takes
+    127.0.0.1 as its node address and listens there only (else the network interface's
+    address, on every interface). An address the user exported wins."""
+    if local:
+        os.environ.setdefault(LOOPBACK_VARIABLE, "0")
+        # Ray's usage statistics ask the cloud metadata address (169.254.169.254) which
+        # cloud this is, through the network interface: a local sweep stays off the network
+        os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
     except ImportError:
@@ -52,6 +62,9 @@ def train_entry(path: str, entry_id: str, options: RunOptions, workdir: str,
     """The body of one Ray task: train one entry exactly as ``inrlab run`` would."""
     import torch
 
+    if os.environ.pop(PROXY_MARKER, None):  # inrlab's loopback proxy of the runtime's start
+        for name in PROXY_VARIABLES:
+            os.environ.pop(name, None)
     if os.path.isdir(workdir):
         os.chdir(workdir)  # relative data paths resolve as on the submitting machine
     torch.set_num_threads(max(1, threads))
@@ -70,7 +83,7 @@ def run_sweep(path: Path, specs: Sequence[RunSpec], options: RunOptions,
               sweep: SweepOptions) -> dict[str, str]:
     """Train ``specs`` (entries of the experiment file ``path``) on Ray; returns statuses by
     experiment name. Prints one line per finished entry and an overall progress bar."""
-    ray = import_ray()
+    ray = import_ray(local=sweep.address is None)
     from tqdm import tqdm
 
     statuses: dict[str, str] = {}
@@ -139,16 +152,37 @@ def _init_ray(ray: Any, sweep: SweepOptions) -> bool:
     # Workers' own output stays in Ray's session logs; the driver prints one line per entry.
     kwargs: dict[str, Any] = {"include_dashboard": False, "log_to_driver": False}
     if sweep.address is None:
-        # A local runtime's processes take 127.0.0.1 as their node address and listen there
-        # only with this set before Ray starts (else the network interface's, on every
-        # interface); an address the user exported wins.
-        os.environ.setdefault(LOOPBACK_VARIABLE, "0")
         if sweep.jobs:
             kwargs["num_cpus"] = max(1, int(sweep.jobs * sweep.cpus_per_run + 0.999))
-        ray.init(**kwargs)
+        with _cloud_probe_on_loopback():
+            ray.init(**kwargs)
     else:
         ray.init(address=sweep.address, **kwargs)
     return True
+
+
+PROXY_VARIABLES = ("http_proxy", "HTTP_PROXY")
+PROXY_MARKER = "INRLAB_RAY_LOOPBACK_PROXY"  # says the proxy variables are inrlab's own
+
+
+@contextlib.contextmanager
+def _cloud_probe_on_loopback() -> Iterator[None]:
+    """While a local Ray runtime starts, plain HTTP goes through a proxy address on
+    loopback where nothing listens: Ray's dashboard process asks the cloud metadata address
+    (169.254.169.254) which cloud this is, even with usage statistics off, through the
+    network interface; so its request is refused on 127.0.0.1 instead. The Ray processes
+    keep the variables; ``train_entry`` drops them, so an entry's own downloads go out as
+    in a plain run. A proxy the user set is left as it is."""
+    if any(os.environ.get(name) for name in PROXY_VARIABLES):
+        yield
+        return
+    os.environ.update({name: "http://127.0.0.1:9" for name in PROXY_VARIABLES})
+    os.environ[PROXY_MARKER] = "1"
+    try:
+        yield
+    finally:
+        for name in (*PROXY_VARIABLES, PROXY_MARKER):
+            os.environ.pop(name, None)
 
 
 def _short_error(error: BaseException) -> str:
