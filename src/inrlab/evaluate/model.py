@@ -133,7 +133,7 @@ def code_rows(model: Autoencoder, name: str, images: Images, train_images: torch
     image the anchors are matched to (the first form's)."""
     reference = None
     if train_images is not None and _takes(model, train_images):
-        reference = model.encode(train_images)
+        reference = torch.cat([model.encode(part) for part in train_images.split(256)])
     warm_up(model, images[0])
     made = []  # (method, codes per batch, encode seconds)
     codes, seconds = [], 0.0
