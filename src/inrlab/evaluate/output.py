@@ -22,7 +22,8 @@ def rows_json(rows: Sequence[Row]) -> list[dict[str, Any]]:
     return [row.as_dict() for row in rows]
 
 
-def _cell(value: Any, column: str) -> str:
+def cell(value: Any, column: str) -> str:
+    """A row's value as the tables print it (PSNR to 0.01 dB, SSIM to 0.001, ...)."""
     if value is None:
         return ""
     if isinstance(value, float):
@@ -48,7 +49,7 @@ def markdown(evaluation: Evaluation) -> str:
         parts.append("| " + " | ".join(columns) + " |")
         parts.append("|" + "|".join("---:" if c in numeric else "---" for c in columns) + "|")
         for row in rows:
-            parts.append("| " + " | ".join(_cell(getattr(row, c), c) for c in columns) + " |")
+            parts.append("| " + " | ".join(cell(getattr(row, c), c) for c in columns) + " |")
         parts.append("")
     parts.append("PSNR pooled over the images' pixels (psnr_per_image in the JSON: the mean "
                  "of each image's); bytes and ms per image; bpp per pixel of the image "

@@ -300,13 +300,13 @@ def _run_section(run: ReportRun) -> str:
 
 def _evaluation_section(run_dir: RunDir) -> list[str]:
     """The run's saved ``inrlab evaluate`` rows (``RUN_DIR/evaluation.json``) as a table."""
-    from inrlab.evaluate.output import COLUMNS, read_saved
+    from inrlab.evaluate.output import COLUMNS, cell, read_saved
 
     rows = read_saved(run_dir)
     if not rows:
         return []
-    shown = [{column: row.get(column) for column in COLUMNS
-              if any(r.get(column) is not None for r in rows)} for row in rows]
+    columns = [c for c in COLUMNS if any(r.get(c) is not None for r in rows)]
+    shown = [{c: cell(row.get(c), c) for c in columns} for row in rows]
     return ["<h3>Evaluation</h3>",
             f"<p>saved by <code>inrlab evaluate</code> on {rows[0].get('images')} images "
             "(PSNR pooled over their pixels; bytes and ms per image)</p>", _table(shown)]
