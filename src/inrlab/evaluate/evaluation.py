@@ -19,6 +19,7 @@ from inrlab.evaluate.rows import (Images, Row, bits_per_pixel, group_by_size, ma
                                   per_image_ms, timed)
 from inrlab.evaluate.targets import (Target, find_runs, image_files, load_target,
                                      read_images)
+from inrlab.models.refine import check_refinement
 from inrlab.report.baselines import PCA
 from inrlab.train.trainer import resolve_device
 
@@ -52,16 +53,8 @@ class EvaluateOptions:
             if not (isinstance(scale, (int, float)) and math.isfinite(scale) and scale > 1):
                 raise InrlabError(f"--scales takes factors above 1 (the truth is that many "
                                   f"times the input's size), got {scale}", key="--scales")
-        if self.refinement.steps < 0:
-            raise InrlabError(f"--refine-steps must be 0 or more, got {self.refinement.steps}",
-                              key="--refine-steps")
-        weight = self.refinement.rate_weight
-        if weight is not None and not weight >= 0:
-            raise InrlabError(f"--refine-rate-weight must be 0 or more, got {weight}",
-                              key="--refine-rate-weight")
-        if not self.refinement.learnrate > 0:
-            raise InrlabError("--refine-learnrate must be above 0, got "
-                              f"{self.refinement.learnrate}", key="--refine-learnrate")
+        refinement = self.refinement
+        check_refinement(refinement.steps, refinement.learnrate, refinement.rate_weight)
         if self.budget is not None and not (math.isfinite(self.budget) and self.budget > 0):
             raise InrlabError(f"--budget must be a number of bytes above 0, got {self.budget}",
                               key="--budget")

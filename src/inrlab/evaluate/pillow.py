@@ -16,7 +16,8 @@ import numpy as np
 import torch
 from PIL import Image
 
-from inrlab.evaluate.rows import Images, count_images, score, timed, to_8_bits
+from inrlab.evaluate.rows import Images, count_images, score, timed
+from inrlab.storage.grids import to_8_bits
 
 FORMATS = {"jpeg": "JPEG", "webp": "WEBP", "avif": "AVIF"}
 HEADERS = {"jpeg": "headers and tables before the scan and the end marker",

@@ -113,11 +113,6 @@ def per_image_ms(seconds: float, images: Images | int) -> float:
     return 1e3 * seconds / max(1, count)
 
 
-def to_8_bits(images: torch.Tensor) -> torch.Tensor:
-    """(…, C, H, W) floats in [0, 1] -> uint8, rounded."""
-    return (images.float().clamp(0, 1) * 255).round().to(torch.uint8)
-
-
 def group_by_size(images: Sequence[torch.Tensor]) -> Images:
     """Images (C, H, W) of any sizes as batches, one per size, in first-seen order."""
     groups: dict[tuple[int, ...], list[torch.Tensor]] = {}

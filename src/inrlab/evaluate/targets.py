@@ -14,12 +14,12 @@ from inrlab.data import first_images, plain_images, set_channels
 from inrlab.data.images import read_image_file
 from inrlab.errors import InrlabError
 from inrlab.experiment.build import build_entry
-from inrlab.experiment.runner import load_run_weights
-from inrlab.experiment.spec import RunSpec, load_experiment, load_run_spec
+from inrlab.experiment.runner import load_trained_model
+from inrlab.experiment.spec import RunSpec, load_experiment
+from inrlab.report.baselines import TRAIN_IMAGES
 from inrlab.storage.rundir import RunDir, is_run
 
 IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".gif")
-TRAIN_IMAGES = 4096  # training images PCA is fit on
 
 
 @dataclass
@@ -80,10 +80,8 @@ def find_runs(target: Path, runs_dir: Path) -> list[tuple[RunDir, str]]:
 def load_target(run_dir: RunDir, name: str = "", checkpoint: str = "best") -> Target:
     """The run rebuilt from its ``config.yaml`` with its weights; ``name`` defaults to its
     ``experiment_name``."""
-    spec = load_run_spec(run_dir.path)
-    model = build_entry(spec, with_data=False).model
-    used = load_run_weights(model, run_dir.path, checkpoint)
-    return Target(name or spec.experiment_name, run_dir, spec, model.eval(), used)
+    spec, model, used = load_trained_model(run_dir.path, checkpoint)
+    return Target(name or spec.experiment_name, run_dir, spec, model, used)
 
 
 def image_files(directory: Path) -> list[Path]:

@@ -12,6 +12,19 @@ from inrlab.models.autoencoders import EncoderDecoder
 from inrlab.models.contract import Autoencoder
 
 
+def check_refinement(steps: int, learnrate: float, rate_weight: float | None = None) -> None:
+    """Bad input, named by the CLI flags, unless ``steps`` >= 0, ``learnrate`` > 0 and
+    ``rate_weight`` (when given) >= 0; NaN fails too."""
+    if steps < 0:
+        raise InrlabError(f"--refine-steps must be 0 or more, got {steps}", key="--refine-steps")
+    if not learnrate > 0:
+        raise InrlabError(f"--refine-learnrate must be above 0, got {learnrate}",
+                          key="--refine-learnrate")
+    if rate_weight is not None and not rate_weight >= 0:
+        raise InrlabError(f"--refine-rate-weight must be 0 or more, got {rate_weight}",
+                          key="--refine-rate-weight")
+
+
 def render_codes(model: Autoencoder, images: torch.Tensor, refine_steps: int = 0,
                  refine_learnrate: float = 0.01) -> torch.Tensor:
     """The codes to render ``images`` from at other sizes: ``model.render_code``, or with

@@ -13,7 +13,7 @@ from inrlab.data.images import read_image_file, resize_nearest, set_channels
 from inrlab.errors import InrlabError
 from inrlab.experiment.runner import load_trained_model
 from inrlab.models.contract import Autoencoder
-from inrlab.models.refine import render_codes
+from inrlab.models.refine import check_refinement, render_codes
 from inrlab.storage.grids import image_grid, save_png, to_8_bits
 from inrlab.storage.rundir import CHECKPOINTS
 from inrlab.train.trainer import resolve_device
@@ -146,12 +146,7 @@ def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int] | f
     a size whose output would not fit is bad input first (``check_render_size``)."""
     if steps < 2:
         raise InrlabError(f"--steps must be at least 2 (both ends), got {steps}", key="--steps")
-    if refine_steps < 0:
-        raise InrlabError(f"--refine-steps must be 0 or more, got {refine_steps}",
-                          key="--refine-steps")
-    if not refine_learnrate > 0:  # also catches NaN
-        raise InrlabError(f"--refine-learnrate must be above 0, got {refine_learnrate}",
-                          key="--refine-learnrate")
+    check_refinement(refine_steps, refine_learnrate)
     check_precision(precision)
     if max_pixels is not None and max_pixels < 1:
         raise InrlabError(f"--max-pixels must be at least 1, got {max_pixels}",
