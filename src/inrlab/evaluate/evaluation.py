@@ -106,11 +106,14 @@ def evaluate(targets: Sequence[Target], options: EvaluateOptions) -> Evaluation:
     files = image_files(options.images) if options.images is not None else None
     evaluation = Evaluation()
     anchors = [t for t in targets if check_model(t.model, t.name).anchor_method]
+    read: dict[int, list[torch.Tensor]] = {}  # --images, read once per channel count
     for target in targets:
-        model = check_model(target.model, target.name).to(device)
+        model = target.model.to(device)
         channels = model.input_shape[0]
         if files is not None:
-            named = list(zip(files, read_images(files, channels, say)))
+            if channels not in read:
+                read[channels] = read_images(files, channels, say)
+            named = list(zip(files, read[channels]))
         else:
             say(f"{target.name}: reading its validation set")
             images = target.validation_images(options.max_images)
@@ -245,7 +248,7 @@ def scale_table(target: Target, named: list[tuple[Path, torch.Tensor]], scale: f
     cpu_truths = [t.cpu() for t in truths]
     inputs = pillow.resample(cpu_truths, lows, "box")  # (B, C, h, w), 8-bit values
     sizes = [tuple(t.shape[-2:]) for t in truths]
-    rows, own = scale_rows(model, name, [i.to(device) for i in inputs], truths, scale,
+    rows, renders, own = scale_rows(model, name, [i.to(device) for i in inputs], truths, scale,
                            options.refinement)
     upscaled = {method: pillow.resample(inputs, sizes, method) for method in UPSCALERS}
     for method in UPSCALERS:
@@ -262,6 +265,5 @@ def scale_table(target: Target, named: list[tuple[Path, torch.Tensor]], scale: f
     pictures.setdefault("truth", cpu_truths[0][shown])
     pictures.setdefault(f"input (1/{scale:g})", inputs[0][shown])
     pictures.setdefault(f"lanczos {scale:g}x", upscaled["lanczos"][0][shown])
-    pictures[f"{label} render {scale:g}x".strip()] = model.decode(
-        model.render_code(inputs[0][shown].to(truths[0].device)), sizes[0]).cpu()
+    pictures[f"{label} render {scale:g}x".strip()] = renders[0][shown].cpu()
 

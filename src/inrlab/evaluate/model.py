@@ -195,10 +195,10 @@ def _takes(model: Autoencoder, images: torch.Tensor) -> bool:
 
 @torch.no_grad()
 def scale_rows(model: Autoencoder, name: str, inputs: Images, truths: Images, scale: float,
-               refinement: Refinement) -> tuple[list[Row], Images]:
+               refinement: Refinement) -> tuple[list[Row], Images, Images]:
     """Rows ``render`` (and ``refined render``) of the model's codes of ``inputs`` rendered
-    at the truths' sizes, and the model's own decode of ``inputs`` at their size (for the
-    upscales of it)."""
+    at the truths' sizes; those renders; and the model's own decode of ``inputs`` at their
+    size (for the upscales of it)."""
     warm_up(model, inputs[0])
     renders, own, encode_s, decode_s = [], [], 0.0, 0.0
     for low, truth in zip(inputs, truths):
@@ -227,5 +227,5 @@ def scale_rows(model: Autoencoder, name: str, inputs: Images, truths: Images, sc
                              f"{refinement.describe()} on the input, rendered at the truth's "
                              "size", refined, truths,
                              encode_ms=per_image_ms(spent_all, count), **common))
-    return rows, own
+    return rows, renders, own
 
