@@ -12,7 +12,7 @@ from pathlib import Path
 from typing import Any, Sequence
 
 from inrlab.errors import InrlabError
-from inrlab.storage.paths import check_output_directory, check_output_file, check_runs_dir
+from inrlab.storage.paths import check_output_directory, check_runs_dir
 from inrlab.storage.rundir import CHECKPOINTS, default_runs_dir
 
 EXIT_OK, EXIT_FAILED, EXIT_BAD_INPUT, EXIT_INTERRUPTED = 0, 1, 2, 130
@@ -325,13 +325,10 @@ def _note_foreign_run(run_dir: Path, runs_dir: Path) -> None:
 
 
 def command_render(args: argparse.Namespace) -> int:
-    from inrlab.report.render import parse_size, render_run
+    from inrlab.report.render import checked_output, parse_size, render_run
 
     size = parse_size(args.size)
-    if args.output is not None:
-        single = args.output.suffix.lower() == ".png" and len(args.input) + bool(
-            args.interpolate) == 1
-        (check_output_file if single else check_output_directory)(args.output, "-o")
+    checked_output(args.output, len(args.input) + bool(args.interpolate))  # before any work
     if not args.input and not args.interpolate:
         raise InrlabError("give images to render with --input IMAGE... and/or "
                           "--interpolate A B")

@@ -15,6 +15,7 @@ from inrlab.experiment.runner import load_trained_model
 from inrlab.models.contract import Autoencoder
 from inrlab.models.refine import check_refinement, render_codes
 from inrlab.storage.grids import image_grid, save_png, to_8_bits
+from inrlab.storage.paths import check_output_directory, check_output_file
 from inrlab.storage.rundir import CHECKPOINTS
 from inrlab.train.trainer import resolve_device
 
@@ -89,6 +90,16 @@ def check_render_size(count: int, channels: int, size: tuple[int, int],
                           key=key)
 
 
+def checked_output(output: Path | None, count: int) -> bool:
+    """Whether ``output`` is the one PNG file of a render of ``count`` outputs (else a
+    directory), after checking it can be written there (bad input naming ``-o``)."""
+    if output is None:
+        return False
+    single_file = output.suffix.lower() == ".png" and count == 1
+    (check_output_file if single_file else check_output_directory)(output, "-o")
+    return single_file
+
+
 def check_precision(precision: str) -> None:
     if precision not in PRECISIONS:
         raise InrlabError(f"--precision must be one of {', '.join(PRECISIONS)}, got "
@@ -148,6 +159,7 @@ def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int] | f
         raise InrlabError(f"--steps must be at least 2 (both ends), got {steps}", key="--steps")
     check_refinement(refine_steps, refine_learnrate)
     check_precision(precision)
+    single_file = checked_output(output, len(inputs) + bool(interpolate))
     if max_pixels is not None and max_pixels < 1:
         raise InrlabError(f"--max-pixels must be at least 1, got {max_pixels}",
                           key="--max-pixels")
@@ -175,7 +187,6 @@ def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int] | f
     for _, paths in jobs:  # every size checked before anything is rendered or written
         count = steps if len(paths) == 2 else 1
         check_render_size(count, shape[0], render_size(size, images[paths[0]]), max_pixels)
-    single_file = output is not None and output.suffix.lower() == ".png" and len(jobs) == 1
     directory = output if output is not None and not single_file else run_path / "renders"
     written = []
     for stem, paths in jobs:
