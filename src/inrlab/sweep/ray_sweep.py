@@ -47,8 +47,8 @@ def import_ray(local: bool = False) -> Any:
     address, on every interface). An address the user exported wins."""
     if local:
         os.environ.setdefault(LOOPBACK_VARIABLE, "0")
-        # Ray's usage statistics ask the cloud metadata address (169.254.169.254) which
-        # cloud this is, through the network interface: a local sweep stays off the network
+        # no usage report to Ray's servers from a local sweep (its cloud-metadata probe
+        # runs even so: _cloud_probe_on_loopback)
         os.environ.setdefault("RAY_USAGE_STATS_ENABLED", "0")
     try:
         import ray
