@@ -19,7 +19,7 @@ from pathlib import Path
 import torch
 
 from inrlab.experiment.build import build_entry
-from inrlab.experiment.runner import load_run_weights
+from inrlab.experiment.trained import load_run_weights
 from inrlab.experiment.spec import load_experiment
 from inrlab.report.baselines import compare_with_baselines
 from inrlab.storage.rundir import RunDir

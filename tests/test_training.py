@@ -135,7 +135,7 @@ def test_run_prints_and_records_how_it_computes(tiny_experiment, cli) -> None:
     and reproduce the same outputs."""
     from inrlab.experiment import load_experiment
     from inrlab.experiment.build import build_entry
-    from inrlab.experiment.runner import load_run_weights
+    from inrlab.experiment.trained import load_run_weights
     from inrlab.train.device import bf16_units, channels_last
 
     code, out, _ = cli("run", tiny_experiment, "--only", "1", "--device", "cpu")

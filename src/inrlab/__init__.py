@@ -7,6 +7,7 @@ The public API, for notebooks and scripts (the CLI is ``inrlab``)::
     run = inrlab.fit(model, tiles, experiment_name="nb/first", batch_size=64,
                        learnrate=1e-3, optimizer="Adam", max_inputs=100_000)
     inrlab.load_run("runs/nb/first").model
+    inrlab.load_model("model.safetensors")  # a model file from `inrlab export`
 
 Names load on first use, so ``import inrlab`` (and the CLI) stays quick. (``fit`` trains;
 ``inrlab.train`` is the subpackage of the training loop.)
@@ -23,6 +24,7 @@ __version__ = "0.1.0"
 _EXPORTS = {
     # running and loading
     "run": "inrlab.api", "fit": "inrlab.api", "load_run": "inrlab.api", "Run": "inrlab.api",
+    "load_model": "inrlab.experiment.trained",
     "InrlabError": "inrlab.errors",
     "load_experiment": "inrlab.experiment.spec",
     # data

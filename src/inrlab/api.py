@@ -41,7 +41,7 @@ class Run:
     @property
     def model(self) -> nn.Module:
         if self._model is None:
-            from inrlab.experiment.runner import load_trained_model
+            from inrlab.experiment.trained import load_trained_model
 
             if not self.config.get("model"):
                 raise InrlabError(
@@ -82,7 +82,7 @@ class Run:
 def load_run(path: str | Path, model: nn.Module | None = None) -> Run:
     """Read a run directory. ``model``: the architecture the run trained, for runs started
     by ``fit`` with a model object (its weights are loaded into it)."""
-    from inrlab.experiment.runner import load_run_weights
+    from inrlab.experiment.trained import load_run_weights
     from inrlab.experiment.spec import load_run_spec
 
     run_dir = RunDir(Path(path))

@@ -1,4 +1,4 @@
-"""``inrlab`` command line: run, show, results, report, render and evaluate."""
+"""``inrlab`` command line: run, show, results, report, render, export and evaluate."""
 
 from __future__ import annotations
 
@@ -89,8 +89,11 @@ def make_parser() -> argparse.ArgumentParser:
     _add_runs_dir(report)
 
     render = commands.add_parser(
-        "render", help="encode images with a run's best checkpoint and render at any size")
-    render.add_argument("run_dir", type=Path)
+        "render", help="encode images with a run's best checkpoint (or a model file) and "
+                       "render them at any size")
+    render.add_argument("run_dir", type=Path, metavar="RUN_OR_MODEL_FILE",
+                        help="a run directory, an experiment name in the runs directory, or "
+                             "a model file (.safetensors, from inrlab export)")
     render.add_argument("--input", nargs="+", type=Path, default=[], metavar="IMAGE")
     render.add_argument("--size", required=True,
                         help="H, HxW or a scale of each input's size: 64, 512x512, 2x")
@@ -110,12 +113,23 @@ def make_parser() -> argparse.ArgumentParser:
                         help="auto (default): bf16 on a GPU when a probe of pixels comes out "
                              "the same to 8 bits as fp32, else fp32")
     render.add_argument("-o", "--output", type=Path, default=None,
-                        help="a .png file (one output) or a directory "
-                             "(default: RUN_DIR/renders)")
+                        help="a .png file (one output) or a directory (default: "
+                             "RUN_DIR/renders, or renders/ beside a model file)")
     render.add_argument("--max-pixels", type=int, default=None, metavar="N",
                         help="render up to N output pixels in one call (default 2**28; the "
                              "output must also fit in a quarter of the available memory)")
     _add_runs_dir(render)
+
+    export = commands.add_parser(
+        "export", help="write a run's model as one safetensors file anyone can load without "
+                       "running code")
+    export.add_argument("run_dir", type=Path, metavar="RUN",
+                        help="a run directory or an experiment name in the runs directory")
+    export.add_argument("-o", "--output", type=Path, default=None, metavar="FILE",
+                        help="the .safetensors file to write (default: RUN_DIR/model.safetensors)")
+    export.add_argument("--checkpoint", choices=CHECKPOINTS, default="best",
+                        help="the run's best weights (default; else its last) or its last")
+    _add_runs_dir(export)
 
     evaluate = commands.add_parser(
         "evaluate", help="score runs against codecs at equal bytes and upscalers at scales")
@@ -325,6 +339,7 @@ def _note_foreign_run(run_dir: Path, runs_dir: Path) -> None:
 
 
 def command_render(args: argparse.Namespace) -> int:
+    from inrlab.experiment.trained import is_model_file
     from inrlab.report.render import checked_output, parse_size, render_run
 
     size = parse_size(args.size)
@@ -334,19 +349,35 @@ def command_render(args: argparse.Namespace) -> int:
                           "--interpolate A B")
     run_dir = args.run_dir
     runs_dir = args.runs_dir or default_runs_dir()
-    if not run_dir.is_dir() and (runs_dir / run_dir).is_dir():
-        run_dir = runs_dir / run_dir  # an experiment name, inside the runs directory
-    if not run_dir.is_dir():
-        raise InrlabError(f"{args.run_dir} is not a run directory, nor is "
-                          f"{(runs_dir / args.run_dir).resolve()} (the runs directory is "
-                          f"{runs_dir.resolve()}; --runs-dir DIR reads another)",
-                          path=args.run_dir)
-    _note_foreign_run(run_dir, runs_dir)
+    if not (run_dir.is_file() and is_model_file(run_dir)):  # a model file runs no code
+        run_dir = _run_directory(run_dir, runs_dir)
+        _note_foreign_run(run_dir, runs_dir)
     render_run(run_dir, args.input, size, args.output, args.interpolate, args.steps,
                device=args.device, precision=args.precision, refine_steps=args.refine_steps,
                refine_learnrate=args.refine_learnrate, checkpoint=args.checkpoint,
                max_pixels=args.max_pixels)
     return EXIT_OK
+
+
+def command_export(args: argparse.Namespace) -> int:
+    from inrlab.experiment.trained import export_run
+
+    run_dir = _run_directory(args.run_dir, args.runs_dir or default_runs_dir())
+    path = export_run(run_dir, args.output, args.checkpoint)
+    print(f"wrote {path} ({path.stat().st_size:,} bytes); load it with "
+          f"inrlab.load_model('{path}') or render with 'inrlab render {path} ...'")
+    return EXIT_OK
+
+
+def _run_directory(target: Path, runs_dir: Path) -> Path:
+    """``target`` as a run directory: itself, or an experiment name in ``runs_dir``."""
+    if not target.is_dir() and (runs_dir / target).is_dir():
+        return runs_dir / target
+    if not target.is_dir():
+        raise InrlabError(f"{target} is not a run directory, nor is "
+                          f"{(runs_dir / target).resolve()} (the runs directory is "
+                          f"{runs_dir.resolve()}; --runs-dir DIR reads another)", path=target)
+    return target
 
 
 def command_evaluate(args: argparse.Namespace) -> int:
@@ -380,7 +411,8 @@ def command_evaluate(args: argparse.Namespace) -> int:
 
 
 COMMANDS = {"run": command_run, "show": command_show, "results": command_results,
-            "report": command_report, "render": command_render, "evaluate": command_evaluate}
+            "report": command_report, "render": command_render, "export": command_export,
+            "evaluate": command_evaluate}
 
 
 def main(argv: Sequence[str] | None = None) -> int:

@@ -21,6 +21,7 @@ from inrlab.evaluate.targets import (Target, find_runs, image_files, load_target
                                      read_images)
 from inrlab.models.refine import check_refinement
 from inrlab.report.baselines import PCA
+from inrlab.storage.rundir import RunDir
 from inrlab.train.trainer import resolve_device
 
 DEFAULT_MAX_IMAGES = 1000  # images of a run's validation set scored (without --images)
@@ -87,13 +88,14 @@ def resolve_targets(targets: Sequence[Path], runs_dir: Path, checkpoint: str) ->
     found = [run for target in targets for run in find_runs(Path(target), runs_dir)]
     seen, loaded = set(), []
     for run_dir, name in found:
-        if run_dir.path.resolve() in seen:
+        path = run_dir.path if isinstance(run_dir, RunDir) else run_dir
+        if path.resolve() in seen:
             continue
-        seen.add(run_dir.path.resolve())
-        say(f"loading {name or run_dir.path}")
+        seen.add(path.resolve())
+        say(f"loading {name or path}")
         target = load_target(run_dir, name, checkpoint)
         if any(other.name == target.name for other in loaded):  # same name, other runs dir
-            target.name = str(run_dir.path)
+            target.name = str(path)
         loaded.append(target)
     return loaded
 
@@ -150,8 +152,6 @@ def bytes_rows(target: Target, named: list[tuple[Path, torch.Tensor]], options: 
                     for components, bits in pca_settings(code_floats, budget)]
         evaluation.rows += pca_rows
         evaluation.curves[(name, "pca")] = [(row.bpp, row.psnr) for row in pca_rows]
-    else:
-        say(f"{name}: no pca row: PCA needs images of the training images' size")
     for codec in CODECS:
         say(f"{name}: {codec} at {budget:.1f} bytes per image")
         found = pillow.at_budget([i.cpu() for i in images], codec, budget, options.avif_speed)
@@ -179,11 +179,14 @@ def bytes_rows(target: Target, named: list[tuple[Path, torch.Tensor]], options: 
 
 def _train_images(target: Target, images: Images) -> torch.Tensor | None:
     """The run's training images when they have the scored images' size (PCA is fit on
-    them, a float code's 8-bit range taken from their codes), else None."""
-    if len(images) != 1:
+    them, a float code's 8-bit range taken from their codes), else None (saying why)."""
+    train = target.train_images() if len(images) == 1 else None
+    if train is None or train.shape[1:] != images[0].shape[1:]:
+        why = ("a model file holds no training images" if target.spec is None
+               else "PCA needs images of the training images' size")
+        say(f"{target.name}: no pca row: {why}")
         return None
-    train = target.train_images().to(images[0].device)
-    return train if train.shape[1:] == images[0].shape[1:] else None
+    return train.to(images[0].device)
 
 
 def pca_settings(code_floats: int, budget: float) -> list[tuple[int, int]]:

@@ -110,13 +110,14 @@ def write_outputs(evaluation: Evaluation, directory: Path) -> list[Path]:
     return written
 
 
-def save_in_runs(evaluation: Evaluation, run_dirs: dict[str, RunDir]) -> list[Path]:
+def save_in_runs(evaluation: Evaluation, run_dirs: dict[str, RunDir | None]) -> list[Path]:
     """Each run's own rows into ``RUN_DIR/evaluation.json`` (replacing an earlier
-    evaluation's), where ``inrlab report`` shows them."""
+    evaluation's), where ``inrlab report`` shows them; a model file (no run directory)
+    keeps none."""
     written = []
     for target, run_dir in run_dirs.items():
         rows = evaluation.rows_of(target)
-        if rows:
+        if rows and run_dir is not None:
             atomic_write_json(run_dir.evaluation, rows_json(rows))
             written.append(run_dir.evaluation)
     return written

@@ -1,6 +1,6 @@
 """What ``inrlab evaluate`` scores: trained runs, named by their directory, their experiment
-name in the runs directory, or an experiment file (each entry that has a run), and the
-images they are scored on."""
+name in the runs directory, or an experiment file (each entry that has a run), or model
+files (``inrlab export``); and the images they are scored on."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from inrlab.data import first_images, plain_images, set_channels
 from inrlab.data.images import read_image_file
 from inrlab.errors import InrlabError
 from inrlab.experiment.build import build_entry
-from inrlab.experiment.runner import load_trained_model
+from inrlab.experiment.trained import is_model_file, open_trained
 from inrlab.experiment.spec import RunSpec, load_experiment
 from inrlab.report.baselines import TRAIN_IMAGES
 from inrlab.storage.rundir import RunDir, is_run
@@ -24,17 +24,22 @@ IMAGE_SUFFIXES = (".png", ".jpg", ".jpeg", ".bmp", ".webp", ".tif", ".tiff", ".g
 
 @dataclass
 class Target:
-    """A trained run: its model (eval mode, best weights, else last), and lazily its own
-    validation and training images."""
+    """A trained run or model file: its model (eval mode, best weights, else last), and
+    lazily the run's own validation and training images (a model file has none: ``spec``
+    and ``run_dir`` are None)."""
 
     name: str
-    run_dir: RunDir
-    spec: RunSpec
+    run_dir: RunDir | None
+    spec: RunSpec | None
     model: torch.nn.Module
     checkpoint: Path
     _datasets: tuple | None = None
 
     def _sets(self) -> tuple:
+        if self.spec is None:
+            raise InrlabError(f"{self.checkpoint} is a model file, which holds no images to "
+                              "score it on: give them with --images DIR", key="--images",
+                              path=self.checkpoint)
         if self._datasets is None:
             built = build_entry(self.spec, with_data=True)
             self._datasets = (built.train_sets, built.validation_sets)
@@ -46,14 +51,18 @@ class Target:
         train_sets, validation_sets = self._sets()
         return first_images((validation_sets or train_sets)[0][1], limit)
 
-    def train_images(self, limit: int = TRAIN_IMAGES) -> torch.Tensor:
+    def train_images(self, limit: int = TRAIN_IMAGES) -> torch.Tensor | None:
         """The first ``limit`` training images, without augmentation where the dataset can
-        give them so (``plain_images``)."""
+        give them so (``plain_images``); None for a model file."""
+        if self.spec is None:
+            return None
         return plain_images(self._sets()[0][0][1], limit)
 
 
-def find_runs(target: Path, runs_dir: Path) -> list[tuple[RunDir, str]]:
-    """(run directory, name) of every run ``target`` names."""
+def find_runs(target: Path, runs_dir: Path) -> list[tuple[RunDir | Path, str]]:
+    """(run directory, name) of every run ``target`` names; (path, "") for a model file."""
+    if target.is_file() and is_model_file(target):
+        return [(target, "")]
     if target.is_dir():
         if not is_run(target):
             raise InrlabError(f"{target} is a directory but no inrlab run (no config.yaml, "
@@ -77,11 +86,15 @@ def find_runs(target: Path, runs_dir: Path) -> list[tuple[RunDir, str]]:
                       f"experiment name in the runs directory {runs_dir}", path=target)
 
 
-def load_target(run_dir: RunDir, name: str = "", checkpoint: str = "best") -> Target:
-    """The run rebuilt from its ``config.yaml`` with its weights; ``name`` defaults to its
-    ``experiment_name``."""
-    spec, model, used = load_trained_model(run_dir.path, checkpoint)
-    return Target(name or spec.experiment_name, run_dir, spec, model, used)
+def load_target(run_dir: RunDir | Path, name: str = "", checkpoint: str = "best") -> Target:
+    """The run rebuilt from its ``config.yaml`` with its weights, or a model file from its
+    spec; ``name`` defaults to the run's ``experiment_name`` (the model file's name)."""
+    trained = open_trained(run_dir.path if isinstance(run_dir, RunDir) else run_dir,
+                           checkpoint)
+    if trained.spec is None:
+        return Target(name or str(run_dir), None, None, trained.model, trained.source)
+    return Target(name or trained.name, trained.run_dir, trained.spec, trained.model,
+                  trained.source)
 
 
 def image_files(directory: Path) -> list[Path]:

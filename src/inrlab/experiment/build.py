@@ -4,10 +4,12 @@ options, the trainer itself and the run's ``config.yaml`` -- for experiment file
 
 from __future__ import annotations
 
+import hashlib
 import importlib
 import random
 import re
 from dataclasses import dataclass, field
+from pathlib import Path
 from typing import Any
 
 import numpy as np
@@ -19,7 +21,7 @@ from inrlab.errors import InrlabError
 from inrlab.experiment.namespace import snippet_namespace
 from inrlab.experiment.snippets import evaluate
 from inrlab.experiment.spec import RunSpec
-from inrlab.models.registry import MODELS
+from inrlab.models.registry import MODELS, model_spec
 from inrlab.storage.rundir import RunDir
 from inrlab.train import TRAINERS, Trainer
 from inrlab.train.device import resolve_device
@@ -222,17 +224,30 @@ def locate(error: InrlabError, spec: RunSpec) -> InrlabError:
 
 
 def run_config(spec: RunSpec, model: nn.Module) -> dict[str, Any]:
-    """The run's ``config.yaml``: the entry's values and where they came from. Of values
-    given in Python, objects (a model, datasets) are left out: ``model`` is kept only as a
-    ``{name, args}`` spec, which is what lets ``inrlab.load_run`` rebuild it."""
+    """The run's ``config.yaml``: the entry's values and where they came from, with the
+    model's resolved ``{name, args}`` spec (``model_spec``: what its parent filled in
+    written out; null for a snippet's model). Of values given in Python, objects (a model,
+    datasets) are left out: ``model`` is kept only as a ``{name, args}`` spec, which is
+    what lets ``inrlab.load_run`` rebuild it."""
+    resolved = model_spec(model)
     if spec.path is None:
         values = {key: _yaml_plain(value) for key, value in spec.values.items()
                   if _is_plain(value)}
         values.setdefault("model", None)  # a model object: config.yaml cannot rebuild it
-        return {**values, "inrlab": {"source": "python", "model_class": type(model).__name__}}
+        return {**values, "inrlab": {"source": "python", "model_class": type(model).__name__,
+                                     "model_spec": resolved}}
     return {**spec.values,
-            "inrlab": {"source": str(spec.path), "matrix_id": spec.entry.id,
-                       "matrix_slug": spec.entry.slug, "matrix_entry": spec.entry.params}}
+            "inrlab": {"source": str(spec.path), "source_sha256": _sha256(spec.path),
+                       "matrix_id": spec.entry.id, "matrix_slug": spec.entry.slug,
+                       "matrix_entry": spec.entry.params, "model_spec": resolved}}
+
+
+def _sha256(path: Path) -> str | None:
+    """The experiment file's SHA-256 as the run starts (the file alone, not its parents)."""
+    try:
+        return hashlib.sha256(Path(path).read_bytes()).hexdigest()
+    except OSError:
+        return None
 
 
 def _is_plain(value: Any) -> bool:

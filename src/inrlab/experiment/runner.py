@@ -14,9 +14,9 @@ import yaml
 from inrlab.errors import InrlabError
 from inrlab.experiment.build import (build_entry, build_trainer, locate, run_config,
                                      run_device)
-from inrlab.experiment.spec import RunSpec, load_run_spec
+from inrlab.experiment.spec import RunSpec
+from inrlab.experiment.trained import load_run_weights
 from inrlab.storage.atomic import atomic_write_bytes
-from inrlab.storage.checkpoint import load_checkpoint
 from inrlab.storage.rundir import RunDir
 from inrlab.train.settings import check_budget
 from inrlab.train.state import parameter_counts
@@ -51,36 +51,6 @@ def load_weights(model: torch.nn.Module, source: Any) -> None:
         raise InrlabError(f"cannot start from the weights of {source}: {e.message}",
                           key="load") from None
     print(f"loaded weights from {path}")
-
-
-def load_run_weights(model: torch.nn.Module, run_path: str | Path,
-                     checkpoint: str = "best") -> Path:
-    """Load a run directory's best weights into ``model`` (its last ones when the best are
-    missing or unreadable), or with ``checkpoint="last"`` the last ones only; returns the
-    checkpoint used."""
-    errors = []
-    for path in RunDir(Path(run_path)).weights(checkpoint):
-        if not path.exists():
-            continue
-        try:
-            model.load_state_dict(load_checkpoint(path)["model"])
-        except (ValueError, RuntimeError) as e:
-            errors.append(str(e))
-            continue
-        return path
-    detail = f" ({'; '.join(errors)})" if errors else ""
-    raise InrlabError(f"no readable checkpoint in {run_path}{detail}", path=Path(run_path))
-
-
-def load_trained_model(run_path: str | Path,
-                       checkpoint: str = "best") -> tuple[RunSpec, torch.nn.Module, Path]:
-    """(spec, model in eval mode, checkpoint used) of a run directory: the model rebuilt from
-    its ``config.yaml`` with the best weights (the last ones when no best exists), or with
-    ``checkpoint="last"`` the weights it ended with."""
-    spec = load_run_spec(run_path)
-    model = build_entry(spec, with_data=False).model
-    used = load_run_weights(model, run_path, checkpoint)
-    return spec, model.eval(), used
 
 
 def run_entry(spec: RunSpec, options: RunOptions) -> str:

@@ -1,19 +1,23 @@
 """A small model registry: classes registered by name, built from ``{name, args}`` specs.
 
 Each registration records the model's kind (``encoder``, ``decoder``, ``autoencoder``) and
-a tiny set of arguments, so one parametrized test covers every registered model.
+a tiny set of arguments, so one parametrized test covers every registered model. A module
+built from a spec remembers it: ``model_spec`` gives the plain-data spec that rebuilds it
+(what checkpoints and model files store).
 """
 
 from __future__ import annotations
 
+import inspect
 from dataclasses import dataclass, field
-from typing import Any, Callable, TypeVar
+from typing import Any, Callable, Mapping, TypeVar
 
 from torch import nn
 
 from inrlab.errors import InrlabError
 
 KINDS = ("encoder", "decoder", "autoencoder")
+_SPEC = "_inrlab_spec"  # the {name, args} a module was built from (set by Registry.build)
 T = TypeVar("T", bound=type)
 
 
@@ -53,20 +57,27 @@ class Registry:
             )
         return self._entries[name]
 
-    def build(self, spec: dict[str, Any]) -> nn.Module:
-        """Build from ``{"name": ..., "args": {...}}``; args may nest further specs."""
-        if not isinstance(spec, dict) or "name" not in spec:
+    def build(self, spec: Mapping[str, Any]) -> nn.Module:
+        """Build from ``{"name": ..., "args": {...}}``; args may nest further specs. A name
+        outside the registry or an argument its class does not take is ``InrlabError``."""
+        if not isinstance(spec, Mapping) or "name" not in spec:
             raise InrlabError("a model spec is a mapping with 'name' and optional 'args'")
         unknown = set(spec) - {"name", "args"}
         if unknown:
             raise InrlabError(f"a model spec takes only 'name' and 'args', not {sorted(unknown)}")
-        cls = self.get(spec["name"]).cls
+        given = spec.get("args") or {}
+        if not isinstance(given, Mapping):
+            raise InrlabError(f"the args of model '{spec['name']}' must be a mapping of "
+                              f"argument names to values, got {type(given).__name__}")
+        registration = self.get(spec["name"])
+        _check_arguments(registration, given)
         # A class may build some of its parts itself from their specs (EncoderDecoder fills
         # the decoder's code arguments in from its encoder): those are passed as they are.
-        own = getattr(cls, "spec_arguments", ())
-        args = {k: v if k in own else self._maybe_build(v)
-                for k, v in (spec.get("args") or {}).items()}
-        return cls(**args)
+        own = getattr(registration.cls, "spec_arguments", ())
+        args = {k: v if k in own else self._maybe_build(v) for k, v in given.items()}
+        module = registration.cls(**args)
+        setattr(module, _SPEC, {"name": registration.name, "args": dict(given)})
+        return module
 
     def _maybe_build(self, value: Any) -> Any:
         if isinstance(value, dict) and set(value) <= {"name", "args"} and "name" in value \
@@ -80,3 +91,59 @@ class Registry:
 
 MODELS = Registry()
 register_model = MODELS.register
+
+
+def _check_arguments(registration: Registration, given: Mapping[str, Any]) -> None:
+    """Bad input for an argument the class's constructor does not take."""
+    try:
+        parameters = inspect.signature(registration.cls).parameters
+    except (TypeError, ValueError):  # no signature to read: the constructor decides
+        return
+    if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
+        return
+    unknown = [name for name in given if name not in parameters]
+    if unknown:
+        known = [n for n, p in parameters.items()
+                 if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
+        raise InrlabError(f"model '{registration.name}' takes no argument "
+                          f"{', '.join(repr(n) for n in unknown)}; its arguments: "
+                          f"{', '.join(known)}")
+
+
+def model_spec(module: nn.Module) -> dict[str, Any] | None:
+    """The ``{name, args}`` spec that rebuilds ``module`` from the registry alone, as plain
+    data (lists for tuples), or None for a module not built from a spec or holding a value
+    no file can store (a Python object among its args).
+
+    A part the spec names (``encoder``, ``decoder``) is given as the part was built, with
+    the arguments its parent filled in (the decoder's code channels and grid)."""
+    spec = getattr(module, _SPEC, None)
+    if spec is None:
+        return None
+    args: dict[str, Any] = {}
+    for key, value in spec["args"].items():
+        part = getattr(module, key, None)
+        if isinstance(value, Mapping) and isinstance(part, nn.Module) \
+                and model_spec(part) is not None:
+            value = model_spec(part)
+        plain = _plain(value)
+        if plain is _NOT_PLAIN:
+            return None
+        args[key] = plain
+    return {"name": spec["name"], "args": args}
+
+
+_NOT_PLAIN = object()
+
+
+def _plain(value: Any) -> Any:
+    """``value`` as JSON data (tuples as lists), or ``_NOT_PLAIN``."""
+    if value is None or isinstance(value, (str, bool, int, float)):
+        return value
+    if isinstance(value, (list, tuple)):
+        items = [_plain(v) for v in value]
+        return _NOT_PLAIN if any(v is _NOT_PLAIN for v in items) else items
+    if isinstance(value, Mapping) and all(isinstance(k, str) for k in value):
+        items = {k: _plain(v) for k, v in value.items()}
+        return _NOT_PLAIN if any(v is _NOT_PLAIN for v in items.values()) else items
+    return _NOT_PLAIN

@@ -11,7 +11,7 @@ import torch
 
 from inrlab.data.images import read_image_file, resize_nearest, set_channels
 from inrlab.errors import InrlabError
-from inrlab.experiment.runner import load_trained_model
+from inrlab.experiment.trained import open_trained
 from inrlab.models.contract import Autoencoder
 from inrlab.models.refine import check_refinement, render_codes
 from inrlab.storage.grids import image_grid, save_png, to_8_bits
@@ -167,14 +167,15 @@ def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int] | f
     if checkpoint not in CHECKPOINTS:
         raise InrlabError(f"--checkpoint must be best or last, got {checkpoint!r}",
                           key="--checkpoint")
-    spec, model, used = load_trained_model(run_path, checkpoint)
+    trained = open_trained(run_path, checkpoint)
+    model = trained.model
     if not (isinstance(model, Autoencoder) and model.renders_any_size):
         raise InrlabError(f"{type(model).__name__} has no implicit decoder, so it cannot "
                           "render at other sizes", path=run_path)
     shape = model.input_shape
     model.to(where)
     wanted = f"{size[0]}x{size[1]}" if isinstance(size, tuple) else f"{size:g}x scale"
-    print(f"rendering with {used} ({spec.experiment_name}) at {wanted} on {where}")
+    print(f"rendering with {trained.source} ({trained.name}) at {wanted} on {where}")
     jobs = [(f"{Path(p).stem}", [Path(p)]) for p in inputs]
     if interpolate:
         a, b = (Path(p) for p in interpolate)
@@ -187,7 +188,8 @@ def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int] | f
     for _, paths in jobs:  # every size checked before anything is rendered or written
         count = steps if len(paths) == 2 else 1
         check_render_size(count, shape[0], render_size(size, images[paths[0]]), max_pixels)
-    directory = output if output is not None and not single_file else run_path / "renders"
+    home = run_path if trained.run_dir is not None else run_path.parent  # a model file's folder
+    directory = output if output is not None and not single_file else home / "renders"
     written = []
     for stem, paths in jobs:
         height, width = render_size(size, images[paths[0]])

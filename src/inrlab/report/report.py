@@ -16,7 +16,7 @@ from inrlab.data import first_images
 from inrlab.errors import InrlabError
 from inrlab.experiment.build import build_entry
 from inrlab.experiment.matrix import MatrixEntry
-from inrlab.experiment.runner import load_run_weights
+from inrlab.experiment.trained import load_run_weights
 from inrlab.experiment.spec import RunSpec, load_experiment, load_run_spec
 from inrlab.models.contract import Autoencoder
 from inrlab.report.baselines import compare_with_baselines

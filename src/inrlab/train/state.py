@@ -15,6 +15,7 @@ from torch import nn
 
 from inrlab.errors import InrlabError
 from inrlab.models.layers import count_parameters
+from inrlab.models.registry import model_spec
 from inrlab.storage.checkpoint import load_checkpoint
 from inrlab.storage.rundir import RunDir
 from inrlab.train.optim import check_same_optimizer
@@ -45,6 +46,7 @@ def training_state(model: nn.Module, optimizer: torch.optim.Optimizer, scheduler
     """Everything a checkpoint holds to continue the run exactly."""
     return {
         "model": model.state_dict(),
+        "model_spec": model_spec(model),  # what rebuilds it without its experiment file
         "optimizer": optimizer.state_dict(),
         "scheduler": scheduler.state_dict() if scheduler is not None else None,
         "progress": vars(progress).copy(),
