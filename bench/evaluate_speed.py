@@ -2,7 +2,7 @@
 JPEG, WebP and AVIF at its bytes, on its validation images) as a whole command, timed over
 several runs in fresh processes (imports, model and data loading included).
 
-    inrlab run experiments/rltiles-context-areas.yml --max-inputs 20000
+    inrlab run experiments/quantised-codes/rltiles-context-areas.yml --max-inputs 20000
     python bench/evaluate_speed.py rltiles/context-areas/rate:0.0035
     python bench/evaluate_speed.py RUN --flags --scales 2 --images DIR   # any other flags
 

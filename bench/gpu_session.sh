@@ -49,8 +49,8 @@ step() {  # step NAME COMMAND...: run with a time limit, log to $OUT/NAME.log
 { nvidia-smi -L 2>/dev/null; python3 -c "import torch; print('torch', torch.__version__)"; } \
     | tee "$OUT/machine.log"
 if [[ "${1:-}" == "quality" ]]; then
-    read -ra items <<< "${QUALITY_FILES:-experiments/rltiles-conv.yml:up:8 \
-experiments/rltiles-wide.yml:*}"
+    read -ra items <<< "${QUALITY_FILES:-experiments/float-codes/rltiles-conv.yml:up:8 \
+experiments/float-codes/rltiles-wide.yml:*}"
     STEP_LIMIT=${QUALITY_LIMIT:-400}
     budget=() files=()
     [[ -n "${QUALITY_INPUTS:-}" ]] && budget=(--max-inputs "$QUALITY_INPUTS")
@@ -74,8 +74,8 @@ step decoder python3 bench/throughput.py --device "$DEVICE" --only 8x2x128 --com
     --quality-inputs 0
 # Whole `inrlab run` steps at the logs' batch of 64, then at 512 (the equal-loss check).
 step end-to-end-64 python3 bench/throughput.py --device "$DEVICE" --end-to-end \
-    experiments/rltiles-baseline.yml experiments/rltiles-best.yml --max-inputs "$INPUTS"
+    experiments/float-codes/rltiles-baseline.yml experiments/float-codes/rltiles-best.yml --max-inputs "$INPUTS"
 step end-to-end-512 python3 bench/throughput.py --device "$DEVICE" --end-to-end \
-    experiments/rltiles-baseline.yml experiments/rltiles-best.yml --max-inputs "$INPUTS" \
+    experiments/float-codes/rltiles-baseline.yml experiments/float-codes/rltiles-best.yml --max-inputs "$INPUTS" \
     --set batch_size=512 learnrate=0.002
 echo "logs in $OUT"

@@ -5,7 +5,8 @@ shows on stderr is the one ``inrlab render`` shows. The weights are the untraine
 file's seed: the time does not depend on their values.
 
     python bench/render_speed.py                 # 4096x4096
-    python bench/render_speed.py --size 1024 --file experiments/rltiles-context-areas.yml
+    python bench/render_speed.py --size 1024 \
+        --file experiments/quantised-codes/rltiles-context-areas.yml
 """
 
 from __future__ import annotations

@@ -10,8 +10,9 @@ and the memory and time of a 1024x1024 render.
     python bench/throughput.py --bf16             # bf16 modes even without bf16 hardware
     python bench/throughput.py --logs             # every manifold model of experiments/logs
     python bench/throughput.py --layouts          # encoder NCHW/NHWC, decoder chunk sizes
-    python bench/throughput.py --end-to-end experiments/rltiles-baseline.yml \
-        experiments/rltiles-best.yml --device cuda --max-inputs 200000 [--set batch_size=512]
+    python bench/throughput.py --end-to-end experiments/float-codes/rltiles-baseline.yml \
+        experiments/float-codes/rltiles-best.yml --device cuda --max-inputs 200000 \
+        [--set batch_size=512]
                                                   # whole `inrlab run` steps
 
 Figures: images/s of full training steps (forward, loss, backward, optimizer) at batch 64;

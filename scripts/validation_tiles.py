@@ -2,7 +2,7 @@
 ``inrlab evaluate --images DIR --scales S`` (e.g. the 32x32 tiles for the 16x16 models).
 
     python scripts/validation_tiles.py tiles-32 --size 32
-    inrlab evaluate experiments/rltiles-2x.yml --images tiles-32 --scales 2
+    inrlab evaluate experiments/upscalers/rltiles-2x.yml --images tiles-32 --scales 2
 
 The split is the experiment files' (``validation_ratio=9``: every 10th tile), so these are
 tiles no rltiles-*.yml model trained on.

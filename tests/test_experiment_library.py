@@ -1,8 +1,11 @@
-"""Every experiment file in experiments/ builds; the logs' parameter counts come out."""
+"""Every experiment file in experiments/ builds; the logs' parameter counts come out; the
+shipped files outside logs/ are models as data (``{name, args}`` specs, at most two
+``$extends`` levels) and experiments/README.md names every one."""
 
 from __future__ import annotations
 
 import json
+import re
 from pathlib import Path
 
 import pytest
@@ -16,6 +19,39 @@ LOG_COUNTS = {
     "ae-manifold-concat-residual.yml": (1_725_264, 3_502_785),
     "rpg-resnet.yml": (11_741_838, 293_891),
 }
+
+
+SHIPPED = [p for p in FILES if "logs" not in p.parts]
+
+
+def extends_depth(path: Path) -> int:
+    """How many ``$extends`` levels lie above ``path`` (0 for a file extending nothing)."""
+    parent = re.search(r"^\$extends:\s*(\S+)", path.read_text(), re.MULTILINE)
+    return 0 if parent is None else 1 + extends_depth((path.parent / parent[1]).resolve())
+
+
+@pytest.mark.parametrize("path", SHIPPED, ids=[p.stem for p in SHIPPED])
+def test_shipped_files_are_models_as_data(path: Path) -> None:
+    from inrlab.experiment import load_experiment
+
+    for spec in load_experiment(path):
+        assert isinstance(spec.values["model"], dict), f"{spec.experiment_name}: a snippet"
+    assert extends_depth(path) <= 2
+
+
+def test_the_index_names_every_file() -> None:
+    text = (ROOT / "experiments" / "README.md").read_text()
+    index = text[text.index("## Index"):]
+    index = index[:index.index("\n## ", 1)]
+    rows = re.findall(r"^\| `([^`]+\.yml)` \|(.+)$", index, re.MULTILINE)
+    named = [name for name, _ in rows]
+    every = sorted(str(p.relative_to(ROOT / "experiments"))
+                   for p in (ROOT / "experiments").rglob("*.yml"))
+    assert sorted(named) == every
+    for name, rest in rows:  # the figure and the command of every runnable file
+        question, figure, command = [cell.strip() for cell in rest.split("|")[:3]]
+        if "/base/" not in f"/{name}":
+            assert question and figure and "inrlab" in command or "as " in command, name
 
 
 @pytest.mark.parametrize("path", FILES, ids=[p.stem for p in FILES])

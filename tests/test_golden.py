@@ -116,12 +116,18 @@ def assert_close(name: str, got: list[float], want: list[float], first: bool = T
         assert a == pytest.approx(b, rel=rtol, abs=1e-7), f"{name} step {step}: {a} != {b}"
 
 
+def test_experiment_file_names_are_unique() -> None:
+    """The figures are keyed by file name, which a file keeps when it moves to a folder."""
+    names = [p.name for p in FILES]
+    assert len(names) == len(set(names)), sorted(n for n in names if names.count(n) > 1)
+
+
 @pytest.mark.parametrize("path", FILES, ids=[str(p.relative_to(ROOT / "experiments"))
                                              for p in FILES])
 def test_experiment_file_keeps_its_numbers(path: Path, tmp_path: Path, cli: Any,
                                            monkeypatch: pytest.MonkeyPatch) -> None:
     monkeypatch.chdir(tmp_path)
-    name = str(path.relative_to(ROOT / "experiments"))
+    name = path.name  # figures follow a file into a folder
     threads = torch.get_num_threads()
     torch.set_num_threads(THREADS)
     try:

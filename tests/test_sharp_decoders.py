@@ -74,8 +74,16 @@ def test_grid_encoder_and_local_decoder_form_an_autoencoder_within_the_code_budg
     code = model.encode(images)
     assert code.shape == (2, 6, 4, 4) and code[0].numel() <= 102
     assert model(images).shape == images.shape
-    with pytest.raises(ValueError, match="smaller than the latent grid"):
-        EncoderConvGrid((3, 16, 16), 6, grid=(4, 4), channels=(8, 8, 8))
+    # stages that would halve the map below the grid are left out: one `channels` for all
+    fewer = EncoderConvGrid((3, 16, 16), 6, grid=(4, 4), channels=(8, 8, 8))
+    assert count_parameters(fewer) == count_parameters(
+        EncoderConvGrid((3, 16, 16), 6, grid=(4, 4), channels=(8, 8)))
+    assert fewer(torch.rand(1, 3, 16, 16)).shape == (1, 6, 4, 4)
+    # code_floats: as many latent channels per cell as fit (the logs' 102 floats)
+    assert [EncoderConvGrid((3, 32, 32), grid=(g, g), code_floats=102).code_shape[0]
+            for g in (4, 5, 8)] == [6, 4, 1]
+    with pytest.raises(ValueError, match="larger than the 16x16 image"):
+        EncoderConvGrid((3, 16, 16), 6, grid=(20, 20))
 
 
 def test_fourier_features_are_seeded_and_learned_ones_train() -> None:

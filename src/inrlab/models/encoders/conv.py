@@ -91,7 +91,9 @@ class EncoderConvGrid(Encoder):
 
     Each entry of ``channels`` is a stage: a 3x3 convolution, then a stride-2 3x3 convolution
     (both padded, each followed by BatchNorm unless ``batch_norm=False``, and the
-    activation), halving the feature map; 32x32 with 3 stages reaches 4x4. ``num_blocks``
+    activation), halving the feature map; 32x32 with 3 stages reaches 4x4. Stages that would
+    halve the map below ``grid`` are left out, so one ``channels`` serves every grid (32x32
+    with ``(32, 64, 128)``: all three for a 4x4 grid, two for 5x5 or 8x8). ``num_blocks``
     residual blocks (no BatchNorm) follow at the last stage's size and width, where they
     are cheap. Then the map is average-pooled to ``grid`` (when it is not that size
     already) and a 1x1 convolution gives the latent channels; with ``global_code=True`` a
@@ -99,42 +101,54 @@ class EncoderConvGrid(Encoder):
     so every code value may depend on the whole image and no cell is tied to its own region:
     the encoder can spend the floats where a tile has detail (pair it with
     ``LocalLatentDecoder(global_code=True)``).
+
+    ``code_floats`` in place of ``latent_channels`` gives each cell as many latent channels
+    as fit in that many floats for the whole code (102, the logs' budget for 32x32: 6 per
+    cell on a 4x4 grid, 4 on 5x5, 1 on 8x8).
     """
 
     def __init__(
         self,
         shape: Sequence[int],
-        latent_channels: int,
+        latent_channels: int | None = None,
         grid: Sequence[int] = (4, 4),
         channels: Sequence[int] = (32, 64, 128),
         act_fn: Any = "gelu",
         batch_norm: bool = True,
         num_blocks: int = 0,
         global_code: bool = False,
+        code_floats: int | None = None,
     ) -> None:
         super().__init__()
         self.shape = check_shape("shape", shape, 3)
-        self.latent_channels = check_positive_int("latent_channels", latent_channels)
         self.grid = check_shape("grid", grid, 2)
+        if (latent_channels is None) == (code_floats is None):
+            raise ValueError("give one of latent_channels and code_floats")
+        if code_floats is not None:
+            cells = self.grid[0] * self.grid[1]
+            latent_channels = check_positive_int("code_floats", code_floats) // cells
+            if latent_channels < 1:
+                raise ValueError(f"code_floats={code_floats} is less than one float per cell "
+                                 f"of the {self.grid[0]}x{self.grid[1]} grid")
+        self.latent_channels = check_positive_int("latent_channels", latent_channels)
         self.code_shape = (self.latent_channels, *self.grid)
         num_blocks = check_count("num_blocks", num_blocks)
+        if self.shape[1] < self.grid[0] or self.shape[2] < self.grid[1]:
+            raise ValueError(f"the latent grid {self.grid[0]}x{self.grid[1]} is larger than "
+                             f"the {self.shape[1]}x{self.shape[2]} image")
         layers: list[nn.Module] = []
         size = list(self.shape[1:])
         in_channels = self.shape[0]
         for out_channels in channels:
             check_positive_int("channels", out_channels)
+            if (size[0] + 1) // 2 < self.grid[0] or (size[1] + 1) // 2 < self.grid[1]:
+                break  # a further stage would halve the map below the grid
             for conv in (nn.Conv2d(in_channels, out_channels, 3, padding=1),
                          nn.Conv2d(out_channels, out_channels, 3, stride=2, padding=1)):
                 layers += [conv, nn.BatchNorm2d(out_channels) if batch_norm else nn.Identity(),
                            activation(act_fn)]
             size = [(s + 1) // 2 for s in size]
             in_channels = out_channels
-        if size[0] < self.grid[0] or size[1] < self.grid[1]:
-            raise ValueError(
-                f"{len(channels)} stages shrink the {self.shape[1]}x{self.shape[2]} image to "
-                f"{size[0]}x{size[1]}, smaller than the latent grid {self.grid[0]}x{self.grid[1]}"
-                "; use fewer channels entries"
-            )
         layers += [ResidualConvBlock(in_channels, act_fn) for _ in range(num_blocks)]
         if tuple(size) != self.grid:
             layers.append(nn.AdaptiveAvgPool2d(self.grid))
