@@ -17,6 +17,7 @@ from PIL import Image
 
 from inrlab.experiment.trained import load_model
 from inrlab.models import MODELS
+from inrlab.models.decoders.parts import PARTS
 from inrlab.models.registry import model_spec
 from inrlab.storage.checkpoint import load_checkpoint
 from inrlab.storage.model_file import read_model_file, write_model_file
@@ -39,7 +40,7 @@ model:
   args:
     encoder: {name: EncoderConvGrid, args: {shape: [3, 8, 8], latent_channels: 3, grid: [3, 3],
                                             channels: [4], num_blocks: 1}}
-    decoder: {name: LocalLatentDecoder, args: {num_hidden: 8, num_layers: 2}}
+    decoder: {name: LocalLatentDecoder, args: {mlp: {num_hidden: 8, num_layers: 2}}}
 """
 
 
@@ -53,21 +54,40 @@ def test_every_registered_model_round_trips_through_its_plain_spec(name: str) ->
     assert model_spec(rebuilt) == spec
 
 
+@pytest.mark.parametrize("name", PARTS.names())
+def test_every_decoder_part_builds_decodes_and_round_trips(name: str) -> None:
+    """One contract for the parts too: each, with its tiny arguments, in a local-latent
+    decoder that renders any size and rebuilds from its plain spec."""
+    kind = PARTS.get(name).kind
+    part = {"name": name, "args": PARTS.get(name).tiny}
+    torch.manual_seed(0)
+    decoder = MODELS.build({"name": "LocalLatentDecoder", "args": {
+        "latent_channels": 3, "grid": [4, 4], "default_shape": [8, 8], kind: part}})
+    code = torch.randn(2, 3, 4, 4)
+    assert decoder(code).shape == (2, 3, 8, 8) and decoder(code, (5, 7)).shape == (2, 3, 5, 7)
+    rebuilt = MODELS.build(json.loads(json.dumps(model_spec(decoder))))
+    rebuilt.load_state_dict(decoder.state_dict())
+    torch.testing.assert_close(rebuilt(code), decoder(code))
+
+
 def test_a_parent_writes_out_what_it_filled_in() -> None:
     model = MODELS.build(yaml.safe_load(SPEC_EXPERIMENT)["model"])
     decoder = model_spec(model)["args"]["decoder"]["args"]
     assert decoder["latent_channels"] == 3 and decoder["grid"] == [3, 3]
-    assert decoder["default_shape"] == [8, 8] and decoder["num_hidden"] == 8
+    assert decoder["default_shape"] == [8, 8] and decoder["mlp"]["args"]["num_hidden"] == 8
 
 
 def test_unknown_names_and_arguments_are_bad_input(tmp_path: Path, write, cli) -> None:
     bad_name = write("bad-name.yml", SPEC_EXPERIMENT.replace("EncoderConvGrid", "EncoderGrid"))
     code, _, err = cli("show", bad_name)
     assert code == 2 and "unknown model 'EncoderGrid'" in err and "bad-name.yml" in err
-    bad_arg = write("bad-arg.yml", SPEC_EXPERIMENT.replace("num_layers: 2", "num_layer: 2"))
+    bad_arg = write("bad-arg.yml", SPEC_EXPERIMENT.replace("mlp: {", "sampler: 1, mlp: {"))
     code, _, err = cli("show", bad_arg)
-    assert code == 2 and "'LocalLatentDecoder' takes no argument 'num_layer'" in err
-    assert "num_layers" in err and "key 'model'" in err
+    assert code == 2 and "'LocalLatentDecoder' takes no argument 'sampler'" in err
+    assert "sampling" in err and "key 'model'" in err
+    bad_part = write("bad-part.yml", SPEC_EXPERIMENT.replace("num_layers: 2", "num_layer: 2"))
+    code, _, err = cli("show", bad_part)
+    assert code == 2 and "decoder part 'PixelMLP' takes no argument 'num_layer'" in err
 
 
 @pytest.fixture
@@ -195,3 +215,49 @@ def test_evaluate_a_model_file_on_images(exported, cli, tmp_path: Path) -> None:
     assert rows[path]["code"]["psnr"] == pytest.approx(rows[run]["code"]["psnr"])
     assert "pca" in rows[run] and "pca" not in rows[path]  # PCA fits on the run's own tiles
     assert "jpeg" in rows[path]
+
+
+SEQUENTIAL = """
+experiment_name: plain/sequential
+trainer: TrainAutoencoder
+train_set: |
+  kali_patch_dataset((3, 8, 8), num_images=16)
+validation_set: |
+  kali_patch_dataset((3, 8, 8), num_images=4, validation=True)
+batch_size: 4
+learnrate: 0.001
+optimizer: Adam
+max_inputs: 16
+model: |
+  nn.Sequential(nn.Flatten(1), nn.Linear(192, 192), nn.Unflatten(1, (3, 8, 8)))
+"""
+
+
+def test_a_snippets_own_module_goes_through_the_contract(write, cli, tmp_path: Path) -> None:
+    """Any nn.Module trains, reports and loads through ModuleAutoencoder; its checkpoint keys
+    are the module's own; what needs a code or an implicit decoder says so (exit 2)."""
+    from torch import nn
+
+    import inrlab
+    from inrlab.models.adapter import ModuleAutoencoder
+
+    path = write("sequential.yml", SEQUENTIAL)
+    assert cli("run", path)[0] == 0
+    run = tmp_path / "runs" / "plain" / "sequential"
+    assert sorted(load_checkpoint(run / "checkpoint-last.pt")["model"]) == [
+        "1.bias", "1.weight"]
+    model = inrlab.load_run(run).model
+    assert isinstance(model, ModuleAutoencoder) and not model.has_code
+    images = torch.rand(2, 3, 8, 8)
+    assert model(images).shape == images.shape
+    plain = nn.Sequential(nn.Flatten(1), nn.Linear(192, 192), nn.Unflatten(1, (3, 8, 8)))
+    plain.load_state_dict(load_checkpoint(run / "checkpoint-best.pt")["model"])
+    assert torch.equal(plain(images), model(images))
+    code, _, err = cli("report", path, "-o", tmp_path / "report")
+    assert code == 0, err
+    code, _, err = cli("evaluate", run, "--no-save")
+    assert code == 2 and "Sequential is no inrlab Autoencoder" in err
+    picture = tmp_path / "in.png"
+    Image.new("RGB", (8, 8)).save(picture)
+    code, _, err = cli("render", run, "--input", picture, "--size", "16")
+    assert code == 2 and "Sequential has no implicit decoder" in err

@@ -258,7 +258,7 @@ def test_bf16_probe_accepts_only_renders_that_keep_their_8_bits() -> None:
     assert used == "fp32" and torch.equal(images, model.decode(codes, (64, 64)).clamp(0, 1))
     assert not bf16_keeps_8_bits(model, codes, (64, 64))  # colours spread over [0, 1]
     with torch.no_grad():  # a decoder whose colours all clamp to black keeps them in bf16
-        model.decoder.mlp[-1].bias.fill_(-50)
+        model.decoder.mlp.layers[-1].bias.fill_(-50)
     assert bf16_keeps_8_bits(model, codes, (64, 64))
 
 

@@ -170,7 +170,7 @@ def test_area_geometry_puts_each_rendered_pixel_inside_its_low_resolution_pixel(
     decoder = LocalLatentDecoder(4, grid=None, num_hidden=16, num_layers=2, sampling="nearest",
                                  pixel_geometry=geometry)
     with torch.no_grad():
-        decoder.position_in.weight.zero_()  # the colour then depends on the latent alone
+        decoder.mlp.position_in.weight.zero_()  # the colour then depends on the latent alone
     code = torch.randn(1, 4, 6, 6)
     low = decoder(code, (6, 6))
     high = decoder(code, (18, 18))
@@ -194,7 +194,7 @@ def test_ensemble_blend_weights_sum_to_one_on_every_pixel(geometry: str,
     with torch.no_grad():
         for parameter in decoder.parameters():
             parameter.zero_()
-        decoder.mlp[-1].bias.fill_(0.7)
+        decoder.mlp.layers[-1].bias.fill_(0.7)
     rendered = decoder(torch.randn(2, 4, 4, 4), size)
     torch.testing.assert_close(rendered, torch.full_like(rendered, 0.7))
 
@@ -259,7 +259,7 @@ def test_feature_unfolding_lets_a_pixel_see_the_neighbouring_cells() -> None:
     torch.manual_seed(0)
     plain = LocalLatentDecoder(2, grid=(4, 4), num_hidden=8, sampling="nearest")
     unfolded = LocalLatentDecoder(2, grid=(4, 4), num_hidden=8, sampling="nearest", unfold=True)
-    assert unfolded.latent_in.in_features == 9 * plain.latent_in.in_features
+    assert unfolded.mlp.latent_in.in_features == 9 * plain.mlp.latent_in.in_features
     code = torch.randn(1, 2, 4, 4)
     moved = code.clone()
     moved[0, :, 0, 0] += 1.0  # change only the top-left cell
@@ -298,22 +298,23 @@ def test_conv_stage_decodes_a_finer_feature_grid_from_the_same_code() -> None:
         LocalLatentDecoder(3, grid=(4, 4), conv_channels=6, upsample=3)
     with pytest.raises(ValueError, match="needs a conv stage"):
         LocalLatentDecoder(3, grid=(4, 4), upsample=2)
-    with pytest.raises(ValueError, match="conv_blocks must be >= 0"):
-        LocalLatentDecoder(3, grid=(4, 4), conv_blocks=-1)
+    with pytest.raises(ValueError, match="blocks must be >= 0"):
+        LocalLatentDecoder(3, grid=(4, 4), stage={"name": "ConvStage",
+                                                  "args": {"channels": 4, "blocks": -1}})
 
 
 def test_conv_stage_takes_one_width_per_resolution() -> None:
     decoder = LocalLatentDecoder(3, grid=(4, 4), num_hidden=8, num_layers=2,
                                  conv_channels=(12, 8, 5), conv_blocks=1, upsample=4)
-    convs = [m for m in decoder.conv.modules() if isinstance(m, torch.nn.Conv2d)]
+    convs = [m for m in decoder.stage.modules() if isinstance(m, torch.nn.Conv2d)]
     # 3 -> 12 at 4x4, a residual block at 12, then 12 -> 8 at 8x8 and 8 -> 5 at 16x16
     assert [(c.in_channels, c.out_channels) for c in convs] == [
         (3, 12), (12, 12), (12, 12), (12, 8), (8, 5)]
     assert decoder.prepare(torch.randn(2, 3, 4, 4)).shape == (2, 8, 16, 16)
-    assert decoder.latent_in.in_features == 5  # the MLP reads the finest width
+    assert decoder.mlp.latent_in.in_features == 5  # the MLP reads the finest width
     with pytest.raises(ValueError, match=r"one width per resolution, 1 \+ log2\(upsample\) = 3"):
         LocalLatentDecoder(3, grid=(4, 4), conv_channels=(12, 8), upsample=4)
-    with pytest.raises(ValueError, match="conv_channels must be a positive integer"):
+    with pytest.raises(ValueError, match="channels must be a positive integer"):
         LocalLatentDecoder(3, grid=(4, 4), conv_channels=(12, 0), upsample=2)
 
 
@@ -377,9 +378,9 @@ def test_global_code_lets_every_cell_learn_from_the_whole_tile() -> None:
     with_stage = LocalLatentDecoder(2, grid=(4, 4), num_hidden=8, num_layers=2,
                                     conv_channels=(6, 5), upsample=2, default_shape=(8, 8),
                                     global_code=True)
-    assert isinstance(with_stage.conv[0], GridLinear)  # in place of the first 3x3 conv
+    assert isinstance(with_stage.stage[0], GridLinear)  # in place of the first 3x3 conv
     assert with_stage(code).shape == (4, 3, 8, 8)
-    with pytest.raises(ValueError, match="global_code needs a fixed grid"):
+    with pytest.raises(ValueError, match="needs a fixed grid"):
         LocalLatentDecoder(2, grid=None, global_code=True)
 
 
@@ -390,7 +391,7 @@ def test_conv_stage_upsamples_bilinearly_when_asked() -> None:
         decoder = LocalLatentDecoder(3, grid=(4, 4), num_hidden=8, num_layers=2,
                                      conv_channels=4, conv_blocks=0, upsample=2,
                                      upsample_mode=mode, default_shape=(16, 16))
-        upsample = next(m for m in decoder.conv if isinstance(m, torch.nn.Upsample))
+        upsample = next(m for m in decoder.stage if isinstance(m, torch.nn.Upsample))
         assert decoder(torch.randn(2, 3, 4, 4), (24, 20)).shape == (2, 3, 24, 20)
         return upsample(torch.randn(1, 4, 4, 4))  # (1, 4, 8, 8)
 
@@ -400,3 +401,42 @@ def test_conv_stage_upsamples_bilinearly_when_asked() -> None:
     assert not torch.allclose(smooth[..., 0::2, :], smooth[..., 1::2, :])
     with pytest.raises(ValueError, match="upsample_mode must be one of nearest, bilinear"):
         LocalLatentDecoder(3, grid=(4, 4), conv_channels=4, upsample=2, upsample_mode="cubic")
+
+
+def test_local_decoder_is_composed_of_parts_and_reads_its_earlier_arguments() -> None:
+    """At most 8 constructor arguments (the parent's four and four parts); the earlier flat
+    arguments build the same decoder, parameter for parameter, and its state-dict keys are
+    the earlier ones, so old checkpoints load."""
+    import inspect
+
+    assert len(inspect.signature(LocalLatentDecoder).parameters) <= 8
+    composed = dict(
+        mlp={"num_hidden": 8, "num_layers": 2, "activation_out": None},
+        sampling={"name": "LocalEnsemble", "args": {"unfold": True,
+                                                    "pixel_geometry": "areas"}},
+        stage={"name": "ConvStage", "args": {"channels": [6, 5], "upsample": 2,
+                                             "upsample_mode": "bilinear"}})
+    flat = dict(num_hidden=8, num_layers=2, activation_out=None, unfold=True,
+                pixel_geometry="areas", conv_channels=(6, 5), upsample=2,
+                upsample_mode="bilinear")
+    models = []
+    for args in (composed, flat):
+        torch.manual_seed(0)
+        models.append(LocalLatentDecoder(3, grid=(4, 4), default_shape=(8, 8), **args))
+    new, old = models
+    assert new.state_dict().keys() == old.state_dict().keys()
+    assert all(torch.equal(a, b) for a, b in zip(new.state_dict().values(),
+                                                  old.state_dict().values()))
+    keys = set(new.state_dict())
+    assert {"conv.0.weight", "latent_in.weight", "position_in.weight", "mlp.1.weight"} <= keys
+    code = torch.randn(2, 3, 4, 4)
+    torch.testing.assert_close(new(code, (12, 12)), old(code, (12, 12)))
+    from inrlab.models import MODELS
+    spec = MODELS.build({"name": "LocalLatentDecoder", "args": {
+        "latent_channels": 3, "grid": [4, 4], **flat, "conv_channels": [6, 5]}})
+    from inrlab.models.registry import model_spec
+    assert set(model_spec(spec)["args"]) <= {"latent_channels", "grid", "mlp", "sampling",
+                                              "stage", "num_output_channels",
+                                              "default_shape", "pos_embedding"}
+    with pytest.raises(ValueError, match="sampling must name a sampling part"):
+        LocalLatentDecoder(3, sampling={"name": "ConvStage", "args": {"channels": 4}})

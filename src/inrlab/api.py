@@ -89,6 +89,9 @@ def load_run(path: str | Path, model: nn.Module | None = None) -> Run:
     config = load_run_spec(run_dir.path).values  # config.yaml less its inrlab block
     run = Run(path=run_dir.path, config=config, result=run_dir.read_result())
     if model is not None:
+        from inrlab.models.adapter import as_autoencoder
+
+        model = as_autoencoder(model)
         load_run_weights(model, run_dir.path)
         run._model = model.eval()
     return run

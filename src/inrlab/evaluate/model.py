@@ -12,7 +12,6 @@ from torch.utils.flop_counter import FlopCounterMode
 
 from inrlab.errors import InrlabError
 from inrlab.evaluate.rows import Images, Row, make_row, per_image_ms, timed
-from inrlab.models.autoencoders import EncoderDecoder
 from inrlab.models.contract import Autoencoder
 from inrlab.models.refine import refine_codes
 
@@ -92,9 +91,9 @@ def stored_codes(model: Autoencoder, codes: torch.Tensor,
             StoredCode("float code in fp16", codes.half().to(codes.dtype), 2 * values, 0.0, 0.0)]
 
 
-def check_model(model: torch.nn.Module, name: str) -> Autoencoder:
-    if not isinstance(model, Autoencoder):
-        raise InrlabError(f"{name}: {type(model).__name__} is no inrlab Autoencoder (no encode "
+def check_model(model: Autoencoder, name: str) -> Autoencoder:
+    if not model.has_code:
+        raise InrlabError(f"{name}: {model.class_name} is no inrlab Autoencoder (no encode "
                           "and decode), so its code cannot be evaluated")
     return model
 
@@ -118,8 +117,8 @@ def _shape_text(model: Autoencoder) -> str:
 
 def refine(model: Autoencoder, images: torch.Tensor, refinement: Refinement,
            name: str) -> torch.Tensor:
-    if not isinstance(model, EncoderDecoder):
-        raise InrlabError(f"{name}: {type(model).__name__} has no separate encoder and "
+    if not model.refinable:
+        raise InrlabError(f"{name}: {model.class_name} has no separate encoder and "
                           "bottleneck, so its codes cannot be refined", key="--refine-steps")
     return refine_codes(model, images, refinement.steps, refinement.learnrate,
                         refinement.rate_weight)
@@ -142,8 +141,8 @@ def code_rows(model: Autoencoder, name: str, images: Images, train_images: torch
         codes.append(batch_codes)
         seconds += spent
     made.append(("code", codes, seconds))
-    if refinement.steps and not isinstance(model, EncoderDecoder):
-        print(f"note: {name}: {type(model).__name__} has no separate encoder and bottleneck, "
+    if refinement.steps and not model.refinable:
+        print(f"note: {name}: {model.class_name} has no separate encoder and bottleneck, "
               "so its codes are not refined", file=sys.stderr)
     elif refinement.steps:
         refined, seconds = [], 0.0
@@ -216,7 +215,7 @@ def scale_rows(model: Autoencoder, name: str, inputs: Images, truths: Images, sc
     rows = [make_row(name, "render", f"code of the {scale:g}x smaller input rendered at the "
                      "truth's size", renders, truths, encode_ms=per_image_ms(encode_s, count),
                      decode_ms=per_image_ms(decode_s, count), **common)]
-    if refinement.steps and isinstance(model, EncoderDecoder):
+    if refinement.steps and model.refinable:
         refined, spent_all = [], 0.0
         for low, truth in zip(inputs, truths):
             with torch.enable_grad():

@@ -21,6 +21,8 @@ from inrlab.errors import InrlabError
 from inrlab.experiment.namespace import snippet_namespace
 from inrlab.experiment.snippets import evaluate
 from inrlab.experiment.spec import RunSpec
+from inrlab.models.adapter import as_autoencoder
+from inrlab.models.contract import Autoencoder
 from inrlab.models.registry import MODELS, model_spec
 from inrlab.storage.rundir import RunDir
 from inrlab.train import TRAINERS, Trainer
@@ -34,7 +36,7 @@ NUMBERED_SET = re.compile(r"^(train_set|validation_set)(\d+)$")
 
 @dataclass
 class BuiltEntry:
-    model: nn.Module
+    model: Autoencoder
     trainer_class: type[Trainer]
     settings: TrainSettings | None = None
     options: Any = None  # the trainer's own keys (``Trainer.options_class``)
@@ -68,12 +70,14 @@ def build_namespace(spec: RunSpec) -> dict[str, Any]:
     return namespace
 
 
-def build_model(spec: RunSpec, namespace: dict[str, Any]) -> nn.Module:
+def build_model(spec: RunSpec, namespace: dict[str, Any]) -> Autoencoder:
+    """The entry's model: from its ``{name, args}`` spec, its snippet or (``inrlab.fit``) the
+    object given; a module that is no ``Autoencoder`` is wrapped (``as_autoencoder``)."""
     value = spec.values.get("model")
     if value in (None, ""):
         raise spec.error("model", "the required key 'model' is missing")
     if isinstance(value, nn.Module):  # given in Python
-        return value
+        return as_autoencoder(value)
     if isinstance(value, dict):
         try:
             model = MODELS.build(value)
@@ -86,7 +90,7 @@ def build_model(spec: RunSpec, namespace: dict[str, Any]) -> nn.Module:
     if not isinstance(model, nn.Module):
         raise spec.error("model", f"the model snippet must give a torch nn.Module, got "
                          f"{type(model).__name__}")
-    return model
+    return as_autoencoder(model)
 
 
 def _check_dataset(spec: RunSpec, key: str, dataset: Any) -> Dataset:

@@ -19,6 +19,7 @@ from torch import nn
 import inrlab
 from inrlab.errors import InrlabError
 from inrlab.experiment.spec import RunSpec, load_run_spec
+from inrlab.models.adapter import as_autoencoder
 from inrlab.models.contract import Autoencoder
 from inrlab.models.registry import MODELS, model_spec
 from inrlab.storage.checkpoint import load_checkpoint
@@ -32,7 +33,7 @@ class Trained:
     spec) or ``info`` (a model file's metadata)."""
 
     name: str
-    model: nn.Module
+    model: Autoencoder
     source: Path  # the checkpoint or model file the weights came from
     spec: RunSpec | None = None
     info: dict[str, Any] | None = None
@@ -81,18 +82,18 @@ def load_run_weights(model: nn.Module, run_path: str | Path,
     raise InrlabError(f"no readable checkpoint in {run_path}{detail}", path=Path(run_path))
 
 
-def build_from_spec(spec: Any, path: Path | None = None, key: str = "model") -> nn.Module:
+def build_from_spec(spec: Any, path: Path | None = None, key: str = "model") -> Autoencoder:
     """The model a ``{name, args}`` spec names, from the registry alone; bad input (naming
     ``path`` and ``key``) for a name outside it or an argument its class does not take."""
     try:
-        return MODELS.build(spec)
+        return as_autoencoder(MODELS.build(spec))
     except InrlabError as e:
         raise e.located(path=path, key=key) from None
     except (TypeError, ValueError) as e:
         raise InrlabError(f"cannot build the model: {e}", path=path, key=key) from None
 
 
-def run_model(spec: RunSpec) -> nn.Module:
+def run_model(spec: RunSpec) -> Autoencoder:
     """The untrained model of a run directory's ``config.yaml``: from its spec when it has
     one, else by running its snippets."""
     from inrlab.experiment.build import build_entry
@@ -107,7 +108,7 @@ def run_model(spec: RunSpec) -> nn.Module:
 
 
 def load_trained_model(run_path: str | Path,
-                       checkpoint: str = "best") -> tuple[RunSpec, nn.Module, Path]:
+                       checkpoint: str = "best") -> tuple[RunSpec, Autoencoder, Path]:
     """(spec, model in eval mode, checkpoint used) of a run directory: the model rebuilt from
     its ``config.yaml`` with the best weights (the last ones when no best exists), or with
     ``checkpoint="last"`` the weights it ended with."""
@@ -117,7 +118,7 @@ def load_trained_model(run_path: str | Path,
     return spec, model.eval(), used
 
 
-def read_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
+def read_model(path: str | Path) -> tuple[Autoencoder, dict[str, Any]]:
     """(model in eval mode, metadata) of a model file, rebuilt from its spec alone."""
     path = Path(path)
     state, info = read_model_file(path)
@@ -130,7 +131,7 @@ def read_model(path: str | Path) -> tuple[nn.Module, dict[str, Any]]:
     return model.eval(), info
 
 
-def load_model(path: str | Path, checkpoint: str = "best") -> nn.Module:
+def load_model(path: str | Path, checkpoint: str = "best") -> Autoencoder:
     """A trained model in eval mode from a model file (``inrlab export``) or from a run
     directory whose model is a ``{name, args}`` spec, rebuilt from the registry alone."""
     path = Path(path)
@@ -177,9 +178,10 @@ def export_run(run_path: str | Path, output: Path | None = None,
         raise InrlabError(
             "its model came from a Python snippet, which a model file cannot hold (it keeps "
             "a {name, args} spec of registered models, so no code runs when it loads); write "
-            "the experiment file's 'model:' as such a spec (the names 'inrlab show --models' "
-            "lists, e.g. {name: EncoderDecoder, args: {encoder: ..., decoder: ...}}), train "
-            "it with 'inrlab run', then export that run", path=run_path / "config.yaml",
+            "the experiment file's 'model:' as such a spec (docs/api.md lists the names and "
+            "their arguments, e.g. {name: EncoderDecoder, args: {encoder: ..., decoder: "
+            "...}}), train it with 'inrlab run', then export that run",
+            path=run_path / "config.yaml",
             key="model")
     output = Path(output) if output is not None else run_path / f"model{SUFFIX}"
     if output.suffix != SUFFIX:
@@ -209,7 +211,10 @@ def export_run(run_path: str | Path, output: Path | None = None,
         "validation_psnr": (progress.get("validation") or {}).get("psnr"),
         "checkpoint": used.name,
     }
-    shape = model.input_shape if isinstance(model, Autoencoder) else None
+    try:
+        shape: tuple | None = model.input_shape
+    except ValueError:  # a wrapped module does not say which images it takes
+        shape = None
     write_model_file(output, model.state_dict(), {
         "spec": resolved, "input_shape": list(shape) if shape is not None else None,
         "inrlab_version": inrlab.__version__, "provenance": provenance})

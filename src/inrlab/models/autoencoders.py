@@ -13,7 +13,7 @@ from inrlab.models.contract import Autoencoder, CodeCost, Encoder
 from inrlab.models.decoders.base import ImplicitDecoder
 from inrlab.models.decoders.manifold import ImageManifoldDecoder
 from inrlab.models.encoders.dalle import DalleEncoder
-from inrlab.models.layers import check_positive_int, check_shape
+from inrlab.models.layers import check_positive_int, check_shape, keep_state_keys
 from inrlab.models.registry import MODELS, register_model
 
 
@@ -58,8 +58,8 @@ class EncoderDecoder(Autoencoder):
 
     ``encoder`` and ``decoder`` are modules or ``{name, args}`` specs; a decoder spec may
     leave out what the encoder fixes (its code channels and grid, the output channels, the
-    default size): ``{"name": "LocalLatentDecoder", "args": {"num_hidden": 64}}`` after an
-    ``EncoderConvGrid`` decodes its latent grid.
+    default size): ``{"name": "LocalLatentDecoder", "args": {"mlp": {"num_hidden": 64}}}``
+    after an ``EncoderConvGrid`` decodes its latent grid.
     """
 
     spec_arguments = ("decoder",)  # built here, with the encoder's code shape filled in
@@ -74,8 +74,12 @@ class EncoderDecoder(Autoencoder):
                                      code_context)
         # The bottleneck's state keeps the keys it had before it was a module of its own
         # ("prior.histogram"), so checkpoints of earlier versions load.
-        self.register_state_dict_post_hook(_bottleneck_keys_out)
-        self.register_load_state_dict_pre_hook(_bottleneck_keys_in)
+        keep_state_keys(self, {"bottleneck.prior.": "prior.",
+                               "bottleneck.quantizer.": "quantizer."})
+
+    @property
+    def refinable(self) -> bool:
+        return True
 
     @property
     def input_shape(self) -> tuple[int, int | None, int | None]:
@@ -128,18 +132,6 @@ class EncoderDecoder(Autoencoder):
     def decompress(self, blobs: Sequence[bytes], code_shape: Sequence[int]) -> torch.Tensor:
         """The codes (B, *code_shape) that ``compress`` stored in ``blobs``."""
         return self.bottleneck.decompress(blobs, code_shape)
-
-
-def _bottleneck_keys_out(module: nn.Module, state: dict[str, Any], prefix: str,
-                         metadata: Any) -> None:
-    for key in [k for k in state if k.startswith(prefix + "bottleneck.")]:
-        state[prefix + key[len(prefix + "bottleneck."):]] = state.pop(key)
-
-
-def _bottleneck_keys_in(module: nn.Module, state: dict[str, Any], prefix: str,
-                        *args: Any) -> None:
-    for key in [k for k in state if k.startswith((prefix + "prior.", prefix + "quantizer."))]:
-        state[prefix + "bottleneck." + key[len(prefix):]] = state.pop(key)
 
 
 def _check_at_least(name: str, value: Any, minimum: float, says: str) -> float:

@@ -1,5 +1,6 @@
 """The one contract every autoencoder implements. Trainers, ``inrlab render``, the report and
-``inrlab.load_run`` call these methods; none of them probes a model for attributes."""
+``inrlab.load_run`` call these methods; none of them probes a model for attributes (a
+snippet's own module is wrapped in ``adapter.ModuleAutoencoder`` first)."""
 
 from __future__ import annotations
 
@@ -52,6 +53,13 @@ class Autoencoder(nn.Module):
       ``pixels`` pixels (a rate term), or None.
     - ``anchor_method``: the name evaluation tables give the model when it is one of the
       field's codecs that inrlab's models are compared with (a learned codec), else None.
+    - ``has_code``: whether ``encode`` gives a code at all (False for a snippet's own module
+      seen through ``ModuleAutoencoder``: its "code" is the image itself, so nothing scores,
+      prices or compares it).
+    - ``refinable``: whether codes can be refined per image at test time
+      (``models.refine``: a separate encoder and bottleneck).
+    - ``parameter_parts()``: the modules whose parameters are counted apart (``encoder``,
+      ``decoder``; None where the model has no such part).
     - How the code is stored: ``entropy_coded`` codes go through ``compress(codes)`` (a
       ``bytes`` per image) and ``decompress(blobs, code_shape)``; otherwise a code of
       ``code_bits`` bits per value is packed at that, and a float code (None) is stored as
@@ -59,6 +67,19 @@ class Autoencoder(nn.Module):
     """
 
     anchor_method: str | None = None
+    has_code: bool = True
+
+    @property
+    def class_name(self) -> str:
+        """The model's class name for messages (a wrapped module's own)."""
+        return type(self).__name__
+
+    @property
+    def refinable(self) -> bool:
+        return False
+
+    def parameter_parts(self) -> dict[str, nn.Module | None]:
+        return {part: named_part(self, part) for part in ("encoder", "decoder")}
 
     @property
     def input_shape(self) -> tuple[int, int | None, int | None]:
@@ -104,8 +125,6 @@ class Autoencoder(nn.Module):
         return self.decode(self.encode(images), images.shape[-2:])
 
 
-def reconstruction(model: nn.Module, images: torch.Tensor) -> torch.Tensor:
-    """``model(images)``; for a plain module (a snippet's own autoencoder that is no
-    ``Autoencoder``) that returns several outputs, the first."""
-    output = model(images)
-    return output[0] if isinstance(output, (tuple, list)) else output
+def named_part(module: nn.Module, name: str) -> nn.Module | None:
+    part = getattr(module, name, None)
+    return part if isinstance(part, nn.Module) else None

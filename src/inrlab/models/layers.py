@@ -113,3 +113,31 @@ class GridLinear(nn.Module):
                              f"{x.shape[-2]}x{x.shape[-1]}")
         # (B, C_in, gh, gw) -> (B, C_in * gh * gw) -> (B, C_out, gh, gw)
         return self.linear(x.flatten(1)).view(x.shape[0], self.out_channels, *self.grid)
+
+
+def keep_state_keys(module: nn.Module, stored_as: dict[str, str]) -> None:
+    """Keep the state-dict keys an earlier layout of ``module`` had, so its checkpoints load:
+    ``stored_as`` maps a prefix of today's keys (``"mlp.layers."``) to the prefix stored
+    (``"mlp."``). ``state_dict()`` writes the stored keys and ``load_state_dict()`` reads
+    them; each key is renamed once, by its longest matching prefix."""
+    stored_to_new = {old: new for new, old in stored_as.items()}
+
+    def rename(state: dict[str, Any], prefix: str, mapping: dict[str, str]) -> None:
+        items = list(state.items())
+        state.clear()
+        for key, value in items:
+            rest = key[len(prefix):] if key.startswith(prefix) else None
+            match = max((p for p in mapping if rest is not None and rest.startswith(p)),
+                        key=len, default=None)
+            if match is not None:
+                key = prefix + mapping[match] + rest[len(match):]
+            state[key] = value
+
+    def out(module: nn.Module, state: dict[str, Any], prefix: str, metadata: Any) -> None:
+        rename(state, prefix, stored_as)
+
+    def into(module: nn.Module, state: dict[str, Any], prefix: str, *args: Any) -> None:
+        rename(state, prefix, stored_to_new)
+
+    module.register_state_dict_post_hook(out)
+    module.register_load_state_dict_pre_hook(into)

@@ -31,8 +31,8 @@ def render_codes(model: Autoencoder, images: torch.Tensor, refine_steps: int = 0
     ``refine_steps`` those codes refined for each image (``refine_codes``)."""
     if not refine_steps:
         return model.render_code(images)
-    if not isinstance(model, EncoderDecoder):
-        raise InrlabError(f"{type(model).__name__} has no separate encoder and bottleneck: "
+    if not model.refinable:
+        raise InrlabError(f"{model.class_name} has no separate encoder and bottleneck: "
                           "its codes cannot be refined", key="--refine-steps")
     return refine_codes(model, images, refine_steps, refine_learnrate)
 

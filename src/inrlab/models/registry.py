@@ -30,18 +30,22 @@ class Registration:
 
 
 class Registry:
-    def __init__(self) -> None:
+    """Classes by name; ``noun`` names them in errors (``unknown model 'X'``)."""
+
+    def __init__(self, kinds: tuple[str, ...] = KINDS, noun: str = "model") -> None:
         self._entries: dict[str, Registration] = {}
+        self.kinds = kinds
+        self.noun = noun
 
     def register(self, kind: str, *, tiny: dict[str, Any]) -> Callable[[T], T]:
         """Class decorator: register under the class name, with tiny test arguments."""
-        if kind not in KINDS:
-            raise ValueError(f"kind must be one of {KINDS}, got {kind!r}")
+        if kind not in self.kinds:
+            raise ValueError(f"kind must be one of {self.kinds}, got {kind!r}")
 
         def decorate(cls: T) -> T:
             name = cls.__name__
             if name in self._entries:
-                raise ValueError(f"model name {name!r} is registered twice")
+                raise ValueError(f"{self.noun} name {name!r} is registered twice")
             self._entries[name] = Registration(name, cls, kind, dict(tiny))
             return cls
 
@@ -53,30 +57,40 @@ class Registry:
     def get(self, name: str) -> Registration:
         if name not in self._entries:
             raise InrlabError(
-                f"unknown model '{name}'; registered models: {', '.join(self.names())}"
+                f"unknown {self.noun} '{name}'; registered {self.noun}s: {', '.join(self.names())}"
             )
         return self._entries[name]
 
-    def build(self, spec: Mapping[str, Any]) -> nn.Module:
+    def build(self, spec: Mapping[str, Any], **context: Any) -> nn.Module:
         """Build from ``{"name": ..., "args": {...}}``; args may nest further specs. A name
-        outside the registry or an argument its class does not take is ``InrlabError``."""
+        outside the registry or an argument its class does not take is ``InrlabError``.
+        ``context``: keywords the caller adds (a decoder part's input width), not part of
+        the spec the module remembers.
+
+        A class that regrouped its arguments translates older spellings in its
+        ``upgrade_arguments`` classmethod (``LocalLatentDecoder``), so specs stored by
+        earlier runs still build."""
+        noun = self.noun
         if not isinstance(spec, Mapping) or "name" not in spec:
-            raise InrlabError("a model spec is a mapping with 'name' and optional 'args'")
+            raise InrlabError(f"a {noun} spec is a mapping with 'name' and optional 'args'")
         unknown = set(spec) - {"name", "args"}
         if unknown:
-            raise InrlabError(f"a model spec takes only 'name' and 'args', not {sorted(unknown)}")
+            raise InrlabError(f"a {noun} spec takes only 'name' and 'args', not "
+                              f"{sorted(unknown)}")
         given = spec.get("args") or {}
         if not isinstance(given, Mapping):
-            raise InrlabError(f"the args of model '{spec['name']}' must be a mapping of "
+            raise InrlabError(f"the args of {noun} '{spec['name']}' must be a mapping of "
                               f"argument names to values, got {type(given).__name__}")
         registration = self.get(spec["name"])
-        _check_arguments(registration, given)
+        upgrade = getattr(registration.cls, "upgrade_arguments", None)
+        given = dict(upgrade(given) if upgrade is not None else given)
+        _check_arguments(registration, given, noun)
         # A class may build some of its parts itself from their specs (EncoderDecoder fills
         # the decoder's code arguments in from its encoder): those are passed as they are.
         own = getattr(registration.cls, "spec_arguments", ())
         args = {k: v if k in own else self._maybe_build(v) for k, v in given.items()}
-        module = registration.cls(**args)
-        setattr(module, _SPEC, {"name": registration.name, "args": dict(given)})
+        module = registration.cls(**args, **context)
+        setattr(module, _SPEC, {"name": registration.name, "args": given})
         return module
 
     def _maybe_build(self, value: Any) -> Any:
@@ -89,23 +103,40 @@ class Registry:
         return {name: r.cls for name, r in self._entries.items()}
 
 
+class UpgradesArguments(type):
+    """Metaclass of a class that regrouped its constructor's arguments: a call with older
+    spellings goes through the class's ``upgrade_arguments`` first, so snippets and specs
+    written for an earlier version still build, while ``inspect.signature`` (and a spec's
+    argument check) sees the current arguments only."""
+
+    def __call__(cls, *args: Any, **kwargs: Any) -> Any:
+        return super().__call__(*args, **cls.upgrade_arguments(kwargs))  # type: ignore[attr-defined]
+
+    @property
+    def __signature__(cls) -> inspect.Signature:
+        signature = inspect.signature(cls.__init__)  # type: ignore[misc]
+        return signature.replace(parameters=list(signature.parameters.values())[1:])
+
+
 MODELS = Registry()
 register_model = MODELS.register
 
 
-def _check_arguments(registration: Registration, given: Mapping[str, Any]) -> None:
-    """Bad input for an argument the class's constructor does not take."""
+def _check_arguments(registration: Registration, given: Mapping[str, Any],
+                     noun: str = "model") -> None:
+    """Bad input for an argument the class's constructor does not take (keyword-only ones
+    are the caller's context, not the spec's)."""
     try:
         parameters = inspect.signature(registration.cls).parameters
     except (TypeError, ValueError):  # no signature to read: the constructor decides
         return
     if any(p.kind is inspect.Parameter.VAR_KEYWORD for p in parameters.values()):
         return
-    unknown = [name for name in given if name not in parameters]
+    known = [n for n, p in parameters.items()
+             if p.kind in (p.POSITIONAL_OR_KEYWORD, p.POSITIONAL_ONLY)]
+    unknown = [name for name in given if name not in known]
     if unknown:
-        known = [n for n, p in parameters.items()
-                 if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)]
-        raise InrlabError(f"model '{registration.name}' takes no argument "
+        raise InrlabError(f"{noun} '{registration.name}' takes no argument "
                           f"{', '.join(repr(n) for n in unknown)}; its arguments: "
                           f"{', '.join(known)}")
 

@@ -12,7 +12,7 @@ import torch.nn.functional as F
 from torch.utils.data import Dataset
 
 from inrlab.data import first_images
-from inrlab.models.contract import reconstruction
+from inrlab.models.contract import Autoencoder
 from inrlab.train.image_metrics import psnr
 
 VALIDATION_IMAGES = 512  # validation images the model and its baselines are scored on
@@ -77,7 +77,7 @@ def baseline_scores(train_images: torch.Tensor, validation_images: torch.Tensor,
 
 
 @torch.no_grad()
-def compare_with_baselines(model: torch.nn.Module, train_set: Dataset, validation_set: Dataset,
+def compare_with_baselines(model: Autoencoder, train_set: Dataset, validation_set: Dataset,
                            count: int = VALIDATION_IMAGES, train_count: int = TRAIN_IMAGES
                            ) -> tuple[dict[str, float | int | None], PCA | None, torch.Tensor]:
     """(scores, the PCA or None, the validation images) for a model in eval mode with an
@@ -85,7 +85,7 @@ def compare_with_baselines(model: torch.nn.Module, train_set: Dataset, validatio
     colour and PCA with as many components as its code has floats, fit on the first
     ``train_count`` training images."""
     images = first_images(validation_set, count)
-    output = torch.cat([reconstruction(model, part) for part in images.split(64)])
+    output = torch.cat([model(part) for part in images.split(64)])
     size = code_floats(model.encode(images[:1]))
     scores, pca = baseline_scores(first_images(train_set, train_count), images, size)
     spread = output.float().clamp(0, 1).flatten(2).std(2, correction=0).mean().item()

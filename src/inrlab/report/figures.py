@@ -12,7 +12,7 @@ import torch
 import torch.nn.functional as F
 from PIL import Image, ImageDraw, ImageFont
 
-from inrlab.models.contract import Autoencoder, reconstruction
+from inrlab.models.contract import Autoencoder
 from inrlab.storage.grids import save_picture
 
 
@@ -146,7 +146,7 @@ HEADER = 34
 
 
 @torch.no_grad()
-def reproduction_columns(model: torch.nn.Module, images: torch.Tensor,
+def reproduction_columns(model: Autoencoder, images: torch.Tensor,
                          scales: Sequence[int] = (2, 4), pca: Any = None
                          ) -> list[tuple[str, torch.Tensor]]:
     """(title, images (N, C, h, w)) columns: original, reproduction, the PCA reconstruction
@@ -155,12 +155,12 @@ def reproduction_columns(model: torch.nn.Module, images: torch.Tensor,
     to bicubic upscales of the original and of the PCA reconstruction. (A nearest-neighbour
     upscale would look exactly like the original: every picture is shown that way.)"""
     height, width = images.shape[-2:]
-    output = reconstruction(model, images)
+    output = model(images)
     columns = [("original", images), ("reproduction", output.clamp(0, 1))]
     linear = pca.reconstruct(images) if pca is not None else None
     if linear is not None:
         columns.append((f"PCA, {pca.components} floats", linear))
-    if not (isinstance(model, Autoencoder) and model.renders_any_size):
+    if not model.renders_any_size:
         return columns
 
     def bicubic(pictures: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:

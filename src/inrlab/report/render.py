@@ -169,8 +169,8 @@ def render_run(run_path: Path, inputs: Sequence[Path], size: tuple[int, int] | f
                           key="--checkpoint")
     trained = open_trained(run_path, checkpoint)
     model = trained.model
-    if not (isinstance(model, Autoencoder) and model.renders_any_size):
-        raise InrlabError(f"{type(model).__name__} has no implicit decoder, so it cannot "
+    if not model.renders_any_size:
+        raise InrlabError(f"{model.class_name} has no implicit decoder, so it cannot "
                           "render at other sizes", path=run_path)
     shape = model.input_shape
     model.to(where)

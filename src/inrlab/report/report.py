@@ -18,7 +18,6 @@ from inrlab.experiment.build import build_entry
 from inrlab.experiment.matrix import MatrixEntry
 from inrlab.experiment.trained import load_run_weights
 from inrlab.experiment.spec import RunSpec, load_experiment, load_run_spec
-from inrlab.models.contract import Autoencoder
 from inrlab.report.baselines import compare_with_baselines
 from inrlab.report.figures import (curves_from_metrics, plot_losses, reproduction_columns,
                                    reproduction_sheet)
@@ -132,7 +131,7 @@ def write_reproductions(run: ReportRun, path: Path, count: int = NUM_REPRODUCTIO
         model = built.model.eval()
         shown = (built.validation_sets or built.train_sets)[0][1]
         pca = None
-        if isinstance(model, Autoencoder):
+        if model.has_code:
             run.baselines, pca, images = compare_with_baselines(model, built.train_sets[0][1],
                                                                 shown)
         else:

@@ -9,7 +9,6 @@ import torch
 import torch.nn.functional as F
 
 from inrlab.errors import InrlabError
-from inrlab.models.contract import Autoencoder, reconstruction
 from inrlab.storage.grids import reconstruction_grid, save_png
 from inrlab.train.image_metrics import ssim
 from inrlab.train.trainer import Trainer
@@ -35,14 +34,14 @@ class CodeStatisticsOptions(AutoencoderOptions):
 class TrainAutoencoder(Trainer):
     """Reconstruction loss between the model's output and its input (element 0 of a batch).
 
-    The model is an ``Autoencoder`` (``inrlab.models.contract``); any other module is
-    trained on ``model(images)`` alone. With ``train_pixels: N`` a training step decodes only
-    N random pixels of each image (the model needs an implicit decoder); validation always
-    decodes every pixel. Validation also reports ``l1``, ``mse`` (and from it ``psnr``),
-    ``ssim`` and ``output_std`` (the spread of each output over its pixels, ~0 for a
-    constant output) of the output clamped to [0, 1], and after each validation draws the
-    first 32 validation images above their reproductions to ``images/reconstruction.png``
-    and TensorBoard ``validation_reconstruction``.
+    The model is an ``Autoencoder`` (``inrlab.models.contract``); any other module comes
+    wrapped (``ModuleAutoencoder``) and is trained on its output alone. With ``train_pixels:
+    N`` a training step decodes only N random pixels of each image (the model needs an
+    implicit decoder); validation always decodes every pixel. Validation also reports
+    ``l1``, ``mse`` (and from it ``psnr``), ``ssim`` and ``output_std`` (the spread of each
+    output over its pixels, ~0 for a constant output) of the output clamped to [0, 1], and
+    after each validation draws the first 32 validation images above their reproductions to
+    ``images/reconstruction.png`` and TensorBoard ``validation_reconstruction``.
 
     A model whose code has a cost (``code_cost``: an entropy-coded code's rate) adds it to
     ``loss`` and reports ``loss_reconstruction`` and the cost's metrics (``code_bytes``).
@@ -51,21 +50,20 @@ class TrainAutoencoder(Trainer):
     options_class: ClassVar[type] = AutoencoderOptions
 
     def reconstruct(self, images: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor | None]:
-        """(reconstruction, codes; None for a module that is no ``Autoencoder``)."""
-        if not isinstance(self.model, Autoencoder):
-            return reconstruction(self.model, images), None
+        """(reconstruction, codes; None for a model without a code of its own)."""
         codes = self.model.encode(images)
-        return self.model.decode(codes, images.shape[-2:]), codes
+        decoded = self.model.decode(codes, images.shape[-2:])
+        return decoded, codes if self.model.has_code else None
 
     def reconstruct_pixels(self, images: torch.Tensor, count: int | None, jitter: float = 0.0
                            ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(decoded, target, codes) at ``count`` random pixels per image (None: every pixel),
         both (B, n, C); ``jitter`` as ``ImplicitDecoder.query_pixels``."""
-        decoder = self.model.implicit_decoder if isinstance(self.model, Autoencoder) else None
+        decoder = self.model.implicit_decoder
         if decoder is None:
             key = "train_pixels" if count else "train_jitter"
             raise InrlabError(f"{key} needs a model with an implicit decoder; "
-                              f"{type(self.model).__name__} has none", key=key)
+                              f"{self.model.class_name} has none", key=key)
         batch, channels, height, width = images.shape
         if count is None or count >= height * width:
             index = torch.arange(height * width, device=images.device).expand(batch, -1)
@@ -148,7 +146,7 @@ class TrainAutoencoderSpecial(TrainAutoencoder):
                codes: torch.Tensor | None) -> dict[str, torch.Tensor]:
         if codes is None:
             raise InrlabError(f"TrainAutoencoderSpecial constrains the codes, and "
-                              f"{type(self.model).__name__} is no Autoencoder (no encode)",
+                              f"{self.model.class_name} is no Autoencoder (no encode)",
                               key="trainer")
         reconstruction_loss = self.loss_function(output.float(), target.float())
         codes = codes.float().flatten(1)  # (B, code)

@@ -94,15 +94,12 @@ def channels_last(model: nn.Module, device: torch.device) -> str | None:
     return f"{len(convolutions)} convolutions channels-last (NHWC) on the cpu"
 
 
-def compile_model(model: nn.Module, mode: str = "default") -> None:
-    """torch.compile ``model`` in place (its state_dict keys stay the same): an autoencoder's
-    ``encode`` and ``decode`` (what the trainers call) and its implicit decoder's ``query``
-    (what pixel-subset training calls), else ``forward``. ``mode``: torch.compile's
+def compile_model(model: Autoencoder, mode: str = "default") -> None:
+    """torch.compile ``model`` in place (its state_dict keys stay the same): its ``encode``
+    and ``decode`` (what the trainers call; ``forward`` goes through them) and its implicit
+    decoder's ``query`` (what pixel-subset training calls). ``mode``: torch.compile's
     ("reduce-overhead" replays CUDA graphs: no per-kernel launch cost for the small kernels
     of a batch-64 step)."""
-    if not isinstance(model, Autoencoder):
-        model.compile(mode=mode)
-        return
     model.encode = torch.compile(model.encode, mode=mode)  # type: ignore[method-assign]
     model.decode = torch.compile(model.decode, mode=mode)  # type: ignore[method-assign]
     decoder = model.implicit_decoder

@@ -14,6 +14,7 @@ import torch
 from torch import nn
 
 from inrlab.errors import InrlabError
+from inrlab.models.contract import Autoencoder
 from inrlab.models.layers import count_parameters
 from inrlab.models.registry import model_spec
 from inrlab.storage.checkpoint import load_checkpoint
@@ -132,12 +133,11 @@ def result_record(status: str, progress: Progress, settings: TrainSettings, mode
     }
 
 
-def parameter_counts(model: nn.Module, trainable: bool = False) -> dict[str, int | None]:
+def parameter_counts(model: Autoencoder, trainable: bool = False) -> dict[str, int | None]:
     """{total, (trainable,) encoder, decoder}: None for a part the model does not have."""
     counts: dict[str, int | None] = {"total": count_parameters(model)}
     if trainable:
         counts["trainable"] = count_parameters(model, trainable_only=True)
-    for part in ("encoder", "decoder"):
-        module = getattr(model, part, None)
-        counts[part] = count_parameters(module) if isinstance(module, nn.Module) else None
+    for part, module in model.parameter_parts().items():
+        counts[part] = count_parameters(module) if module is not None else None
     return counts

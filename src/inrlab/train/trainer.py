@@ -25,6 +25,7 @@ from torch import nn
 from torch.utils.data import Dataset, default_collate
 
 from inrlab.errors import InrlabError
+from inrlab.models.adapter import as_autoencoder
 from inrlab.storage.checkpoint import save_checkpoint
 from inrlab.storage.metrics import MetricsLog
 from inrlab.storage.rundir import RunDir
@@ -66,7 +67,7 @@ class Trainer:
     def __init__(
         self,
         *,
-        model: nn.Module,
+        model: nn.Module,  # any module; one that is no Autoencoder gets wrapped
         train_sets: Sequence[tuple[int, Dataset]],
         validation_sets: Sequence[tuple[int, Dataset]] = (),
         settings: TrainSettings,
@@ -79,7 +80,7 @@ class Trainer:
         self.settings = settings
         self.options = options if options is not None else self.options_class()
         self.device = device if isinstance(device, torch.device) else resolve_device(device)
-        self.model = model.to(self.device)
+        self.model = as_autoencoder(model).to(self.device)  # one contract for every model
         # LBFGS flattens gradients with view(), which NHWC weights' gradients do not allow
         named = getattr(torch.optim, str(settings.optimizer), None)
         flattening = isinstance(named, type) and needs_closure(named)
