@@ -1,5 +1,5 @@
-"""Every Python block of README.md runs as written, with small budgets, so the examples a
-newcomer copies cannot rot."""
+"""Every Python block of README.md and docs/*.md runs as written, with small budgets, so
+the examples a newcomer copies cannot rot."""
 
 from __future__ import annotations
 
@@ -15,24 +15,29 @@ BUDGETS = [(re.compile(r"max_inputs=[\d_]+"), "max_inputs=64"),
            (re.compile(r"inrlab\.run\(([^()]*)\)"), r"inrlab.run(\1, max_inputs=64)")]
 
 
-def python_blocks() -> list[str]:
-    return BLOCK.findall((ROOT / "README.md").read_text())
+PAGES = [ROOT / "README.md", *sorted((ROOT / "docs").glob("*.md"))]
+
+
+def python_blocks() -> list[tuple[str, str]]:
+    """(name, code) of every Python block, e.g. ("README.md python block 1", ...)."""
+    return [(f"{page.relative_to(ROOT)} python block {n + 1}", code) for page in PAGES
+            for n, code in enumerate(BLOCK.findall(page.read_text()))]
 
 
 def test_the_readme_has_python_examples() -> None:
-    assert python_blocks(), "README.md lost its Python examples (or their ```python fence)"
+    assert any(name.startswith("README.md") for name, _ in python_blocks()), (
+        "README.md lost its Python examples (or their ```python fence)")
 
 
-@pytest.mark.parametrize("index", range(len(python_blocks())))
-def test_a_readme_python_block_runs(index: int, tmp_path: Path,
-                                    monkeypatch: pytest.MonkeyPatch) -> None:
+@pytest.mark.parametrize("name,code", python_blocks(), ids=[n for n, _ in python_blocks()])
+def test_a_python_block_runs(name: str, code: str, tmp_path: Path,
+                             monkeypatch: pytest.MonkeyPatch) -> None:
     """Run in an empty directory that has the project's experiments/ (as a fresh clone
     has), without ../shared: every dataset the examples use must ship with the package."""
-    code = python_blocks()[index]
     for pattern, small in BUDGETS:
         code = pattern.sub(small, code)
     (tmp_path / "experiments").symlink_to(ROOT / "experiments")
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("INRLAB_RUNS_DIR", raising=False)
     monkeypatch.setenv("INRLAB_CACHE_DIR", str(tmp_path / "cache"))  # nothing downloaded
-    exec(compile(code, f"README.md python block {index + 1}", "exec"), {"__name__": "readme"})
+    exec(compile(code, name, "exec"), {"__name__": "readme"})

@@ -39,7 +39,7 @@ def check_stuck(settings: TrainSettings, progress: Any, means: dict[str, float],
         message = (f"stuck at a constant output since {since:,} inputs: output pixel std "
                    f"at most {max(std for _, std in window):.2g} at each of the last "
                    f"{s.stuck_validations} validations (validation loss now "
-                   f"{means['loss']:.6g}); see 'Stuck runs' in the README")
+                   f"{means['loss']:.6g}); see 'Stuck runs' in docs/experiment-files.md")
         print(f"warning: {message}")
         p.warnings.append({"kind": "stuck", "inputs": since, "detected": p.num_inputs,
                            "message": message})

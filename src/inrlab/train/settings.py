@@ -14,7 +14,7 @@ from inrlab.errors import InrlabError
 
 @dataclass
 class TrainSettings:
-    """Experiment keys read by the trainer. Defaults are listed in the README."""
+    """Experiment keys read by the trainer. Defaults are listed in docs/experiment-files.md."""
 
     batch_size: int
     learnrate: float
