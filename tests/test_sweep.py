@@ -165,3 +165,80 @@ def test_a_local_ray_runtime_listens_and_talks_on_loopback_only(write, tmp_path)
     talking = [s for s in seen if s[2] != "0A" and set(s[1].split(":")[0]) != {"0"}]
     outside = [s for s in talking if not (_loopback(s[0]) and _loopback(s[1]))]
     assert talking and not outside, outside
+
+
+CLUSTER = FOUR.replace("max_inputs: 256", """max_inputs: 1600
+num_inputs_between_checkpoints: 160
+num_epochs_between_validations: null
+num_inputs_between_validations: 320""")
+
+
+def _records(path: Path) -> list[dict]:
+    return [json.loads(line) for line in path.read_text().splitlines() if line.strip()]
+
+
+def test_a_cluster_that_loses_a_node_finishes_every_entry(write, tmp_path) -> None:
+    """A Ray cluster of several nodes on this machine (every process on 127.0.0.1: the
+    suite sets RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER=0 before Ray starts). A worker node is
+    removed while its entries train and another joins: every entry completes its whole
+    budget, the interrupted ones resumed from their last checkpoint (their metrics up to it
+    kept as they were), no metrics record is duplicated or out of order, the old holders of
+    the run locks are gone, and the sweep's output says it in one line."""
+    from ray.cluster_utils import Cluster
+
+    from inrlab.storage.checkpoint import load_checkpoint
+
+    path = write("cluster.yml", CLUSTER)
+    runs = tmp_path / "runs"
+    cluster = Cluster(initialize_head=True, head_node_args={
+        "num_cpus": 0,  # the head schedules; the workers train
+        "_system_config": {"health_check_period_ms": 500,
+                           "health_check_failure_threshold": 4}})
+    try:
+        worker = cluster.add_node(num_cpus=2)
+        assert cluster.address.startswith("127.0.0.1:")  # every node on loopback
+        env = {**os.environ, "PYTHONPATH": str(ROOT / "src")}
+        sweep = subprocess.Popen(
+            [sys.executable, "-m", "inrlab", "run", str(path), "--ray", cluster.address,
+             "--runs-dir", str(runs), "--no-tensorboard"], env=env, cwd=tmp_path,
+            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+        deadline = time.monotonic() + 120
+        while time.monotonic() < deadline and sweep.poll() is None:
+            if any(runs.rglob("checkpoint-last.pt")):
+                break
+            time.sleep(0.1)
+        time.sleep(1.0)  # a few more checkpoints, still far from the budget
+        snapshots, holders = {}, []
+        for checkpoint in runs.rglob("checkpoint-last.pt"):
+            run = checkpoint.parent
+            inputs = load_checkpoint(checkpoint)["progress"]["num_inputs"]
+            snapshots[run] = (inputs, _records(run / "metrics.jsonl"))
+            if (run / ".lock-holder.json").exists():
+                holders.append(json.loads((run / ".lock-holder.json").read_text())["pid"])
+        cluster.remove_node(worker, allow_graceful=False)
+        cluster.add_node(num_cpus=2)
+        out, _ = sweep.communicate(timeout=300)
+    finally:
+        if sweep.poll() is None:
+            sweep.kill()
+        cluster.shutdown()
+    assert sweep.returncode == 0, out
+    interrupted = {run: snap for run, snap in snapshots.items() if 0 < snap[0] < 1600}
+    assert interrupted, f"no entry was mid-training when the node went: {snapshots}"
+    assert out.count("node lost") == 1 and "resubmitted" in out, out
+    assert "state-dump" not in out and "Raylet is terminated" not in out, out
+    results = runs_of(runs)
+    assert len(results) == 4
+    assert all(r["status"] == "complete" and r["num_inputs"] == 1600 for r in results.values())
+    for run in results:
+        records = _records(runs / run / "metrics.jsonl")
+        for kind in ("train", "validation"):
+            inputs = [r["inputs"] for r in records if r.get("kind") == kind]
+            assert inputs == sorted(set(inputs)), f"{run} {kind}: {inputs}"
+        assert not (runs / run / ".lock-holder.json").exists()
+    for run, (inputs, before) in interrupted.items():  # resumed, not restarted
+        kept = [r for r in before if r.get("inputs", 0) <= inputs]
+        assert _records(run / "metrics.jsonl")[:len(kept)] == kept, run
+    for pid in holders:  # the lost node's trainers are gone: one holder per lock
+        with pytest.raises(ProcessLookupError):
+            os.kill(pid, 0)

@@ -12,10 +12,13 @@ from __future__ import annotations
 
 import contextlib
 import os
+import re
+import sys
+import threading
 import time
 from dataclasses import dataclass, replace
 from pathlib import Path
-from typing import Any, Iterator, Sequence
+from typing import Any, Iterator, Sequence, TextIO
 
 from inrlab.errors import InrlabError
 from inrlab.experiment.runner import RunOptions, run_entry
@@ -117,32 +120,124 @@ def run_sweep(path: Path, specs: Sequence[RunSpec], options: RunOptions,
     pending = {submit(spec): (spec, 0) for spec in todo}
     started = time.monotonic()
     bar = tqdm(total=len(todo), unit="run", dynamic_ncols=True, leave=False, disable=None)
-    try:
+
+    def retry(ref: Any, message: str, quiet: bool = False) -> bool:
+        """Submit the entry of ``ref`` again (True), unless its retries are spent."""
+        spec, retries = pending.pop(ref)
+        if retries >= sweep.max_retries:
+            pending[ref] = (spec, retries)  # finished as failed by the caller
+            return False
+        if not quiet:
+            bar.write(f"retrying '{spec.experiment_name}' ({retries + 1} of "
+                      f"{sweep.max_retries}): {message}")
+        pending[submit(spec)] = (spec, retries + 1)
+        return True
+
+    with _ray_messages_condensed(), contextlib.ExitStack() as cleanup:
+        # until Ray is shut down: its messages about a lost node may come after the last entry
+        cleanup.callback(bar.close)
+        if started_ray:  # the Ray this sweep started or connected to
+            cleanup.callback(ray.shutdown)
         while pending:
             done, _ = ray.wait(list(pending), num_returns=1)
-            spec, retries = pending.pop(done[0])
+            spec, retries = pending[done[0]]
             name = spec.experiment_name
             try:
                 outcome = ray.get(done[0])
             except Exception as e:  # noqa: BLE001 - a task error or a killed worker
-                message = _short_error(e)
-                if retries < sweep.max_retries:
-                    bar.write(f"retrying '{name}' ({retries + 1} of {sweep.max_retries}): "
-                              f"{message}")
-                    pending[submit(spec)] = (spec, retries + 1)
+                node = _lost_node(e)
+                if node is not None:
+                    lost = _entries_on_lost_node(ray, pending, node, done[0])
+                    names = [pending[ref][0].experiment_name for ref in lost]
+                    resubmitted = [n for n, ref in zip(names, lost)
+                                   if retry(ref, "", quiet=True)]
+                    bar.write(f"node lost ({node[:12]}): {len(resubmitted)} "
+                              f"{'entry' if len(resubmitted) == 1 else 'entries'} "
+                              f"resubmitted" + (f" ({', '.join(resubmitted)})"
+                                                if resubmitted else ""))
+                    if done[0] not in pending:
+                        continue
+                elif retry(done[0], _short_error(e)):
                     continue
-                outcome = {"status": "failed", "error": message}
+                outcome = {"status": "failed", "error": _short_error(e)}
+            pending.pop(done[0])
             statuses[name] = outcome["status"]
             bar.update(1)
             finished = len(todo) - len(pending)
-            detail = f": {outcome['error']}" if outcome.get("error") else _summary(options, name)
+            detail = (f": {outcome['error']}" if outcome.get("error")
+                      else _summary(options, name))
             bar.write(f"[{finished}/{len(todo)}] '{name}' {outcome['status']}{detail} "
                       f"({time.monotonic() - started:.0f} s into the sweep)")
-    finally:
-        bar.close()
-        if started_ray:  # the local Ray this sweep started (its idle workers hold CPU)
-            ray.shutdown()
     return statuses
+
+
+def _lost_node(error: BaseException) -> str | None:
+    """The id of the node whose loss failed a task, or None for another failure."""
+    from ray.exceptions import NodeDiedError
+
+    if not isinstance(error, NodeDiedError):
+        return None
+    found = re.search(r"node ID: ([0-9a-f]+)", str(error))
+    return found[1] if found else "unknown"
+
+
+def _entries_on_lost_node(ray: Any, pending: dict[Any, Any], node: str, first: Any,
+                          wait_s: float = 5.0) -> list[Any]:
+    """``first`` and the other pending tasks that the loss of ``node`` failed, collected
+    over ``wait_s`` seconds (Ray reports them one by one), so that one line says it all."""
+    lost = [first]
+    deadline = time.monotonic() + wait_s
+    while time.monotonic() < deadline:
+        others = [ref for ref in pending if ref not in lost]
+        ready, _ = ray.wait(others, num_returns=len(others), timeout=0.5) if others else ([], [])
+        for ref in ready:
+            try:
+                ray.get(ref)
+            except Exception as e:  # noqa: BLE001
+                if _lost_node(e) == node:
+                    lost.append(ref)
+        if not others:
+            break
+    return lost
+
+
+RAY_ERROR_THREAD = "ray_listen_error_messages"  # the driver thread that prints Ray's errors
+NODE_DEATH = ("Raylet is terminated", "has been marked dead")
+
+
+class _CondensedRayMessages:
+    """``sys.stdout`` while a sweep runs: what Ray's error thread prints (a dead raylet's
+    40-line state dump, a node marked dead) comes out as its first line, and not at all for
+    a lost node, which the sweep reports itself in one line; the full messages stay in
+    Ray's session logs. Every other thread's output passes unchanged."""
+
+    def __init__(self, stream: TextIO) -> None:
+        self.stream = stream
+
+    def write(self, text: str) -> int:
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", text).strip()
+        # Ray's messages come from its error thread, or from the main thread when Ray
+        # flushes the ones it held back as repeats (at shutdown)
+        if threading.current_thread().name != RAY_ERROR_THREAD \
+                and not plain.startswith("(raylet)"):
+            return self.stream.write(text)
+        first = plain.split("\n")[0]
+        if first and not any(mark in first for mark in NODE_DEATH):
+            self.stream.write(f"ray: {first[:200]}\n")
+        return len(text)
+
+    def __getattr__(self, name: str) -> Any:
+        return getattr(self.stream, name)
+
+
+@contextlib.contextmanager
+def _ray_messages_condensed() -> Iterator[None]:
+    stream = sys.stdout
+    sys.stdout = _CondensedRayMessages(stream)  # type: ignore[assignment]
+    try:
+        yield
+    finally:
+        sys.stdout = stream
 
 
 def _init_ray(ray: Any, sweep: SweepOptions) -> bool:
