@@ -523,3 +523,26 @@ def test_output_to_a_file_gets_a_line_every_so_often(tiny_experiment, cli, monke
     improvements = sum(loss < min(losses[:i], default=float("inf"))
                        for i, loss in enumerate(losses))
     assert out.count("validation @") == improvements
+
+
+def test_each_run_writes_tensorboard_hparams_of_its_matrix_values(tiny_experiment, cli,
+                                                                  tmp_path) -> None:
+    """TensorBoard's HParams tab compares a matrix: each run's event files say its matrix
+    values and the validation metrics it is compared by."""
+    from tensorboard.backend.event_processing.event_accumulator import EventAccumulator
+    from tensorboard.plugins.hparams import plugin_data_pb2
+
+    assert cli("run", tiny_experiment)[0] == 0
+    seen = {}
+    for hid in (8, 12):
+        events = EventAccumulator(str(tmp_path / "runs" / "tiny" / f"hid:{hid}" / "tensorboard"))
+        events.Reload()
+        content = events.PluginTagToContent("hparams")
+        data = [plugin_data_pb2.HParamsPluginData.FromString(v) for v in content.values()]
+        start = next(d.session_start_info for d in data if d.HasField("session_start_info"))
+        experiment = next(d.experiment for d in data if d.HasField("experiment"))
+        seen[hid] = start.hparams["hid"].number_value
+        metrics = {m.name.tag for m in experiment.metric_infos}
+        assert {"validation_loss", "validation_psnr"} <= metrics
+        assert "validation_psnr" in events.Tags()["scalars"]  # the values the tab shows
+    assert seen == {8: 8.0, 12: 12.0}

@@ -5,7 +5,7 @@ from __future__ import annotations
 import json
 import math
 from pathlib import Path
-from typing import Any
+from typing import Any, Sequence
 
 import torch
 
@@ -61,6 +61,20 @@ class MetricsLog:
                 if isinstance(value, (int, float)) and key not in ("time_s", "wall_time", "epoch"):
                     if math.isfinite(value):
                         self.writer.add_scalar(f"{kind}_{key}", value, inputs)
+
+    def hparams(self, values: dict[str, Any], metrics: Sequence[str]) -> None:
+        """TensorBoard HParams for this run: ``values`` (a matrix entry's values; text for
+        what is no number, text or bool) and the scalar tags ``metrics`` it is compared by,
+        so the HParams tab lays a matrix's runs side by side."""
+        if self.writer is None:
+            return
+        from torch.utils.tensorboard.summary import hparams
+
+        plain = {key: value if isinstance(value, (bool, int, float, str)) else str(value)
+                 for key, value in values.items()}
+        for summary in hparams(plain, {tag: 0.0 for tag in metrics}):
+            self.writer.file_writer.add_summary(summary)
+        self.writer.flush()
 
     def image(self, tag: str, image: torch.Tensor, inputs: int) -> None:
         if self.writer is not None:

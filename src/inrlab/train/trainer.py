@@ -54,6 +54,10 @@ class NoOptions:
     """A trainer without experiment keys of its own."""
 
 
+# The scalars TensorBoard's HParams tab compares a matrix's runs by (MetricsLog tags).
+HPARAM_METRICS = ("validation_loss", "validation_psnr", "validation_ssim", "train_loss")
+
+
 class Trainer:
     """Supervised loop over ``(input, target)`` batches; autoencoder trainers subclass it.
 
@@ -163,6 +167,9 @@ class Trainer:
         finally:
             bar.close()
         self._write_result(status)
+        entry = self.info.get("matrix_entry") or {}
+        self.log.hparams(entry or {"experiment_name": self.info.get("experiment_name", "")},
+                         HPARAM_METRICS)
         self.log.close()
         return status
 
