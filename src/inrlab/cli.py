@@ -43,6 +43,16 @@ def make_parser() -> argparse.ArgumentParser:
                           "matches one of these glob patterns")
     run.add_argument("--no-tensorboard", action="store_true",
                      help="do not write TensorBoard event files")
+    run.add_argument("--early-stop", action="store_true",
+                     help="successive halving across the matrix (ASHA): at rungs of grace, "
+                          "grace x factor, ... inputs, entries outside the best 1/factor of "
+                          "those that reached the rung stop there (status stopped)")
+    run.add_argument("--early-stop-grace", type=int, default=None, metavar="INPUTS",
+                     help="the first rung (default: a tenth of max_inputs)")
+    run.add_argument("--early-stop-factor", type=float, default=None, metavar="FACTOR",
+                     help="rung spacing and the fraction kept, 1/FACTOR (default 3)")
+    run.add_argument("--no-early-stop", action="store_true",
+                     help="train entries an --early-stop sweep stopped on to their budget")
     run.add_argument("--ray", nargs="?", const="local", default=None, metavar="ADDRESS",
                      help="run the entries as Ray tasks: no ADDRESS starts a local Ray "
                           "runtime, 'auto' or 'ray://host:10001' joins a cluster")
@@ -192,22 +202,24 @@ def command_run(args: argparse.Namespace) -> int:
         raise InrlabError(f"--max-inputs must be at least 1, got {args.max_inputs}",
                           key="--max-inputs")
     specs = entries_to_run(args.file, args.only)
+    rungs = _early_stop_rungs(args, specs)
     check_runs_dir(args.runs_dir or default_runs_dir(), write=True)
     options = RunOptions(runs_dir=args.runs_dir or default_runs_dir(), device=args.device,
                          reset=args.reset, skip=args.skip, max_inputs=args.max_inputs,
-                         tensorboard=not args.no_tensorboard)
+                         tensorboard=not args.no_tensorboard, train_stopped=args.no_early_stop)
     if args.ray is not None or args.jobs is not None:
-        return _run_sweep(args, specs, options)
+        return _run_sweep(args, specs, options, rungs)
     if len(specs) > 1:
         print(f"running {len(specs)} matrix experiments")
-    statuses: dict[str, str] = {}
     bad_input = False
     reported: dict[str, str] = {}  # an error's text -> the first entry that gave it
-    for spec in specs:
+
+    def attempt(spec: Any, options: RunOptions) -> str:
+        nonlocal bad_input
         if len(specs) > 1:
             _print_entry_header(spec)
         try:
-            statuses[spec.experiment_name] = run_entry(spec, options)
+            return run_entry(spec, options)
         except InrlabError as e:
             if args.debug:
                 traceback.print_exc()
@@ -215,8 +227,15 @@ def command_run(args: argparse.Namespace) -> int:
             print(f"error: {e}" if first == spec.experiment_name else
                   f"error: '{spec.experiment_name}': the same error as '{first}'",
                   file=sys.stderr)
-            statuses[spec.experiment_name] = "failed"
             bad_input = True
+            return "failed"
+
+    if rungs is not None:
+        from inrlab.sweep.early_stop import advance_sequentially
+
+        statuses = advance_sequentially(specs, options, rungs, attempt)
+    else:
+        statuses = {spec.experiment_name: attempt(spec, options) for spec in specs}
     if len(specs) > 1:
         print(_finished_line(statuses))
     if any(status != "failed" for status in statuses.values()):
@@ -225,7 +244,29 @@ def command_run(args: argparse.Namespace) -> int:
               f"{args.file}{where}' draws their curves and reproductions")
     if bad_input:
         return EXIT_BAD_INPUT
-    return EXIT_OK if all(s == "complete" for s in statuses.values()) else EXIT_FAILED
+    return EXIT_OK if all(s in DONE for s in statuses.values()) else EXIT_FAILED
+
+
+DONE = ("complete", "stopped")  # statuses of a successful run (stopped: by --early-stop)
+
+
+def _early_stop_rungs(args: argparse.Namespace, specs: list[Any]) -> Any:
+    """The rungs of ``--early-stop`` (None without it); its flags checked."""
+    if args.early_stop and args.no_early_stop:
+        raise InrlabError("--early-stop and --no-early-stop exclude each other",
+                          key="--no-early-stop")
+    if not args.early_stop:
+        if args.early_stop_grace is not None or args.early_stop_factor is not None:
+            raise InrlabError("--early-stop-grace and --early-stop-factor need --early-stop",
+                              key="--early-stop")
+        return None
+    if args.reset:
+        raise InrlabError("--reset is not available with --early-stop: the sweep's ladder is "
+                          "its runs; delete run directories to start them over", key="--reset")
+    from inrlab.sweep.early_stop import Rungs, budget_of
+
+    return Rungs.make(budget_of(specs, args.max_inputs), args.early_stop_grace,
+                      args.early_stop_factor)
 
 
 def _finished_line(statuses: dict[str, str]) -> str:
@@ -234,7 +275,7 @@ def _finished_line(statuses: dict[str, str]) -> str:
     return f"finished {len(statuses)} matrix experiments: {summary}"
 
 
-def _run_sweep(args: argparse.Namespace, specs: list[Any], options: Any) -> int:
+def _run_sweep(args: argparse.Namespace, specs: list[Any], options: Any, rungs: Any) -> int:
     from inrlab.report.results import format_table, result_rows
     from inrlab.sweep.ray_sweep import SweepOptions, run_sweep
 
@@ -252,10 +293,10 @@ def _run_sweep(args: argparse.Namespace, specs: list[Any], options: Any) -> int:
                          gpus_per_run=args.gpus_per_run, max_retries=args.max_retries)
     print(f"sweeping {len(specs)} matrix entr{'y' if len(specs) == 1 else 'ies'} of "
           f"{args.file} on Ray ({address or 'local runtime'}), runs in {options.runs_dir}")
-    statuses = run_sweep(args.file, specs, options, sweep)
+    statuses = run_sweep(args.file, specs, options, sweep, rungs)
     print(_finished_line(statuses))
     print(format_table(result_rows(specs, options.runs_dir)))
-    return EXIT_OK if all(s == "complete" for s in statuses.values()) else EXIT_FAILED
+    return EXIT_OK if all(s in DONE for s in statuses.values()) else EXIT_FAILED
 
 
 def command_show(args: argparse.Namespace) -> int:

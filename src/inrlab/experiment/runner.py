@@ -33,6 +33,8 @@ class RunOptions:
     max_inputs: int | None = None
     tensorboard: bool = True
     quiet: bool = False
+    pause_at: int | None = None  # stop at this many inputs, resumable (status "paused")
+    train_stopped: bool = False  # train entries an early-stopping sweep stopped (--no-early-stop)
 
 
 def print_parameters(model: torch.nn.Module) -> None:
@@ -60,6 +62,13 @@ def run_entry(spec: RunSpec, options: RunOptions) -> str:
     if options.skip and run_dir.is_complete():
         print(f"skipping '{spec.experiment_name}': already complete")
         return "complete"
+    previous = run_dir.read_result() or {}
+    if previous.get("status") == "stopped" and not options.train_stopped and not options.reset:
+        rung = (previous.get("stopped") or {}).get("rung")
+        print(f"skipping '{spec.experiment_name}': stopped early at {rung:,} inputs "
+              "(--no-early-stop trains it on)" if isinstance(rung, int) else
+              f"skipping '{spec.experiment_name}': stopped early (--no-early-stop trains it on)")
+        return "stopped"
     overrides = {"max_inputs": options.max_inputs} if options.max_inputs else None
     built = build_entry(spec, with_data=True, overrides=overrides)
     if not options.quiet:
@@ -67,18 +76,22 @@ def run_entry(spec: RunSpec, options: RunOptions) -> str:
     print_parameters(built.model)
     device = run_device(spec, options.device, options.default_device)
     trainer = build_trainer(spec, built, run_dir, device, options.tensorboard)
+    trainer.pause_at = options.pause_at
     try:
         status = fit_run(trainer, run_config(spec, built.model), options,
                          load=spec.values.get("load"))
     except InrlabError as e:
         raise locate(e, spec) from None
-    print(summary_line(run_dir))
+    print(summary_line(run_dir, status))
     return status
 
 
-def summary_line(run_dir: RunDir) -> str:
-    """One line that ends an entry: its status, validation PSNR and where the run is."""
+def summary_line(run_dir: RunDir, status: str | None = None) -> str:
+    """One line that ends an entry (or a stretch of it: ``status`` "paused"): its status,
+    validation PSNR and where the run is."""
     result = run_dir.read_result() or {}
+    if status == "paused":
+        result = {**result, "status": "paused at a rung of --early-stop"}
     psnr = result.get("validation_psnr")
     score = (f"validation PSNR {psnr:.2f} dB" if isinstance(psnr, (int, float))
              else f"validation loss {result.get('validation_loss')}"

@@ -24,6 +24,7 @@ from inrlab.errors import InrlabError
 from inrlab.experiment.runner import RunOptions, run_entry
 from inrlab.experiment.spec import RunSpec, load_experiment
 from inrlab.storage.rundir import RunDir
+from inrlab.sweep.early_stop import Rungs, open_ladder, stopped_line, trained_inputs
 
 LOOPBACK_VARIABLE = "RAY_ENABLE_WINDOWS_OR_OSX_CLUSTER"
 INSTALL_HINT = ("--ray and --jobs need Ray, an optional extra: pip install -e '.[ray]' "
@@ -83,9 +84,11 @@ def train_entry(path: str, entry_id: str, options: RunOptions, workdir: str,
 
 
 def run_sweep(path: Path, specs: Sequence[RunSpec], options: RunOptions,
-              sweep: SweepOptions) -> dict[str, str]:
+              sweep: SweepOptions, rungs: Rungs | None = None) -> dict[str, str]:
     """Train ``specs`` (entries of the experiment file ``path``) on Ray; returns statuses by
-    experiment name. Prints one line per finished entry and an overall progress bar."""
+    experiment name. Prints one line per finished entry and an overall progress bar.
+    ``rungs``: early stopping, each task training its entry to the next rung, where the
+    driver stops it or submits the next stretch (``early_stop``)."""
     ray = import_ray(local=sweep.address is None)
     from tqdm import tqdm
 
@@ -97,6 +100,11 @@ def run_sweep(path: Path, specs: Sequence[RunSpec], options: RunOptions,
             statuses[spec.experiment_name] = "complete"
         else:
             todo.append(spec)
+    ladder = None
+    if rungs is not None:
+        print(rungs.describe())
+        ladder, todo, left = open_ladder(todo, options, rungs)
+        statuses.update(left)
     if not todo:
         return statuses
 
@@ -113,8 +121,15 @@ def run_sweep(path: Path, specs: Sequence[RunSpec], options: RunOptions,
     workdir = os.getcwd()
     threads = max(1, int(sweep.cpus_per_run))
 
+    def run_dir(spec: RunSpec) -> RunDir:
+        return RunDir.for_experiment(task_options.runs_dir, spec.experiment_name)
+
     def submit(spec: RunSpec) -> Any:
-        return remote.remote(str(Path(path).resolve()), spec.entry.id, task_options, workdir,
+        stretch = task_options
+        if rungs is not None:  # to the next rung
+            stretch = replace(task_options, pause_at=rungs.next_after(trained_inputs(
+                run_dir(spec))))
+        return remote.remote(str(Path(path).resolve()), spec.entry.id, stretch, workdir,
                              threads)
 
     pending = {submit(spec): (spec, 0) for spec in todo}
@@ -161,6 +176,13 @@ def run_sweep(path: Path, specs: Sequence[RunSpec], options: RunOptions,
                     continue
                 outcome = {"status": "failed", "error": _short_error(e)}
             pending.pop(done[0])
+            if outcome["status"] == "paused" and ladder is not None:
+                stopped = ladder.decide(name, run_dir(spec))
+                if stopped is None:  # on to the next rung
+                    pending[submit(spec)] = (spec, retries)
+                    continue
+                outcome = {"status": "stopped", "error": None}
+                bar.write(stopped_line(name, stopped))
             statuses[name] = outcome["status"]
             bar.update(1)
             finished = len(todo) - len(pending)

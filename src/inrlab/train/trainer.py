@@ -99,6 +99,9 @@ class Trainer:
         self.batches = Batches(train_sets, validation_sets, settings, self.device)
         self.run_dir = run_dir
         self.info = dict(info or {})
+        # Inputs at which fit() pauses (a checkpoint, a validation there, status 'paused'):
+        # a sweep's early stopping advances entries rung by rung. None: train to the budget.
+        self.pause_at: int | None = None
         self.tensorboard = tensorboard
         self.main_loss = self.loss_function = loss_function(settings.loss_function)
         self.warmup_loss = loss_function(settings.warmup_loss_function, "warmup_loss_function")
@@ -147,12 +150,12 @@ class Trainer:
         self._last_line = self._last_validation_line = time.monotonic()
         try:
             with _sigterm_as_interrupt():
-                while not finished(s, self.progress):
+                while not finished(s, self.progress) and not self._paused():
                     self._train_epoch(bar)
                 self._log_train(None)
                 self._validate_once()
                 self.save(best=False)
-            status = "complete"
+            status = "complete" if finished(s, self.progress) else "paused"
         except Diverged as e:
             print(f"diverged: {e}; the last good checkpoint is kept")
             status = "diverged"
@@ -166,10 +169,11 @@ class Trainer:
             raise
         finally:
             bar.close()
-        self._write_result(status)
-        entry = self.info.get("matrix_entry") or {}
-        self.log.hparams(entry or {"experiment_name": self.info.get("experiment_name", "")},
-                         HPARAM_METRICS)
+        self._write_result("running" if status == "paused" else status)
+        if status != "paused":
+            entry = self.info.get("matrix_entry") or {}
+            self.log.hparams(entry or {"experiment_name": self.info.get("experiment_name", "")},
+                             HPARAM_METRICS)
         self.log.close()
         return status
 
@@ -201,7 +205,7 @@ class Trainer:
                 self.validate()
             if self._checkpoint_due():
                 self.save(best=False)
-            if finished(s, p):
+            if finished(s, p) or self._paused():
                 return
             clock = time.monotonic()
         self._end_epoch()
@@ -253,6 +257,9 @@ class Trainer:
         if s.num_epochs_between_validations and p.epoch % s.num_epochs_between_validations == 0:
             self._validate_once()
         self.save(best=False)
+
+    def _paused(self) -> bool:
+        return self.pause_at is not None and self.progress.num_inputs >= self.pause_at
 
     def _validate_once(self) -> None:
         """Validate unless the current input count was validated already."""
