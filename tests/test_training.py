@@ -546,3 +546,41 @@ def test_each_run_writes_tensorboard_hparams_of_its_matrix_values(tiny_experimen
         assert {"validation_loss", "validation_psnr"} <= metrics
         assert "validation_psnr" in events.Tags()["scalars"]  # the values the tab shows
     assert seen == {8: 8.0, 12: 12.0}
+
+
+def test_a_run_resumed_midway_trains_as_the_uninterrupted_one(write, tmp_path) -> None:
+    """Stopped at 160 inputs and resumed, a run with random augmentation (drawn from the
+    generator its checkpoint saved) ends with the uninterrupted run's exact losses."""
+    from inrlab.experiment.runner import RunOptions, run_entry
+    from inrlab.experiment.spec import load_experiment
+    from inrlab.storage.metrics import read_metrics
+
+    path = write("aug.yml", """
+        experiment_name: aug
+        trainer: TrainAutoencoder
+        train_set: |
+          kali_patch_dataset((3, 8, 8), num_images=48, random_flip=True)
+        validation_set: |
+          kali_patch_dataset((3, 8, 8), num_images=8, validation=True)
+        batch_size: 16
+        learnrate: 0.003
+        optimizer: Adam
+        scheduler: CosineAnnealingLR
+        max_inputs: 480
+        precision: fp32
+        num_epochs_between_validations: null
+        num_inputs_between_validations: 160
+        model: |
+          EncoderDecoder(EncoderConv2d((3, 8, 8), 6, channels=(4,)),
+                         ImageManifoldDecoder(6, 3, num_hidden=8, num_blocks=1,
+                                              default_shape=(8, 8)))
+        """)
+    (spec,) = load_experiment(path)
+    losses = {}
+    for arm, stops in (("whole", [None]), ("resumed", [160, None])):
+        for stop in stops:
+            run_entry(spec, RunOptions(runs_dir=tmp_path / arm, tensorboard=False, quiet=True,
+                                       pause_at=stop))
+        records = read_metrics(tmp_path / arm / "aug" / "metrics.jsonl")
+        losses[arm] = [(r["inputs"], r["loss"]) for r in records if r["kind"] == "validation"]
+    assert losses["resumed"] == losses["whole"] and len(losses["whole"]) == 3

@@ -138,7 +138,8 @@ class Trainer:
         """Train until the budget is spent; returns the final status."""
         s = self.settings
         resumed = self._resume() if resume else False
-        torch.manual_seed(s.seed + self.progress.num_batches)
+        if not resumed:  # a resumed run goes on with the generator state its checkpoint saved,
+            torch.manual_seed(s.seed)  # so it draws what the uninterrupted run would have
         self.log = MetricsLog(self.run_dir.path, self.progress.num_inputs if resumed else None,
                               self.tensorboard)
         self._write_result("running")
