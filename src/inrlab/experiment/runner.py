@@ -64,10 +64,7 @@ def run_entry(spec: RunSpec, options: RunOptions) -> str:
         return "complete"
     previous = run_dir.read_result() or {}
     if previous.get("status") == "stopped" and not options.train_stopped and not options.reset:
-        rung = (previous.get("stopped") or {}).get("rung")
-        print(f"skipping '{spec.experiment_name}': stopped early at {rung:,} inputs "
-              "(--no-early-stop trains it on)" if isinstance(rung, int) else
-              f"skipping '{spec.experiment_name}': stopped early (--no-early-stop trains it on)")
+        print(skipping_stopped(spec.experiment_name, previous))
         return "stopped"
     overrides = {"max_inputs": options.max_inputs} if options.max_inputs else None
     built = build_entry(spec, with_data=True, overrides=overrides)
@@ -84,6 +81,13 @@ def run_entry(spec: RunSpec, options: RunOptions) -> str:
         raise locate(e, spec) from None
     print(summary_line(run_dir, status))
     return status
+
+
+def skipping_stopped(name: str, result: dict[str, Any]) -> str:
+    """The line for an entry an early-stopping sweep stopped, which a run leaves alone."""
+    rung = (result.get("stopped") or {}).get("rung")
+    where = f" at {rung:,} inputs" if isinstance(rung, int) else ""
+    return f"skipping '{name}': stopped early{where} (--no-early-stop trains it on)"
 
 
 def summary_line(run_dir: RunDir, status: str | None = None) -> str:

@@ -9,7 +9,6 @@ spec: no snippet, no pickle, no ``eval``.
 
 from __future__ import annotations
 
-import hashlib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Mapping
@@ -29,14 +28,13 @@ from inrlab.storage.rundir import RunDir
 
 @dataclass
 class Trained:
-    """A trained model in eval mode, with where it came from: ``run`` (a run directory's
-    spec) or ``info`` (a model file's metadata)."""
+    """A trained model in eval mode, with where it came from: a run directory (``spec``)
+    or a model file (``spec`` None)."""
 
     name: str
     model: Autoencoder
     source: Path  # the checkpoint or model file the weights came from
     spec: RunSpec | None = None
-    info: dict[str, Any] | None = None
 
     @property
     def run_dir(self) -> RunDir | None:
@@ -47,18 +45,23 @@ def is_model_file(path: Path) -> bool:
     return Path(path).suffix == SUFFIX
 
 
-def read_run_checkpoint(run_path: str | Path, checkpoint: str = "best"
-                        ) -> tuple[dict[str, Any], Path]:
+def read_run_checkpoint(run_path: str | Path, checkpoint: str = "best",
+                        model: nn.Module | None = None) -> tuple[dict[str, Any], Path]:
     """(checkpoint state, file) of a run directory's best checkpoint (its last one when the
-    best is missing or unreadable), or with ``checkpoint="last"`` the last one only."""
+    best is missing, unreadable or, given ``model``, does not load into it), or with
+    ``checkpoint="last"`` the last one only; ``model`` gets its weights."""
     errors = []
     for path in RunDir(Path(run_path)).weights(checkpoint):
         if not path.exists():
             continue
         try:
-            return load_checkpoint(path), path
-        except ValueError as e:
+            state = load_checkpoint(path)
+            if model is not None:
+                model.load_state_dict(state["model"])
+        except (ValueError, RuntimeError) as e:
             errors.append(str(e))
+            continue
+        return state, path
     detail = f" ({'; '.join(errors)})" if errors else ""
     raise InrlabError(f"no readable checkpoint in {run_path}{detail}", path=Path(run_path))
 
@@ -68,18 +71,7 @@ def load_run_weights(model: nn.Module, run_path: str | Path,
     """Load a run directory's best weights into ``model`` (its last ones when the best are
     missing or unreadable), or with ``checkpoint="last"`` the last ones only; returns the
     checkpoint used."""
-    errors = []
-    for path in RunDir(Path(run_path)).weights(checkpoint):
-        if not path.exists():
-            continue
-        try:
-            model.load_state_dict(load_checkpoint(path)["model"])
-        except (ValueError, RuntimeError) as e:
-            errors.append(str(e))
-            continue
-        return path
-    detail = f" ({'; '.join(errors)})" if errors else ""
-    raise InrlabError(f"no readable checkpoint in {run_path}{detail}", path=Path(run_path))
+    return read_run_checkpoint(run_path, checkpoint, model)[1]
 
 
 def build_from_spec(spec: Any, path: Path | None = None, key: str = "model") -> Autoencoder:
@@ -143,9 +135,7 @@ def load_model(path: str | Path, checkpoint: str = "best") -> Autoencoder:
                               "so (trust the run first), and a run whose experiment file "
                               "writes 'model:' as a {name, args} spec loads without it",
                               path=path, key="model")
-        model = run_model(spec)
-        load_run_weights(model, path, checkpoint)
-        return model.eval()
+        return load_trained_model(path, checkpoint)[1]
     return read_model(path)[0]
 
 
@@ -154,16 +144,9 @@ def open_trained(path: Path, checkpoint: str = "best") -> Trained:
     if is_model_file(path) and not path.is_dir():
         model, info = read_model(path)
         name = (info.get("provenance") or {}).get("experiment_name") or path.stem
-        return Trained(str(name), model, path, info=info)
+        return Trained(str(name), model, path)
     spec, model, used = load_trained_model(path, checkpoint)
     return Trained(spec.experiment_name, model, used, spec=spec)
-
-
-def file_sha256(path: Path) -> str | None:
-    try:
-        return hashlib.sha256(path.read_bytes()).hexdigest()
-    except OSError:
-        return None
 
 
 def export_run(run_path: str | Path, output: Path | None = None,
@@ -189,12 +172,7 @@ def export_run(run_path: str | Path, output: Path | None = None,
                           path=output)
     check_output_file(output, "-o")
     model = run_model(spec)
-    state, used = read_run_checkpoint(run_path, checkpoint)
-    try:
-        model.load_state_dict(state["model"])
-    except RuntimeError as e:
-        raise InrlabError(f"{used.name} does not fit the model config.yaml builds: {e}",
-                          path=used) from None
+    state, used = read_run_checkpoint(run_path, checkpoint, model)
     resolved = model_spec(model)
     if resolved is None:
         raise InrlabError("the model's spec holds values no file can store (Python objects)",

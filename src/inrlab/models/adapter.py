@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from inrlab.models.contract import Autoencoder, named_part
+from inrlab.models.layers import keep_state_keys
 from inrlab.models.registry import _SPEC
 
 
@@ -30,8 +31,7 @@ class ModuleAutoencoder(Autoencoder):
         self.module = module
         if hasattr(module, _SPEC):  # built from a spec: the wrapper rebuilds as it does
             setattr(self, _SPEC, getattr(module, _SPEC))
-        self.register_state_dict_post_hook(_unprefixed)
-        self.register_load_state_dict_pre_hook(_prefixed)
+        keep_state_keys(self, {"module.": ""})  # the module's own keys
 
     def __getattr__(self, name: str) -> Any:
         try:
@@ -70,13 +70,3 @@ def as_autoencoder(module: nn.Module) -> Autoencoder:
     """``module`` itself when it is an ``Autoencoder``, else wrapped in ``ModuleAutoencoder``."""
     return module if isinstance(module, Autoencoder) else ModuleAutoencoder(module)
 
-
-def _unprefixed(module: nn.Module, state: dict[str, Any], prefix: str, metadata: Any) -> None:
-    inner = prefix + "module."
-    for key in [k for k in state if k.startswith(inner)]:
-        state[prefix + key[len(inner):]] = state.pop(key)
-
-
-def _prefixed(module: nn.Module, state: dict[str, Any], prefix: str, *args: Any) -> None:
-    for key in [k for k in state if k.startswith(prefix)]:
-        state[prefix + "module." + key[len(prefix):]] = state.pop(key)

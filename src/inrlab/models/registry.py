@@ -154,9 +154,8 @@ def model_spec(module: nn.Module) -> dict[str, Any] | None:
     args: dict[str, Any] = {}
     for key, value in spec["args"].items():
         part = getattr(module, key, None)
-        if isinstance(value, Mapping) and isinstance(part, nn.Module) \
-                and model_spec(part) is not None:
-            value = model_spec(part)
+        if isinstance(value, Mapping) and isinstance(part, nn.Module):
+            value = model_spec(part) or value
         plain = _plain(value)
         if plain is _NOT_PLAIN:
             return None

@@ -24,7 +24,7 @@ from typing import Callable, Iterable, Sequence
 import numpy as np
 
 from inrlab.errors import InrlabError
-from inrlab.experiment.runner import RunOptions
+from inrlab.experiment.runner import RunOptions, skipping_stopped
 from inrlab.experiment.spec import RunSpec
 from inrlab.storage.metrics import read_metrics
 from inrlab.storage.rundir import RunDir
@@ -173,8 +173,7 @@ def open_ladder(specs: Sequence[RunSpec], options: RunOptions, rungs: Rungs
     for spec, (name, run_dir) in zip(specs, runs):
         result = run_dir.read_result() or {}
         if result.get("status") == "stopped":
-            print(f"skipping '{name}': stopped early at {result['stopped']['rung']:,} inputs "
-                  "(--no-early-stop trains it on)")
+            print(skipping_stopped(name, result))
             statuses[name] = "stopped"
             continue
         stopped = ladder.decide(name, run_dir) if result.get("status") == "running" else None

@@ -237,11 +237,13 @@ class _CondensedRayMessages:
         self.stream = stream
 
     def write(self, text: str) -> int:
-        plain = re.sub(r"\x1b\[[0-9;]*m", "", text).strip()
         # Ray's messages come from its error thread, or from the main thread when Ray
         # flushes the ones it held back as repeats (at shutdown)
-        if threading.current_thread().name != RAY_ERROR_THREAD \
-                and not plain.startswith("(raylet)"):
+        from_ray = threading.current_thread().name == RAY_ERROR_THREAD
+        if not from_ray and "(raylet)" not in text:
+            return self.stream.write(text)
+        plain = re.sub(r"\x1b\[[0-9;]*m", "", text).strip()
+        if not from_ray and not plain.startswith("(raylet)"):
             return self.stream.write(text)
         first = plain.split("\n")[0]
         if first and not any(mark in first for mark in NODE_DEATH):
