@@ -1,6 +1,7 @@
 """The reference cannot drift from the code: docs/api.md is what scripts/reference.py
 generates, the keys table of docs/experiment-files.md names every key with the code's
-default, docs/commands.md names every flag, and README.md stays a manual."""
+default, docs/commands.md names every flag and the keys a re-run may change, and README.md
+stays a manual."""
 
 from __future__ import annotations
 
@@ -95,6 +96,15 @@ def test_the_commands_page_names_every_flag_and_no_other() -> None:
     ours = "\n".join(line for line in text.splitlines() if "ray start" not in line)
     named = set(re.findall(r"(?<![\w-])(--[a-z][a-z-]*)", ours))
     assert named <= every, sorted(named - every)
+
+
+def test_the_keys_a_rerun_may_change_are_the_codes() -> None:
+    from inrlab.experiment.runner import RESUMABLE_KEYS
+    from inrlab.experiment.spec import RUN_META_KEY
+
+    text = (DOCS / "commands.md").read_text()
+    listed = text[text.index("Keys that may change"):text.index("the model is compared by")]
+    assert set(re.findall(r"`(\w+)`", listed)) == RESUMABLE_KEYS - {RUN_META_KEY}
 
 
 @pytest.mark.parametrize("page", ["README.md", *sorted(p.name for p in DOCS.glob("*.md"))])

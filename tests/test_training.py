@@ -448,11 +448,31 @@ def test_a_rerun_that_cannot_resume_leaves_every_file_of_the_run_as_it_was(
     changed = (text.replace("hid: [8]", "hid: [12]") if change == "architecture"
                else text.replace("optimizer: Adam", "optimizer: SGD"))
     code, _, err = cli("run", write("second.yml", changed))
-    assert code == 2 and "no readable checkpoint to resume from" in err
-    if change == "optimizer":
-        assert "another optimizer" in err
+    assert code == 2 and "was trained with another configuration" in err
+    assert ("optimizer: Adam -> SGD" if change == "optimizer" else "num_hidden=12") in err
     after = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
     assert after == before
+
+
+def test_a_complete_run_rerun_with_other_values_is_refused_not_taken_as_done(
+        write, cli, tmp_path) -> None:
+    """A file edited after its run finished: `inrlab run` names what changed (exit 2, the
+    run untouched) instead of calling the old run complete; a larger budget continues it."""
+    from conftest import TINY_EXPERIMENT
+
+    text = "matrix:\n  hid: [8]\n" + TINY_EXPERIMENT.replace(
+        "experiment_name: tiny/${matrix_slug}", "experiment_name: kept")
+    assert cli("run", write("first.yml", text), "--max-inputs", "64")[0] == 0
+    run = tmp_path / "runs" / "kept"
+    before = {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()}
+    code, _, err = cli("run", write("second.yml", text.replace("learnrate: 0.003",
+                                                               "learnrate: 0.01")))
+    assert code == 2 and "learnrate: 0.003 -> 0.01" in err and "line 13, key 'learnrate'" in err
+    assert {p: p.read_bytes() for p in sorted(run.rglob("*")) if p.is_file()} == before
+    code, out, _ = cli("run", write("third.yml", text), "--max-inputs", "96")  # more budget
+    assert code == 0 and json.loads((run / "result.json").read_text())["num_inputs"] >= 96
+    assert cli("run", tmp_path / "second.yml", "--reset", "--max-inputs", "32")[0] == 0
+    assert "learnrate: 0.01" in (run / "config.yaml").read_text()
 
 
 def test_a_runs_directory_that_cannot_be_written_is_bad_input(tiny_experiment, cli,

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import contextlib
+import itertools
 import traceback
 from dataclasses import dataclass
 from pathlib import Path
@@ -14,7 +15,7 @@ import yaml
 from inrlab.errors import InrlabError
 from inrlab.experiment.build import (build_entry, build_trainer, locate, run_config,
                                      run_device)
-from inrlab.experiment.spec import RunSpec
+from inrlab.experiment.spec import RUN_META_KEY, RunSpec
 from inrlab.experiment.trained import load_run_weights
 from inrlab.storage.atomic import atomic_write_bytes
 from inrlab.storage.rundir import RunDir
@@ -83,6 +84,63 @@ def run_entry(spec: RunSpec, options: RunOptions) -> str:
     return status
 
 
+# Keys a run may change between its stretches: its budget and how it is run, not what it
+# learns. (``load`` applies to a fresh run only; the ``inrlab`` block is bookkeeping, of
+# which the model's resolved spec is compared.)
+RESUMABLE_KEYS = frozenset({
+    "max_inputs", "max_epoch", "min_loss", "num_workers", "validation_batch_size", "device",
+    "precision", "compile", "num_epochs_between_validations", "num_inputs_between_validations",
+    "num_inputs_between_checkpoints", "checkpoint_every_seconds", "num_train_loss_steps",
+    "stuck_validations", "stuck_output_std", "load", RUN_META_KEY})
+
+
+def configuration_changes(stored_path: Path, config: dict[str, Any]) -> list[str]:
+    """What ``config`` changes in the ``config.yaml`` a run was trained with, as
+    ``key: old -> new`` lines; empty when there is none, or no readable earlier config.
+
+    The model is compared by its resolved spec where both have one, so an experiment file
+    rewritten into another form that builds the same model (``$extends``, composed parts,
+    defaults written out) is no change."""
+    try:
+        stored = yaml.safe_load(stored_path.read_text(encoding="utf-8"))
+    except (OSError, UnicodeDecodeError, yaml.YAMLError):
+        return []
+    if not isinstance(stored, dict):
+        return []
+    old_spec = (stored.get(RUN_META_KEY) or {}).get("model_spec")
+    new_spec = (config.get(RUN_META_KEY) or {}).get("model_spec")
+    by_spec = old_spec is not None and new_spec is not None
+    changes: list[str] = []
+    for key in sorted(set(stored) | set(config), key=str):
+        if key not in RESUMABLE_KEYS and not (key == "model" and by_spec):
+            _differences(str(key), stored.get(key), config.get(key), changes)
+    if by_spec:
+        _differences("model", old_spec, new_spec, changes)
+    return changes
+
+
+def _differences(where: str, old: Any, new: Any, out: list[str]) -> None:
+    """Append ``where.key: old -> new`` for each leaf that differs (mappings recursed)."""
+    if isinstance(old, dict) and isinstance(new, dict):
+        for key in sorted(set(old) | set(new), key=str):
+            _differences(f"{where}.{key}", old.get(key), new.get(key), out)
+    elif isinstance(old, str) and isinstance(new, str) and "\n" in old + new:
+        lines = list(itertools.zip_longest(old.splitlines(), new.splitlines(), fillvalue=""))
+        for number, (was, now) in enumerate(lines, 1):  # a snippet: its first changed line
+            if was.strip() != now.strip():
+                out.append(f"{where} (its line {number}): {_short(was.strip())} -> "
+                           f"{_short(now.strip())}")
+                break
+    elif old != new:
+        out.append(f"{where}: {_short(old)} -> {_short(new)}")
+
+
+def _short(value: Any, limit: int = 120) -> str:
+    text = " ".join(yaml.safe_dump(value, default_flow_style=True, width=10_000).split())
+    text = text.removesuffix(" ...")
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
 def skipping_stopped(name: str, result: dict[str, Any]) -> str:
     """The line for an entry an early-stopping sweep stopped, which a run leaves alone."""
     rung = (result.get("stopped") or {}).get("rung")
@@ -134,6 +192,14 @@ def _fit_locked(trainer: Trainer, run_dir: RunDir, config: dict[str, Any],
         for stale in run_dir.remove_temporaries():
             print(f"removed {stale.name}, left by a write that was killed")
         name = config.get("experiment_name") or run_dir.path.name
+        changes = [] if options.reset else configuration_changes(run_dir.config, config)
+        if changes:
+            raise InrlabError(
+                f"'{name}' in {run_dir.path} was trained with another configuration than this "
+                f"entry's: {'; '.join(changes)}. Training on would mix the two in one run, "
+                "and its results would describe neither: --reset starts it over with this "
+                "entry's values (deleting that run), or another experiment_name keeps both",
+                key=changes[0].split(":")[0].split(" ")[0].split(".")[0])
         previous = run_dir.read_result()
         if not options.reset and previous and previous.get("status") == "complete" \
                 and trainer.budget_spent_by(previous):
