@@ -26,9 +26,9 @@ experiment file as `{name: CLASS, args: {...}}`; arguments a parent fills in (a 
 code channels, grid, output channels and size, from its encoder) may be left out.
 """
 
-DATA = ("rpg_tile_dataset", "kali_patch_dataset", "mnist_dataset", "image_folder_dataset",
-        "ImageTensorDataset", "TransformDataset", "InterleaveDataset", "LimitDataset",
-        "first_images")
+DATA = ("rpg_tile_dataset", "kali_patch_dataset", "sprite_dataset", "mnist_dataset",
+        "image_folder_dataset", "ImageTensorDataset", "TransformDataset", "InterleaveDataset",
+        "LimitDataset", "first_images")
 API = ("run", "fit", "load_run", "load_model")
 
 

@@ -8,10 +8,12 @@ import json
 import numpy as np
 import pytest
 import torch
+import torch.nn.functional as F
 from PIL import Image
 
 from inrlab.data import (InterleaveDataset, image_folder_dataset, kali_patch_dataset,
-                         mnist_dataset, random_shift, random_transpose, rpg_tile_dataset)
+                         mnist_dataset, random_shift, random_transpose, rpg_tile_dataset,
+                         sprite_dataset)
 from inrlab.errors import DataError
 
 
@@ -112,6 +114,24 @@ def test_kali_patches_are_deterministic_per_index_and_seed() -> None:
     validation = kali_patch_dataset((3, 32, 32), num_images=100, validation=True).batch([3])
     assert not torch.equal(batch, other) and not torch.equal(batch[:1], validation)
     assert kali_patch_dataset((1, 16, 16), num_images=5)[0][0].shape == (1, 16, 16)
+
+
+def test_sprites_are_one_scene_at_every_size() -> None:
+    """The 64x64 render of an item is the truth of its 32x32 one's 2x: area-downscaled, it
+    is the 32x32 render to ~38 dB (anti-aliasing differs at corners); edges are sharp."""
+    small = sprite_dataset((3, 32, 32), num_images=64).batch(torch.arange(64))
+    large = sprite_dataset((3, 64, 64), num_images=64).batch(torch.arange(64))
+    assert small.shape == (64, 3, 32, 32) and 0 <= float(small.min()) <= float(small.max()) <= 1
+    assert float(F.mse_loss(F.avg_pool2d(large, 2), small)) < 10 ** -3.5  # above 35 dB
+    assert torch.equal(small[5], sprite_dataset((3, 32, 32), num_images=64)[5][0])
+    validation = sprite_dataset((3, 32, 32), num_images=64, validation=True).batch([5])
+    assert not torch.equal(small[5:6], validation)
+    # flat or graded regions with sharp edges: most neighbours close, a few far apart
+    step = (small[..., 1:] - small[..., :-1]).abs().amax(1)  # (B, H, W - 1)
+    assert float((step < 0.03).float().mean()) > 0.75 and float((step > 0.2).float().mean()) > 0.03
+    assert sprite_dataset((1, 16, 24), num_images=5)[0][0].shape == (1, 16, 24)
+    with pytest.raises(ValueError, match="at most 1024"):
+        sprite_dataset((3, 2048, 32))
 
 
 def write_idx(path, images: np.ndarray, compress: bool) -> None:

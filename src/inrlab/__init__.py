@@ -29,8 +29,9 @@ _EXPORTS = {
     "load_experiment": "inrlab.experiment.spec",
     # data
     **{name: "inrlab.data" for name in (
-        "rpg_tile_dataset", "kali_patch_dataset", "mnist_dataset", "image_folder_dataset",
-        "KaliPatchDataset", "TransformDataset", "ImageTensorDataset", "InterleaveDataset",
+        "rpg_tile_dataset", "kali_patch_dataset", "sprite_dataset", "mnist_dataset",
+        "image_folder_dataset", "KaliPatchDataset", "SpriteDataset", "TransformDataset",
+        "ImageTensorDataset", "InterleaveDataset",
         "LimitDataset", "first_images", "load_tile_config", "load_tiles", "random_flip",
         "random_shift", "random_transpose", "resize_nearest", "set_channels")},
     # models
