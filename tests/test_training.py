@@ -14,6 +14,7 @@ from pathlib import Path
 
 import pytest
 import torch
+import yaml
 
 from inrlab.storage.checkpoint import load_checkpoint
 from inrlab.storage.metrics import read_metrics
@@ -473,6 +474,28 @@ def test_a_complete_run_rerun_with_other_values_is_refused_not_taken_as_done(
     assert code == 0 and json.loads((run / "result.json").read_text())["num_inputs"] >= 96
     assert cli("run", tmp_path / "second.yml", "--reset", "--max-inputs", "32")[0] == 0
     assert "learnrate: 0.01" in (run / "config.yaml").read_text()
+
+
+def test_configuration_changes_compare_models_by_spec(tmp_path) -> None:
+    from inrlab.experiment.runner import configuration_changes
+
+    stored = tmp_path / "config.yaml"
+    flat = {"name": "LocalLatentDecoder", "args": {"num_hidden": 64}}
+    spec = {"name": "LocalLatentDecoder", "args": {"mlp": {"name": "PixelMLP",
+                                                           "args": {"num_hidden": 64}}}}
+    composed = {"name": "LocalLatentDecoder", "args": {"mlp": {"num_hidden": 64}}}
+    stored.write_text(yaml.safe_dump({"model": flat, "max_inputs": 10,
+                                      "inrlab": {"model_spec": spec}}))
+    same = {"model": composed, "max_inputs": 20, "inrlab": {"model_spec": spec}}
+    assert configuration_changes(stored, same) == []  # another form, the same model; budget
+    wider = {"name": "LocalLatentDecoder", "args": {"mlp": {"name": "PixelMLP",
+                                                            "args": {"num_hidden": 96}}}}
+    assert configuration_changes(stored, {**same, "inrlab": {"model_spec": wider}}) == [
+        "model.args.mlp.args.num_hidden: 64 -> 96"]
+    stored.write_text(yaml.safe_dump({"model": flat, "inrlab": {"source": "old.yml"}}))
+    assert configuration_changes(stored, same) == []  # a run from before specs: not compared
+    stored.write_text("{broken")
+    assert configuration_changes(stored, same) == []
 
 
 def test_a_runs_directory_that_cannot_be_written_is_bad_input(tiny_experiment, cli,

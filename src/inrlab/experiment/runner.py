@@ -100,19 +100,25 @@ def configuration_changes(stored_path: Path, config: dict[str, Any]) -> list[str
 
     The model is compared by its resolved spec where both have one, so an experiment file
     rewritten into another form that builds the same model (``$extends``, composed parts,
-    defaults written out) is no change."""
+    defaults written out) is no change; a run from before specs were recorded is not
+    compared on its model (resuming checks its checkpoint against the model)."""
     try:
         stored = yaml.safe_load(stored_path.read_text(encoding="utf-8"))
     except (OSError, UnicodeDecodeError, yaml.YAMLError):
         return []
     if not isinstance(stored, dict):
         return []
-    old_spec = (stored.get(RUN_META_KEY) or {}).get("model_spec")
-    new_spec = (config.get(RUN_META_KEY) or {}).get("model_spec")
+    old_meta, new_meta = (value.get(RUN_META_KEY) for value in (stored, config))
+    old_meta = old_meta if isinstance(old_meta, dict) else {}
+    old_spec = old_meta.get("model_spec")
+    new_spec = new_meta.get("model_spec") if isinstance(new_meta, dict) else None
     by_spec = old_spec is not None and new_spec is not None
+    # a run that predates model specs, resumed from a file now in the composed form: its
+    # `model` was written another way, so only the checkpoint's state dict can tell
+    unknown = new_spec is not None and "model_spec" not in old_meta
     changes: list[str] = []
     for key in sorted(set(stored) | set(config), key=str):
-        if key not in RESUMABLE_KEYS and not (key == "model" and by_spec):
+        if key not in RESUMABLE_KEYS and not (key == "model" and (by_spec or unknown)):
             _differences(str(key), stored.get(key), config.get(key), changes)
     if by_spec:
         _differences("model", old_spec, new_spec, changes)
