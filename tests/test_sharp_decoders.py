@@ -253,6 +253,35 @@ def test_coded_upscaler_stores_the_half_size_code_and_renders_it_at_full_size() 
         UpscalingAutoencoder(model.encoder, model.decoder, factor=2, max_factor=3)
 
 
+def test_a_code_model_trains_at_every_render_scale_on_batches_of_random_sizes() -> None:
+    """factor 1 with a fixed-size encoder: each batch of sprites comes at a random size from
+    1x to 4x, encoded area-downsampled to the encoder's 8x8, its render scored at the
+    batch's size; validation (items at 8x8) is the plain 1x reproduction."""
+    from inrlab.data import sprite_dataset
+
+    torch.manual_seed(0)
+    model = UpscalingAutoencoder(
+        EncoderConvGrid((3, 8, 8), latent_channels=2, grid=(4, 4), channels=(8,)),
+        LocalLatentDecoder(2, grid=(4, 4), num_hidden=8, num_layers=2, default_shape=(8, 8)),
+        factor=1)
+    data = sprite_dataset((3, 8, 8), num_images=64, max_scale=4)
+    sizes = set()
+    for _ in range(12):
+        batch = data.batch(torch.arange(4))
+        sizes.add(batch.shape[-1])
+        code = model.encode(batch)
+        assert code.shape == (4, 2, 4, 4)  # the code of the 8x8 area average
+        torch.testing.assert_close(code, model.encode(F.interpolate(batch, size=(8, 8),
+                                                                    mode="area")))
+        assert model(batch).shape == batch.shape  # scored at the batch's own size
+    assert min(sizes) >= 8 and max(sizes) <= 32 and len(sizes) >= 4
+    assert data[3][0].shape == (3, 8, 8)  # items one by one: the 1x validation images
+    torch.manual_seed(5)
+    first = data.batch([0]).shape
+    torch.manual_seed(5)
+    assert data.batch([0]).shape == first  # the size comes from torch's generator
+
+
 def test_feature_unfolding_lets_a_pixel_see_the_neighbouring_cells() -> None:
     from inrlab.models import LocalLatentDecoder
 

@@ -91,12 +91,15 @@ class SpriteDataset(BatchedDataset):
     """``num_images`` procedural sprites of ``shape`` (C, H, W); items ``(image,)`` in [0, 1].
 
     Deterministic for ``(seed, index)`` at every size; ``validation=True`` draws from a
-    disjoint stream. Sides up to 1024 pixels.
+    disjoint stream. Sides up to 1024 pixels. ``max_scale`` above 1: each ``batch`` renders
+    at one random size from ``shape`` to ``max_scale`` times it (items one by one stay at
+    ``shape``): the truth for training a decoder at every render scale, with a model that
+    encodes any size down to ``shape`` (``UpscalingAutoencoder`` with a fixed-size encoder).
     """
 
     def __init__(self, shape: Sequence[int], num_images: int = 50_000, validation: bool = False,
                  seed: int = 0, random_flip: bool = False, max_shapes: int = MAX_SHAPES,
-                 graded: float = 0.5, outlined: float = 0.5) -> None:
+                 graded: float = 0.5, outlined: float = 0.5, max_scale: float = 1.0) -> None:
         if len(shape) != 3 or shape[0] not in (1, 3) or min(shape[1:]) < 1:
             raise ValueError(f"shape must be (1 or 3, H, W), got {tuple(shape)}")
         if max(shape[1:]) > 1024:
@@ -109,6 +112,9 @@ class SpriteDataset(BatchedDataset):
         self.flip = random_flip
         if not 1 <= max_shapes <= MAX_SHAPES:
             raise ValueError(f"max_shapes must be 1 to {MAX_SHAPES}, got {max_shapes}")
+        if not 1 <= max_scale <= 32:
+            raise ValueError(f"max_scale must be 1 to 32, got {max_scale}")
+        self.max_scale = float(max_scale)
         self.scene = dict(max_shapes=int(max_shapes), graded=float(graded),
                           outlined=float(outlined))
         self.device = torch.device("cpu")
@@ -123,25 +129,33 @@ class SpriteDataset(BatchedDataset):
         return moved
 
     def batch(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
+        size = self.shape[1:]
+        if self.max_scale > 1:  # drawn from torch's generator: a resumed run draws the same
+            scale = 1 + (self.max_scale - 1) * torch.rand(()).item()
+            size = tuple(min(1024, round(side * scale)) for side in size)
+        return self._render(indices, size)
+
+    def _render(self, indices: Sequence[int] | torch.Tensor, size: Sequence[int]) -> torch.Tensor:
         if isinstance(indices, torch.Tensor):
             indices = indices.cpu()
         index = np.asarray(indices, dtype=np.int64)
         if index.size and (index.min() < 0 or index.max() >= self.num_images):
             raise IndexError(f"index out of range for {self.num_images} sprites")
-        images = render_sprites(self.seed, index, self.shape[1:], self.device, **self.scene)
+        images = render_sprites(self.seed, index, tuple(size), self.device, **self.scene)
         images = set_channels(images, self.shape[0])
         return random_flip(images, 0.5, 0.5) if self.flip else images
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor]:
-        return (self.batch([index])[0],)
+        return (self._render([index], self.shape[1:])[0],)
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor]]:
-        return [(image,) for image in self.batch(indices)]
+        return [(image,) for image in self._render(indices, self.shape[1:])]
 
 
 def sprite_dataset(shape: Sequence[int], num_images: int = 50_000, validation: bool = False,
                    seed: int = 0, random_flip: bool = False, max_shapes: int = MAX_SHAPES,
-                   graded: float = 0.5, outlined: float = 0.5) -> SpriteDataset:
+                   graded: float = 0.5, outlined: float = 0.5,
+                   max_scale: float = 1.0) -> SpriteDataset:
     """Procedural flat-coloured sprites (no download) at any size; see ``SpriteDataset``."""
     return SpriteDataset(shape, num_images, validation, seed, random_flip, max_shapes, graded,
-                         outlined)
+                         outlined, max_scale)

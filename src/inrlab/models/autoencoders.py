@@ -164,11 +164,14 @@ class UpscalingAutoencoder(EncoderDecoder):
     A fully convolutional encoder (e.g. ``EncoderConvMap`` with
     ``LocalLatentDecoder(grid=None, pixel_geometry="areas")``) encodes any size. A
     fixed-size one (``EncoderConvGrid`` of the low-resolution shape) makes a code model that
-    learns to render its code at ``factor`` times the size it encodes: it trains on images
-    ``factor`` times its shape, takes no ``max_factor``, and ``render_code`` downsamples
-    images of the training size as ``encode`` does. ``code_bits`` and the rest build the
-    code's ``Bottleneck`` as in ``EncoderDecoder``; ``rate_weight`` prices the code's bits
-    per pixel of the image it is scored on (``factor**2`` times the pixels it encodes).
+    learns to render its code at ``factor`` times the size it encodes: it encodes images of
+    any size area-downsampled to its shape, so it trains on images ``factor`` times that
+    shape, or on batches of random sizes (``sprite_dataset(..., max_scale=4)`` with
+    ``factor=1``: every render scale from 1x to 4x); it takes no ``max_factor``, and
+    ``render_code`` downsamples images of the training size as ``encode`` does.
+    ``code_bits`` and the rest build the code's ``Bottleneck`` as in ``EncoderDecoder``;
+    ``rate_weight`` prices the code's bits per pixel of the image it is scored on
+    (``factor**2`` times the pixels it encodes).
     """
 
     def __init__(self, encoder: Any, decoder: Any, factor: float = 2,
@@ -185,11 +188,17 @@ class UpscalingAutoencoder(EncoderDecoder):
                              f"{type(self.encoder).__name__} takes {self.input_shape} only")
 
     def encode(self, x: torch.Tensor) -> torch.Tensor:
-        factor = self.factor
-        if self.training and self.max_factor is not None:
-            factor += (self.max_factor - factor) * torch.rand(()).item()
-        size = [max(1, round(side / factor)) for side in x.shape[-2:]]
-        return super().encode(F.interpolate(x, size=size, mode="area"))  # (B, C, h, w) averages
+        fixed = self.input_shape[1:]
+        if fixed[0] is not None:  # a fixed-size encoder: images of any size down to its own
+            size = list(fixed)
+        else:
+            factor = self.factor
+            if self.training and self.max_factor is not None:
+                factor += (self.max_factor - factor) * torch.rand(()).item()
+            size = [max(1, round(side / factor)) for side in x.shape[-2:]]
+        if list(x.shape[-2:]) != size:
+            x = F.interpolate(x, size=size, mode="area")  # (B, C, h, w) averages
+        return super().encode(x)
 
     def render_code(self, images: torch.Tensor) -> torch.Tensor:
         """The code of ``images`` at their own size (no downsampling): renders at ``factor``
