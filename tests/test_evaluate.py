@@ -66,6 +66,17 @@ def _rows(out: str) -> list[dict]:
     return json.loads(out)
 
 
+def test_pca_rows_never_spend_more_bytes_than_the_budget() -> None:
+    from inrlab.evaluate.evaluation import pca_settings
+
+    assert pca_settings(64, 64) == [(64, 8), (128, 4)]
+    assert pca_settings(1536, 95.4) == [(95, 8), (190, 4)]  # a hyperprior's latent: no 1-bit row
+    for floats, budget in ((64, 64), (256, 100), (1536, 95.4), (6, 3)):
+        settings = pca_settings(floats, budget)
+        assert all(components * bits <= 8 * budget for components, bits in settings)
+        assert ((floats, min(16, int(8 * budget // floats))) in settings) == (8 * budget >= floats)
+
+
 def test_bytes_rows_put_the_code_beside_pca_and_codecs_at_its_bytes(runs, cli, tmp_path):
     code, out, err = cli("evaluate", "tiny/hid:8", "--runs-dir", runs, "--bytes", "--json",
                          "--no-save")

@@ -191,9 +191,11 @@ def _train_images(target: Target, images: Images) -> torch.Tensor | None:
 
 def pca_settings(code_floats: int, budget: float) -> list[tuple[int, int]]:
     """(components, bits per coefficient) of the PCA rows at ``budget`` bytes per image: as
-    many components as the code has floats, in as many bits as fit (1 to 16); and as many
-    components as fit at 8 and at 4 bits."""
-    settings = [(code_floats, max(1, min(16, int(8 * budget // code_floats))))]
+    many components as the code has floats, in as many bits as fit (1 to 16; no such row
+    when one bit each is over the budget: it would score another number of bytes); and as
+    many components as fit at 8 and at 4 bits."""
+    bits_each = int(8 * budget // code_floats)
+    settings = [(code_floats, min(16, bits_each))] if bits_each >= 1 else []
     settings += [(max(1, int(8 * budget // bits)), bits) for bits in (8, 4)]
     return list(dict.fromkeys(settings))
 
