@@ -8,15 +8,13 @@ render is computed directly at the same pixel spacing. Nearly flat renders are r
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from inrlab.data.batched import BatchedDataset
-from inrlab.data.images import random_flip, set_channels
+from inrlab.data.procedural import ProceduralDataset
 
 _MASK = np.uint64(0xFFFFFFFFFFFFFFFF)
 ACCUMULATIONS = ("none", "mean", "max", "min")
@@ -100,59 +98,32 @@ def _boring(images: torch.Tensor, min_std: float) -> torch.Tensor:
     return (spread < min_std) | (neighbour > 1.5 * spread)
 
 
-class KaliPatchDataset(BatchedDataset):
+class KaliPatchDataset(ProceduralDataset):
     """``num_images`` kali patches of ``shape`` (C, H, W); items ``(image,)`` float in [0, 1].
 
     Deterministic for ``(seed, index)``; ``validation=True`` draws from a disjoint stream.
     ``min_std``: flat renders (pixel std below it) and noisy ones are re-drawn (up to 8 tries).
     """
 
+    name = "kali patches"
+    max_side = 128
+    size_note = "cropped from 128x128 renders"
+
     def __init__(self, shape: Sequence[int], num_images: int = 50_000, validation: bool = False,
                  seed: int = 0, random_flip: bool = False, min_std: float = 0.05) -> None:
-        if len(shape) != 3 or shape[0] not in (1, 3) or min(shape[1:]) < 1:
-            raise ValueError(f"shape must be (1 or 3, H, W), got {tuple(shape)}")
-        if max(shape[1:]) > 128:
-            raise ValueError(f"kali patches are cropped from 128x128 renders; got {tuple(shape)}")
-        if num_images <= 0:
-            raise ValueError(f"num_images must be positive, got {num_images}")
-        self.shape = tuple(int(s) for s in shape)
-        self.num_images = int(num_images)
-        self.seed = int(seed) * 2 + (1 if validation else 0)
-        self.flip = random_flip
+        super().__init__(shape, num_images, validation, seed, random_flip)
         self.min_std = min_std
-        self.device = torch.device("cpu")
 
-    def __len__(self) -> int:
-        return self.num_images
-
-    def on_device(self, device: torch.device | str) -> "KaliPatchDataset":
-        """The same patches, rendered on ``device`` (the same images up to float rounding)."""
-        moved = copy.copy(self)
-        moved.device = torch.device(device)
-        return moved
-
-    def batch(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
-        if isinstance(indices, torch.Tensor):
-            indices = indices.cpu()
-        index = np.asarray(indices, dtype=np.int64)
-        if index.size and (index.min() < 0 or index.max() >= self.num_images):
-            raise IndexError(f"index out of range for {self.num_images} kali patches")
-        images = render_kali(self.seed, index, self.shape[1:], device=self.device)
+    def render(self, index: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        images = render_kali(self.seed, index, size, device=self.device)
         for attempt in range(1, 8):
             redo = _boring(images, self.min_std).cpu().numpy()  # (B,)
             if not redo.any():
                 break
             retry = index[redo] + np.int64(attempt) * np.int64(1 << 40)
             images[torch.from_numpy(redo).to(self.device)] = render_kali(
-                self.seed, retry, self.shape[1:], device=self.device)
-        images = set_channels(images, self.shape[0])
-        return random_flip(images, 0.5, 0.5) if self.flip else images
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor]:
-        return (self.batch([index])[0],)
-
-    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor]]:
-        return [(image,) for image in self.batch(indices)]
+                self.seed, retry, size, device=self.device)
+        return images
 
 
 def kali_patch_dataset(shape: Sequence[int], num_images: int = 50_000, validation: bool = False,

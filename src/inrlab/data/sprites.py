@@ -13,16 +13,14 @@ what a linear code (PCA) blurs and what a nonlinear decoder can place at any res
 
 from __future__ import annotations
 
-import copy
 import math
 from typing import Sequence
 
 import numpy as np
 import torch
 
-from inrlab.data.batched import BatchedDataset
-from inrlab.data.images import random_flip, set_channels
 from inrlab.data.kali import hash_uniform
+from inrlab.data.procedural import ProceduralDataset
 
 MAX_SHAPES = 4
 KINDS = ("ellipse", "rectangle", "triangle")
@@ -87,7 +85,7 @@ def _signed_distance(kind: torch.Tensor, along: torch.Tensor, across: torch.Tens
     return torch.where(kind == 0, ellipse, torch.where(kind == 1, rectangle, triangle))
 
 
-class SpriteDataset(BatchedDataset):
+class SpriteDataset(ProceduralDataset):
     """``num_images`` procedural sprites of ``shape`` (C, H, W); items ``(image,)`` in [0, 1].
 
     Deterministic for ``(seed, index)`` at every size; ``validation=True`` draws from a
@@ -97,19 +95,12 @@ class SpriteDataset(BatchedDataset):
     encodes any size down to ``shape`` (``UpscalingAutoencoder`` with a fixed-size encoder).
     """
 
+    name = "sprites"
+
     def __init__(self, shape: Sequence[int], num_images: int = 50_000, validation: bool = False,
                  seed: int = 0, random_flip: bool = False, max_shapes: int = MAX_SHAPES,
                  graded: float = 0.5, outlined: float = 0.5, max_scale: float = 1.0) -> None:
-        if len(shape) != 3 or shape[0] not in (1, 3) or min(shape[1:]) < 1:
-            raise ValueError(f"shape must be (1 or 3, H, W), got {tuple(shape)}")
-        if max(shape[1:]) > 1024:
-            raise ValueError(f"sprites render at most 1024 pixels a side; got {tuple(shape)}")
-        if num_images <= 0:
-            raise ValueError(f"num_images must be positive, got {num_images}")
-        self.shape = tuple(int(s) for s in shape)
-        self.num_images = int(num_images)
-        self.seed = int(seed) * 2 + (1 if validation else 0) + 1_000_000
-        self.flip = random_flip
+        super().__init__(shape, num_images, validation, seed, random_flip, stream=1_000_000)
         if not 1 <= max_shapes <= MAX_SHAPES:
             raise ValueError(f"max_shapes must be 1 to {MAX_SHAPES}, got {max_shapes}")
         if not 1 <= max_scale <= 32:
@@ -117,39 +108,16 @@ class SpriteDataset(BatchedDataset):
         self.max_scale = float(max_scale)
         self.scene = dict(max_shapes=int(max_shapes), graded=float(graded),
                           outlined=float(outlined))
-        self.device = torch.device("cpu")
 
-    def __len__(self) -> int:
-        return self.num_images
-
-    def on_device(self, device: torch.device | str) -> "SpriteDataset":
-        """The same sprites, rendered on ``device``."""
-        moved = copy.copy(self)
-        moved.device = torch.device(device)
-        return moved
+    def render(self, index: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
+        return render_sprites(self.seed, index, size, self.device, **self.scene)
 
     def batch(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
         size = self.shape[1:]
         if self.max_scale > 1:  # drawn from torch's generator: a resumed run draws the same
             scale = 1 + (self.max_scale - 1) * torch.rand(()).item()
-            size = tuple(min(1024, round(side * scale)) for side in size)
-        return self._render(indices, size)
-
-    def _render(self, indices: Sequence[int] | torch.Tensor, size: Sequence[int]) -> torch.Tensor:
-        if isinstance(indices, torch.Tensor):
-            indices = indices.cpu()
-        index = np.asarray(indices, dtype=np.int64)
-        if index.size and (index.min() < 0 or index.max() >= self.num_images):
-            raise IndexError(f"index out of range for {self.num_images} sprites")
-        images = render_sprites(self.seed, index, tuple(size), self.device, **self.scene)
-        images = set_channels(images, self.shape[0])
-        return random_flip(images, 0.5, 0.5) if self.flip else images
-
-    def __getitem__(self, index: int) -> tuple[torch.Tensor]:
-        return (self._render([index], self.shape[1:])[0],)
-
-    def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor]]:
-        return [(image,) for image in self._render(indices, self.shape[1:])]
+            size = tuple(min(self.max_side, round(side * scale)) for side in size)
+        return self.images(indices, size)
 
 
 def sprite_dataset(shape: Sequence[int], num_images: int = 50_000, validation: bool = False,
