@@ -203,9 +203,9 @@ class UpscalingAutoencoder(EncoderDecoder):
     def render_code(self, images: torch.Tensor) -> torch.Tensor:
         """The code of ``images`` at their own size (no downsampling): renders at ``factor``
         times that size are the upscales the model was trained for. A fixed-size encoder
-        given images of another size (the training size) encodes them as ``encode`` does."""
-        fixed = self.input_shape[1:]
-        if fixed[0] is not None and tuple(images.shape[-2:]) != tuple(fixed):
+        encodes them as ``encode`` does (images of another size, e.g. the training size,
+        area-downsampled to its shape)."""
+        if self.input_shape[1] is not None:
             return self.encode(images)
         return super().encode(images)
 
