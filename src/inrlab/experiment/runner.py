@@ -96,7 +96,12 @@ RESUMABLE_KEYS = frozenset({
 
 def configuration_changes(stored_path: Path, config: dict[str, Any]) -> list[str]:
     """What ``config`` changes in the ``config.yaml`` a run was trained with, as
-    ``key: old -> new`` lines; empty when there is none, or no readable earlier config.
+    ``key: old -> new`` lines; empty when there is none, or no readable earlier config."""
+    return [line for _, line in _changed_keys(stored_path, config)]
+
+
+def _changed_keys(stored_path: Path, config: dict[str, Any]) -> list[tuple[str, str]]:
+    """(top-level key, ``key...: old -> new`` line) of each change.
 
     The model is compared by its resolved spec where both have one, so an experiment file
     rewritten into another form that builds the same model (``$extends``, composed parts,
@@ -116,12 +121,16 @@ def configuration_changes(stored_path: Path, config: dict[str, Any]) -> list[str
     # a run that predates model specs, resumed from a file now in the composed form: its
     # `model` was written another way, so only the checkpoint's state dict can tell
     unknown = new_spec is not None and "model_spec" not in old_meta
-    changes: list[str] = []
-    for key in sorted(set(stored) | set(config), key=str):
-        if key not in RESUMABLE_KEYS and not (key == "model" and (by_spec or unknown)):
-            _differences(str(key), stored.get(key), config.get(key), changes)
+    compared = [(str(key), stored.get(key), config.get(key))
+                for key in sorted(set(stored) | set(config), key=str)
+                if key not in RESUMABLE_KEYS and not (key == "model" and (by_spec or unknown))]
     if by_spec:
-        _differences("model", old_spec, new_spec, changes)
+        compared.append(("model", old_spec, new_spec))
+    changes: list[tuple[str, str]] = []
+    for key, old, new in compared:
+        lines: list[str] = []
+        _differences(key, old, new, lines)
+        changes += [(key, line) for line in lines]
     return changes
 
 
@@ -198,14 +207,14 @@ def _fit_locked(trainer: Trainer, run_dir: RunDir, config: dict[str, Any],
         for stale in run_dir.remove_temporaries():
             print(f"removed {stale.name}, left by a write that was killed")
         name = config.get("experiment_name") or run_dir.path.name
-        changes = [] if options.reset else configuration_changes(run_dir.config, config)
+        changes = [] if options.reset else _changed_keys(run_dir.config, config)
         if changes:
             raise InrlabError(
                 f"'{name}' in {run_dir.path} was trained with another configuration than this "
-                f"entry's: {'; '.join(changes)}. Training on would mix the two in one run, "
-                "and its results would describe neither: --reset starts it over with this "
-                "entry's values (deleting that run), or another experiment_name keeps both",
-                key=changes[0].split(":")[0].split(" ")[0].split(".")[0])
+                f"entry's: {'; '.join(line for _, line in changes)}. Training on would mix "
+                "the two in one run, and its results would describe neither: --reset starts it "
+                "over with this entry's values (deleting that run), or another "
+                "experiment_name keeps both", key=changes[0][0])
         previous = run_dir.read_result()
         if not options.reset and previous and previous.get("status") == "complete" \
                 and trainer.budget_spent_by(previous):
