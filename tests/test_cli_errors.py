@@ -44,6 +44,9 @@ CASES = {
                        "NameError", "globals.X"),
     "wrong type": (tiny(batch_size="batch_size: sixteen"), "batch_size must be int",
                    "batch_size"),
+    "matrix null as text": (tiny(batch_size="batch_size: ${bs}").replace(
+        "hid: [8]", "hid: [8]\n  bs: [null]"), "write it in the matrix as \"null\" (quoted)",
+        "batch_size"),
     "unknown key": (tiny(batch_size="batch_size: 16\nbatch_sise: 3"), "unknown key 'batch_sise'",
                     "batch_sise"),
     "shape mismatch": (tiny(model="model: |\n  EncoderDecoder(EncoderConv2d(SHAPE, 6, "
