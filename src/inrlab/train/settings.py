@@ -92,11 +92,11 @@ def check_value(name: str, value: Any, annotation: Any) -> Any:
         if hint is str and isinstance(value, str):
             return value
     wanted = " or ".join(getattr(h, "__name__", str(h)) for h in hints if h is not type(None))
-    hint = ""
+    advice = ""
     if value == "None":  # `${x}` of a matrix value null: the seed's str(None), which YAML keeps
-        hint = ("; a matrix value null is written into the file as the text None, a string "
-                "to YAML: write it in the matrix as \"null\" (quoted) to get an empty value")
-    raise ValueError(f"{name} must be {wanted}, got {value!r} ({type(value).__name__}){hint}")
+        advice = ("; a matrix value null is written into the file as the text None, a string "
+                  "to YAML: write it in the matrix as \"null\" (quoted) to get an empty value")
+    raise ValueError(f"{name} must be {wanted}, got {value!r} ({type(value).__name__}){advice}")
 
 
 def make_settings(values: dict[str, Any], where: Any, cls: type = TrainSettings) -> Any:
