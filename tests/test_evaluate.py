@@ -239,6 +239,27 @@ def test_bad_input_is_one_paragraph_and_exit_2(case, runs, cli, tmp_path) -> Non
     assert (tiny / "result.json").read_text() == before
 
 
+def test_a_files_entries_without_a_checkpoint_yet_are_left_out(runs, cli, tmp_path) -> None:
+    """Evaluating a matrix file while its next entry trains scores the finished entries."""
+    import shutil
+
+    file = tmp_path / "tiny.yml"
+    file.write_text("matrix:\n  hid: [8, 12]\n" + textwrap.dedent(TINY_EXPERIMENT))
+    copied = tmp_path / "runs"
+    shutil.copytree(runs / "tiny" / "hid:8", copied / "tiny" / "hid:8")
+    training = copied / "tiny" / "hid:12"  # started: its config, no checkpoint yet
+    training.mkdir()
+    (training / "config.yaml").write_text((runs / "tiny" / "hid:8" / "config.yaml").read_text())
+    code, out, err = cli("evaluate", file, "--runs-dir", copied, "--json", "--no-save")
+    assert code == 0, err
+    assert {row["target"] for row in _rows(out)} == {"tiny/hid:8"}
+    assert "tiny/hid:12: no best checkpoint yet (still training?): left out" in err
+
+    shutil.rmtree(copied / "tiny" / "hid:8")  # nothing left to score: an error
+    code, out, err = cli("evaluate", file, "--runs-dir", copied, "--no-save")
+    assert code == 2 and "has a best checkpoint yet" in err
+
+
 def test_codec_payloads_leave_out_the_container() -> None:
     images = [torch.rand(3, 3, 16, 16)]
     for codec, fmt in (("jpeg", "JPEG"), ("webp", "WEBP"), ("avif", "AVIF")):
