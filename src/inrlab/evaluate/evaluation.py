@@ -19,7 +19,6 @@ from inrlab.evaluate.rows import (Images, Row, bits_per_pixel, group_by_size, ma
                                   per_image_ms, timed)
 from inrlab.evaluate.targets import (Target, find_runs, image_files, load_target,
                                      read_images)
-from inrlab.experiment.trained import is_model_file
 from inrlab.models.refine import check_refinement
 from inrlab.report.baselines import PCA
 from inrlab.storage.rundir import RunDir
@@ -85,22 +84,10 @@ class Evaluation:
 
 
 def resolve_targets(targets: Sequence[Path], runs_dir: Path, checkpoint: str) -> list[Target]:
-    """Every run the targets name, loaded (before any image is read or scored). An
-    experiment file's entries whose runs hold no checkpoint yet (the first one is still
-    training) are left out with a note; a run named alone without one is an error."""
-    found = []
-    for target in map(Path, targets):
-        runs = find_runs(target, runs_dir)
-        if target.is_file() and not is_model_file(target):
-            waiting = [run for run in runs if not any(path.exists()
-                                                       for path in run[0].weights(checkpoint))]
-            for _, name in waiting:
-                say(f"{name}: no {checkpoint} checkpoint yet (still training?): left out")
-            runs = [run for run in runs if run not in waiting]
-            if not runs:
-                raise InrlabError(f"no run of {target} in {runs_dir} has a {checkpoint} "
-                                  "checkpoint yet", path=target)
-        found += runs
+    """Every run the targets name, loaded (before any image is read or scored); an
+    experiment file's entries without a checkpoint yet are left out with a note."""
+    found = [run for target in targets
+             for run in find_runs(Path(target), runs_dir, checkpoint, note=say)]
     seen, loaded = set(), []
     for run_dir, name in found:
         path = run_dir.path if isinstance(run_dir, RunDir) else run_dir

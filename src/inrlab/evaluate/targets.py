@@ -59,8 +59,12 @@ class Target:
         return plain_images(self._sets()[0][0][1], limit)
 
 
-def find_runs(target: Path, runs_dir: Path) -> list[tuple[RunDir | Path, str]]:
-    """(run directory, name) of every run ``target`` names; (path, "") for a model file."""
+def find_runs(target: Path, runs_dir: Path, checkpoint: str = "best",
+              note: Callable[[str], None] = print) -> list[tuple[RunDir | Path, str]]:
+    """(run directory, name) of every run ``target`` names; (path, "") for a model file.
+    An experiment file's entries whose runs hold no ``checkpoint`` yet (the first one is
+    still training) are left out, each with a ``note``; a run named alone is not checked
+    here (loading it says what it lacks)."""
     if target.is_file() and is_model_file(target):
         return [(target, "")]
     if target.is_dir():
@@ -69,11 +73,20 @@ def find_runs(target: Path, runs_dir: Path) -> list[tuple[RunDir | Path, str]]:
                               "result.json or checkpoint)", path=target)
         return [(RunDir(target), "")]  # named by its experiment_name once loaded
     if target.is_file():
-        runs = []
+        runs, waiting = [], []
         for spec in load_experiment(target):
             run_dir = RunDir.for_experiment(runs_dir, spec.experiment_name)
-            if run_dir.path.is_dir():
+            if not run_dir.path.is_dir():
+                continue
+            if any(path.exists() for path in run_dir.weights(checkpoint)):
                 runs.append((run_dir, spec.experiment_name))
+            else:
+                waiting.append(spec.experiment_name)
+        for name in waiting:
+            note(f"{name}: no {checkpoint} checkpoint yet (still training?): left out")
+        if waiting and not runs:
+            raise InrlabError(f"no run of {target} in {runs_dir} has a {checkpoint} "
+                              "checkpoint yet", path=target)
         if not runs:
             raise InrlabError(f"no entry of {target} has a run in {runs_dir} yet (run it with "
                               f"'inrlab run {target}', or name another runs directory with "
@@ -81,7 +94,7 @@ def find_runs(target: Path, runs_dir: Path) -> list[tuple[RunDir | Path, str]]:
         return runs
     named = runs_dir / target
     if named.is_dir():
-        return find_runs(named, runs_dir)
+        return find_runs(named, runs_dir, checkpoint, note)
     raise InrlabError(f"{target} is neither a run directory, an experiment file nor an "
                       f"experiment name in the runs directory {runs_dir}", path=target)
 
