@@ -1,5 +1,6 @@
-"""Seconds, pixels per second and peak memory of one large render of the quick start's model
-(``experiments/quickstart.yml``: the local-latent decoder of an 8x8 grid of 4-float latents),
+"""Seconds, pixels per second and peak memory of one large render of the first quick start's
+model (``experiments/kali/local-latents.yml``: the local-latent decoder of an 8x8 grid of
+4-float latents, LIIF's ensemble of four MLP passes per pixel),
 through the decoder's chunked rendering as ``inrlab render`` runs it; the progress bar it
 shows on stderr is the one ``inrlab render`` shows. The weights are the untrained ones of the
 file's seed: the time does not depend on their values.
@@ -28,7 +29,7 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--file", type=Path, default=ROOT / "experiments" / "quickstart.yml")
+    parser.add_argument("--file", type=Path, default=ROOT / "experiments" / "kali" / "local-latents.yml")
     parser.add_argument("--size", type=int, default=4096, help="render side (default 4096)")
     args = parser.parse_args()
     print_machine("cpu")
