@@ -29,7 +29,8 @@ ROOT = Path(__file__).resolve().parents[1]
 
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--file", type=Path, default=ROOT / "experiments" / "kali" / "local-latents.yml")
+    parser.add_argument("--file", type=Path,
+                        default=ROOT / "experiments" / "kali" / "local-latents.yml")
     parser.add_argument("--size", type=int, default=4096, help="render side (default 4096)")
     args = parser.parse_args()
     print_machine("cpu")

@@ -9,8 +9,8 @@ a 64x64 render is the 32x32 render up to a few levels at corners.
 
 Why this data for implicit decoders: sharp edges between flat regions are what a linear
 code (PCA) blurs and what a nonlinear decoder can place at any resolution, and the truth
-exists at every resolution. (At a few minutes of training PCA still leads in PSNR:
-experiments/README.md, "Sprites".)
+exists at every resolution. The quick start trains on them (experiments/README.md, "issue
+43, third pass": 1.4 dB above PCA at 256 floats after 80,000 inputs).
 """
 
 from __future__ import annotations
