@@ -6,6 +6,7 @@ from __future__ import annotations
 import io
 import json
 import math
+import shutil
 import textwrap
 from pathlib import Path
 
@@ -241,8 +242,6 @@ def test_bad_input_is_one_paragraph_and_exit_2(case, runs, cli, tmp_path) -> Non
 
 def test_a_files_entries_without_a_checkpoint_yet_are_left_out(runs, cli, tmp_path) -> None:
     """Evaluating a matrix file while its next entry trains scores the finished entries."""
-    import shutil
-
     file = tmp_path / "tiny.yml"
     file.write_text("matrix:\n  hid: [8, 12]\n" + textwrap.dedent(TINY_EXPERIMENT))
     copied = tmp_path / "runs"

@@ -59,8 +59,8 @@ class Target:
         return plain_images(self._sets()[0][0][1], limit)
 
 
-def find_runs(target: Path, runs_dir: Path, checkpoint: str = "best",
-              note: Callable[[str], None] = print) -> list[tuple[RunDir | Path, str]]:
+def find_runs(target: Path, runs_dir: Path, checkpoint: str,
+              note: Callable[[str], None]) -> list[tuple[RunDir | Path, str]]:
     """(run directory, name) of every run ``target`` names; (path, "") for a model file.
     An experiment file's entries whose runs hold no ``checkpoint`` yet (the first one is
     still training) are left out, each with a ``note``; a run named alone is not checked
