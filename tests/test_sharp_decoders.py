@@ -282,6 +282,25 @@ def test_a_code_model_trains_at_every_render_scale_on_batches_of_random_sizes() 
     assert data.batch([0]).shape == first  # the size comes from torch's generator
 
 
+def test_native_share_renders_that_share_of_batches_at_the_datasets_own_size() -> None:
+    """``native_share``: that share of batches comes at 1x, the rest at random sizes up to
+    ``max_scale``; 0 draws the sizes as before (the same sizes from the same generator)."""
+    from inrlab.data import sprite_dataset
+
+    def sizes(**args) -> list[int]:
+        data = sprite_dataset((3, 8, 8), num_images=64, max_scale=4, **args)
+        torch.manual_seed(1)
+        return [data.batch([0, 1]).shape[-1] for _ in range(200)]
+
+    half = sizes(native_share=0.5)
+    assert 0.4 < half.count(8) / len(half) < 0.6
+    assert max(half) == 32 and len(set(half)) > 10  # the rest spread over 1x..4x
+    assert set(sizes(native_share=1.0)) == {8}
+    assert sizes(native_share=0.0) == sizes()
+    with pytest.raises(ValueError, match="native_share"):
+        sprite_dataset((3, 8, 8), max_scale=4, native_share=1.5)
+
+
 def test_feature_unfolding_lets_a_pixel_see_the_neighbouring_cells() -> None:
     from inrlab.models import LocalLatentDecoder
 

@@ -130,6 +130,29 @@ def test_bf16_precision_trains(tiny_experiment, cli, precision: str) -> None:
     assert code == 0 and result["status"] == "complete"
 
 
+@pytest.mark.parametrize("flags, speedup, chosen", [
+    (None, None, "fp32"),                   # no bf16 units: nothing measured
+    ("this CPU has AVX512-BF16 units", 2.5, "bf16"),  # the 2-core EPYC's ratio
+    ("this CPU has AVX512-BF16 units", 0.43, "fp32"),  # the 2-core Xeon's
+])
+def test_auto_precision_takes_bf16_only_where_its_products_run_faster(
+        monkeypatch, flags, speedup, chosen) -> None:
+    """``precision: auto`` on a CPU: bf16 needs the units and a measured speed-up, and the
+    reason printed with the run says which decided."""
+    from inrlab.train import device
+
+    measured = []
+    monkeypatch.setattr(device, "bf16_units", lambda _: flags)
+    monkeypatch.setattr(device, "bf16_speedup", lambda _: measured.append(1) or speedup)
+    precision, reason = device.resolve_precision("auto", torch.device("cpu"))
+    assert precision == chosen
+    assert measured == ([1] if flags else [])
+    if flags:
+        assert ("faster" if chosen == "bf16" else "slower") in reason
+    assert device.resolve_precision("fp32", torch.device("cpu")) == ("fp32",
+                                                                   "set in the experiment")
+
+
 def test_run_prints_and_records_how_it_computes(tiny_experiment, cli) -> None:
     """By default a run chooses its precision and compile mode itself and says why; on a
     CPU its convolutions run channels-last, and its weights still load into a fresh model
@@ -137,15 +160,14 @@ def test_run_prints_and_records_how_it_computes(tiny_experiment, cli) -> None:
     from inrlab.experiment import load_experiment
     from inrlab.experiment.build import build_entry
     from inrlab.experiment.trained import load_run_weights
-    from inrlab.train.device import bf16_units, channels_last
+    from inrlab.train.device import channels_last
 
     code, out, _ = cli("run", tiny_experiment, "--only", "1", "--device", "cpu")
     assert code == 0
     run = run_path(tiny_experiment, "hid:8")
     result = json.loads((run / "result.json").read_text())
-    expected = "bf16" if bf16_units(torch.device("cpu")) else "fp32"
-    assert result["precision"] == expected and result["compile"] is None
-    assert f"precision {expected} (" in out
+    assert result["precision"] in ("bf16", "fp32") and result["compile"] is None
+    assert f"precision {result['precision']} (" in out
     assert "eager (auto: eager on a cpu" in out
     assert "convolutions channels-last (NHWC) on the cpu" in out
     spec = load_experiment(tiny_experiment)[0]

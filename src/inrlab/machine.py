@@ -44,6 +44,15 @@ def gemm_rates(device: str, seconds: float = 2.0) -> dict[str, float]:
     return rates
 
 
+def bf16_speedup(device: str = "cpu", n: int = 1024, repeats: int = 3) -> float:
+    """How many times faster ``n x n`` bf16 products run than fp32 ones on ``device``, each
+    dtype's rate the best of ``repeats`` single products (the best is the least disturbed by
+    other work on the machine)."""
+    best = {dtype: max(_matmul_rate(n, dtype, device) for _ in range(repeats))
+            for dtype in (torch.float32, torch.bfloat16)}
+    return best[torch.bfloat16] / best[torch.float32]
+
+
 def _matmul_rate(n: int, dtype: torch.dtype, device: str, seconds: float = 0.0,
                  repeats: int = 1) -> float:
     """FLOP/s of ``n x n`` products: at least ``repeats`` of them and ``seconds`` long."""

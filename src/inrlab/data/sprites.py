@@ -95,19 +95,25 @@ class SpriteDataset(ProceduralDataset):
     at one random size from ``shape`` to ``max_scale`` times it (items one by one stay at
     ``shape``): the truth for training a decoder at every render scale, with a model that
     encodes any size down to ``shape`` (``UpscalingAutoencoder`` with a fixed-size encoder).
+    ``native_share``: the share of those batches rendered at ``shape`` itself, the rest at a
+    uniform scale from 1 to ``max_scale``.
     """
 
     name = "sprites"
 
     def __init__(self, shape: Sequence[int], num_images: int = 50_000, validation: bool = False,
                  seed: int = 0, random_flip: bool = False, max_shapes: int = MAX_SHAPES,
-                 graded: float = 0.5, outlined: float = 0.5, max_scale: float = 1.0) -> None:
+                 graded: float = 0.5, outlined: float = 0.5, max_scale: float = 1.0,
+                 native_share: float = 0.0) -> None:
         super().__init__(shape, num_images, validation, seed, random_flip, stream=1_000_000)
         if not 1 <= max_shapes <= MAX_SHAPES:
             raise ValueError(f"max_shapes must be 1 to {MAX_SHAPES}, got {max_shapes}")
         if not 1 <= max_scale <= 32:
             raise ValueError(f"max_scale must be 1 to 32, got {max_scale}")
+        if not 0 <= native_share <= 1:
+            raise ValueError(f"native_share must be 0 to 1, got {native_share}")
         self.max_scale = float(max_scale)
+        self.native_share = float(native_share)
         self.scene = dict(max_shapes=int(max_shapes), graded=float(graded),
                           outlined=float(outlined))
 
@@ -117,15 +123,17 @@ class SpriteDataset(ProceduralDataset):
     def batch(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
         size = self.shape[1:]
         if self.max_scale > 1:  # drawn from torch's generator: a resumed run draws the same
-            scale = 1 + (self.max_scale - 1) * torch.rand(()).item()
-            size = tuple(min(self.max_side, round(side * scale)) for side in size)
+            draw, native = torch.rand(()).item(), self.native_share
+            if draw >= native:  # the rest of the unit interval, stretched to 1..max_scale
+                scale = 1 + (self.max_scale - 1) * (draw - native) / (1 - native)
+                size = tuple(min(self.max_side, round(side * scale)) for side in size)
         return self.images(indices, size)
 
 
 def sprite_dataset(shape: Sequence[int], num_images: int = 50_000, validation: bool = False,
                    seed: int = 0, random_flip: bool = False, max_shapes: int = MAX_SHAPES,
-                   graded: float = 0.5, outlined: float = 0.5,
-                   max_scale: float = 1.0) -> SpriteDataset:
+                   graded: float = 0.5, outlined: float = 0.5, max_scale: float = 1.0,
+                   native_share: float = 0.0) -> SpriteDataset:
     """Procedural flat-coloured sprites (no download) at any size; see ``SpriteDataset``."""
     return SpriteDataset(shape, num_images, validation, seed, random_flip, max_shapes, graded,
-                         outlined, max_scale)
+                         outlined, max_scale, native_share)

@@ -1,0 +1,93 @@
+"""The two choices a CPU run makes for itself, measured in one process on the quick start's
+model: the optimizer step (per-tensor loop, foreach, fused) and the precision that
+``precision: auto`` picks (bf16 products against fp32 ones, and a whole training step in
+each).
+
+    python bench/cpu_choices.py
+    python bench/cpu_choices.py experiments/kali/local-latents.yml --steps 100
+
+Prints the CPU's flags and GEMM rates first. Training steps run on cached batches (no data
+rendering), the pixel subset and loss as ``TrainAutoencoder`` computes them.
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import tempfile
+import time
+from pathlib import Path
+
+import torch
+
+from inrlab.experiment.build import build_entry, build_trainer
+from inrlab.experiment.spec import load_experiment
+from inrlab.machine import bf16_speedup, print_machine
+from inrlab.storage.rundir import RunDir
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def optimizer_step_ms(model: torch.nn.Module, mode: dict, steps: int) -> float:
+    """Median milliseconds of one AdamW step over ``model``'s parameters (random gradients)."""
+    for p in model.parameters():
+        p.grad = torch.randn_like(p)
+    optimizer = torch.optim.AdamW(model.parameters(), lr=1e-4, **mode)
+    for _ in range(5):
+        optimizer.step()
+    times = []
+    for _ in range(steps):
+        start = time.perf_counter()
+        optimizer.step()
+        times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def training_step_ms(file: Path, precision: str, steps: int) -> float:
+    """Median milliseconds of the training loop's own step (``Trainer.step``: forward,
+    backward, optimizer and scheduler) for the file's first entry in ``precision``, on 20
+    of its training batches rendered beforehand."""
+    spec = load_experiment(file)[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = build_trainer(spec, build_entry(spec), RunDir(Path(tmp) / "run"),
+                                torch.device("cpu"), tensorboard=False)
+        trainer.precision = precision
+        torch.manual_seed(0)
+        batches = trainer.batches.train(epoch=0, skip_batches=0)
+        cached = [next(batches) for _ in range(20)]
+        times = []
+        for i in range(steps + 5):
+            start = time.perf_counter()
+            trainer.step(cached[i % len(cached)])
+            if i >= 5:  # the first steps allocate
+                times.append(time.perf_counter() - start)
+    return 1e3 * statistics.median(times)
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
+    parser.add_argument("file", nargs="?", type=Path,
+                        default=ROOT / "experiments" / "quickstart.yml")
+    parser.add_argument("--steps", type=int, default=200)
+    args = parser.parse_args()
+    print_machine("cpu")
+    model = build_entry(load_experiment(args.file)[0], with_data=False).model
+    tensors = sum(1 for _ in model.parameters())
+    print(f"\n{args.file.name}: AdamW step over {tensors} parameter tensors (median ms)")
+    print("| implementation | ms | vs. per-tensor loop |\n|---|---:|---:|")
+    loop = optimizer_step_ms(model, {"foreach": False}, args.steps)
+    for name, mode in (("per-tensor loop (the CPU default)", {"foreach": False}),
+                       ("foreach", {"foreach": True}), ("fused (inrlab)", {"fused": True})):
+        ms = loop if mode == {"foreach": False} else optimizer_step_ms(model, mode, args.steps)
+        print(f"| {name} | {ms:.2f} | {loop / ms:.2f}x |")
+    print(f"\nbf16 / fp32 rate of 1024x1024 products (what `precision: auto` measures): "
+          f"{bf16_speedup('cpu'):.2f}x")
+    print(f"\n{args.file.name}: whole training step, cached batches (median ms)")
+    print("| precision | ms | vs. fp32 |\n|---|---:|---:|")
+    fp32 = training_step_ms(args.file, "fp32", args.steps)
+    bf16 = training_step_ms(args.file, "bf16", args.steps)
+    print(f"| fp32 | {fp32:.1f} | 1.00x |\n| bf16 | {bf16:.1f} | {fp32 / bf16:.2f}x |")
+
+
+if __name__ == "__main__":
+    main()
