@@ -33,6 +33,15 @@ CASES = {
     "unknown optimizer": (tiny(optimizer="optimizer: Adamm"), "unknown optimizer 'Adamm'",
                           "optimizer"),
     "unknown scheduler": (tiny(scheduler="scheduler: Cosine"), "unknown scheduler", "scheduler"),
+    "unknown optimizer argument": (tiny(batch_size="batch_size: 16\noptimizer_args: "
+                                                   "{betaz: [0.9, 0.99]}"),
+                                   "Adam takes no argument 'betaz'", "optimizer_args"),
+    "refused optimizer argument": (tiny(batch_size="batch_size: 16\noptimizer_args: "
+                                                   "{betas: [2, 0.9]}"),
+                                   "Adam refuses optimizer_args", "optimizer_args"),
+    "optimizer arguments not a mapping": (tiny(batch_size="batch_size: 16\n"
+                                                          "optimizer_args: 0.9"),
+                                          "optimizer_args must be a mapping", "optimizer_args"),
     "unknown loss": (tiny(batch_size="batch_size: 16\nloss_function: l7"),
                      "unknown loss_function 'l7'", "loss_function"),
     "undefined variable": (tiny(batch_size="batch_size: ${bs}"), "${bs} is not defined",

@@ -153,6 +153,21 @@ def test_auto_precision_takes_bf16_only_where_its_products_run_faster(
                                                                    "set in the experiment")
 
 
+def test_optimizer_args_reach_the_optimizer(write, cli) -> None:
+    """``optimizer_args`` are the optimizer's keyword arguments: the checkpoint's optimizer
+    state carries them, beside the learning rate from ``learnrate``."""
+    from conftest import TINY_EXPERIMENT
+
+    text = TINY_EXPERIMENT.replace("optimizer: Adam", "optimizer: AdamW\noptimizer_args: "
+                                   "{betas: [0.8, 0.95], weight_decay: 0.25}")
+    path = write("tiny.yml", "matrix:\n  hid: [8]\n" + text)
+    assert cli("run", path)[0] == 0
+    group = load_checkpoint(run_path(path, "hid:8") / "checkpoint-last.pt")["optimizer"][
+        "param_groups"][0]
+    assert list(group["betas"]) == [0.8, 0.95] and group["weight_decay"] == 0.25
+    assert group["initial_lr"] == 0.003
+
+
 def test_run_prints_and_records_how_it_computes(tiny_experiment, cli) -> None:
     """By default a run chooses its precision and compile mode itself and says why; on a
     CPU its convolutions run channels-last, and its weights still load into a fresh model

@@ -18,10 +18,12 @@ STEP_COUNT_PARAMETERS = ("T_max", "total_iters", "step_size", "T_0")
 
 def make_optimizer(settings: TrainSettings, model: nn.Module,
                    device: torch.device) -> torch.optim.Optimizer:
-    """``torch.optim.<optimizer>(params, lr=learnrate)`` as the seed built it, with the
-    fused implementation where the class has one (Adam, AdamW, SGD, Adagrad): one kernel
-    for all parameters instead of several per tensor, the same update. On a 2-core CPU
-    AdamW's step for the quick start's 35 tensors took 0.4 ms fused against 1.8 ms."""
+    """``torch.optim.<optimizer>(params, lr=learnrate, **optimizer_args)`` (the seed built
+    it with ``lr`` alone), with the fused implementation where the class has one (Adam,
+    AdamW, SGD, Adagrad) and ``optimizer_args`` does not choose: one kernel for all
+    parameters instead of several per tensor, the same update. On a 2-core CPU AdamW's step
+    for the quick start's 35 tensors took 0.4 ms fused against 1.8 ms
+    (bench/cpu_choices.py)."""
     cls = getattr(torch.optim, settings.optimizer, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
         names = sorted(n for n in dir(torch.optim) if isinstance(getattr(torch.optim, n), type)
@@ -32,9 +34,21 @@ def make_optimizer(settings: TrainSettings, model: nn.Module,
     params = [p for p in model.parameters() if p.requires_grad]
     if not params:
         raise InrlabError("the model has no trainable parameters", key="model")
-    if device.type in ("cpu", "cuda") and "fused" in inspect.signature(cls.__init__).parameters:
-        return cls(params, lr=settings.learnrate, fused=True)
-    return cls(params, lr=settings.learnrate)
+    given = dict(settings.optimizer_args or {})
+    accepted = [n for n in inspect.signature(cls.__init__).parameters
+                if n not in ("self", "params", "lr")]
+    unknown = sorted(n for n in given if n not in accepted)
+    if unknown:
+        note = " (the learning rate is the key learnrate)" if unknown[0] == "lr" else ""
+        raise InrlabError(f"{settings.optimizer} takes no argument {unknown[0]!r}{note}; its "
+                          f"arguments: {', '.join(accepted)}", key="optimizer_args")
+    fused = (device.type in ("cpu", "cuda") and "fused" in accepted
+             and not {"fused", "foreach"} & set(given))
+    try:
+        return cls(params, lr=settings.learnrate, **given, **({"fused": True} if fused else {}))
+    except (TypeError, ValueError) as e:
+        raise InrlabError(f"{settings.optimizer} refuses optimizer_args {given}: {e}",
+                          key="optimizer_args") from None
 
 
 def make_scheduler(settings: TrainSettings, optimizer: torch.optim.Optimizer) -> Any:

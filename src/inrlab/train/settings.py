@@ -19,6 +19,8 @@ class TrainSettings:
     batch_size: int
     learnrate: float
     optimizer: str
+    # keyword arguments of the optimizer besides lr, e.g. {betas: [0.9, 0.99]}
+    optimizer_args: dict[str, Any] | None = None
     validation_batch_size: int | None = None  # None: batch_size
     scheduler: str | None = None  # torch.optim.lr_scheduler class, sized max_inputs/batch_size
     loss_function: str = "l1"
@@ -91,7 +93,13 @@ def check_value(name: str, value: Any, annotation: Any) -> Any:
                 pass
         if hint is str and isinstance(value, str):
             return value
-    wanted = " or ".join(getattr(h, "__name__", str(h)) for h in hints if h is not type(None))
+        if typing.get_origin(hint) is dict and isinstance(value, dict):
+            if not all(isinstance(key, str) for key in value):
+                raise ValueError(f"{name} must be a mapping of argument names to values, "
+                                 f"got {value!r}")
+            return dict(value)
+    wanted = " or ".join("a mapping" if typing.get_origin(h) is dict
+                         else getattr(h, "__name__", str(h)) for h in hints if h is not type(None))
     advice = ""
     if value == "None":  # `${x}` of a matrix value null: the seed's str(None), which YAML keeps
         advice = ("; a matrix value null is written into the file as the text None, a string "
