@@ -22,7 +22,7 @@ def make_optimizer(settings: TrainSettings, model: nn.Module,
     it with ``lr`` alone), with the fused implementation where the class has one (Adam,
     AdamW, SGD, Adagrad) and ``optimizer_args`` does not choose: one kernel for all
     parameters instead of several per tensor, the same update. On a 2-core CPU AdamW's step
-    for the quick start's 35 tensors took 0.4 ms fused against 1.8 ms
+    for the quick start's 35 tensors took 0.4 ms fused against 1.4-1.8 ms
     (bench/cpu_choices.py)."""
     cls = getattr(torch.optim, settings.optimizer, None)
     if not (isinstance(cls, type) and issubclass(cls, torch.optim.Optimizer)):
