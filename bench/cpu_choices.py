@@ -80,7 +80,7 @@ def main() -> None:
                        ("foreach", {"foreach": True}), ("fused (inrlab)", {"fused": True})):
         ms = loop if mode == {"foreach": False} else optimizer_step_ms(model, mode, args.steps)
         print(f"| {name} | {ms:.2f} | {loop / ms:.2f}x |")
-    print(f"\nbf16 / fp32 rate of 256x256 products (what `precision: auto` measures): "
+    print(f"\nbf16 / fp32 rate of 512x512 products (what `precision: auto` measures): "
           f"{bf16_speedup('cpu'):.2f}x; of 1024x1024: {bf16_speedup('cpu', 1024):.2f}x")
     print(f"\n{args.file.name}: whole training step, cached batches (median ms)")
     print("| precision | ms | vs. fp32 |\n|---|---:|---:|")

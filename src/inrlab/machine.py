@@ -44,11 +44,11 @@ def gemm_rates(device: str, seconds: float = 2.0) -> dict[str, float]:
     return rates
 
 
-def bf16_speedup(device: str = "cpu", n: int = 256, repeats: int = 5) -> float:
+def bf16_speedup(device: str = "cpu", n: int = 512, repeats: int = 5) -> float:
     """How many times faster ``n x n`` bf16 products run than fp32 ones on ``device``, each
     dtype's rate the best of ``repeats`` single products (the best is the least disturbed by
-    other work on the machine). 256: the size of the models' own products, ~10 ms in all
-    (1024 took 0.2 s and gave the same verdict on a 2-core Xeon: 0.56x against 0.60x)."""
+    other work on the machine). 512: large enough that conversions do not decide it, ~60 ms
+    in all on a 2-core Xeon (0.56-0.69x there; 256: 0.53-0.58x, 1024: 0.53-0.64x in 0.2 s)."""
     best = {dtype: max(_matmul_rate(n, dtype, device) for _ in range(repeats))
             for dtype in (torch.float32, torch.bfloat16)}
     return best[torch.bfloat16] / best[torch.float32]
