@@ -43,7 +43,7 @@ def resolve_precision(precision: str, device: torch.device) -> tuple[str, str]:
     """(the precision to train in, why): ``auto`` becomes bf16 where ``bf16_units`` and, on
     a CPU, where its bf16 matrix products also measure faster than fp32 ones (``machine.
     bf16_speedup``, ~60 ms): CPUs with the same AVX512-BF16 flag differ, 2.5x faster on a
-    2-core AMD EPYC, 2.3x slower on a 2-core Intel Xeon (bench/README.md)."""
+    2-core AMD EPYC, ~1.8x slower on a 2-core Intel Xeon (bench/README.md)."""
     if precision != "auto":
         return precision, "set in the experiment"
     reason = bf16_units(device)
