@@ -75,11 +75,12 @@ def main() -> None:
     tensors = sum(1 for _ in model.parameters())
     print(f"\n{args.file.name}: AdamW step over {tensors} parameter tensors (median ms)")
     print("| implementation | ms | vs. per-tensor loop |\n|---|---:|---:|")
-    loop = optimizer_step_ms(model, {"foreach": False}, args.steps)
-    for name, mode in (("per-tensor loop (the CPU default)", {"foreach": False}),
-                       ("foreach", {"foreach": True}), ("fused (inrlab)", {"fused": True})):
-        ms = loop if mode == {"foreach": False} else optimizer_step_ms(model, mode, args.steps)
-        print(f"| {name} | {ms:.2f} | {loop / ms:.2f}x |")
+    modes = {"per-tensor loop (the CPU default)": {"foreach": False},
+             "foreach": {"foreach": True}, "fused (inrlab)": {"fused": True}}
+    ms = {name: optimizer_step_ms(model, mode, args.steps) for name, mode in modes.items()}
+    loop = ms["per-tensor loop (the CPU default)"]
+    for name, value in ms.items():
+        print(f"| {name} | {value:.2f} | {loop / value:.2f}x |")
     print(f"\nbf16 / fp32 rate of 512x512 products (what `precision: auto` measures): "
           f"{bf16_speedup('cpu'):.2f}x; of 1024x1024: {bf16_speedup('cpu', 1024):.2f}x")
     print(f"\n{args.file.name}: whole training step, cached batches (median ms)")
