@@ -158,6 +158,18 @@ def test_auto_precision_takes_bf16_only_where_its_products_run_faster(
                                                                    "set in the experiment")
 
 
+def test_measuring_bf16_leaves_the_random_stream_alone() -> None:
+    """The product timing that ``precision: auto`` runs while a trainer is built draws its
+    operands from a generator of its own: what the caller draws next is unchanged."""
+    from inrlab.machine import bf16_speedup
+
+    torch.manual_seed(3)
+    expected = torch.rand(4)
+    torch.manual_seed(3)
+    assert bf16_speedup("cpu", n=64, repeats=1) > 0
+    torch.testing.assert_close(torch.rand(4), expected, rtol=0, atol=0)
+
+
 def test_optimizer_args_reach_the_optimizer(write, cli) -> None:
     """``optimizer_args`` are the optimizer's keyword arguments: the checkpoint's optimizer
     state carries them, beside the learning rate from ``learnrate``."""

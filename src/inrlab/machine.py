@@ -56,9 +56,12 @@ def bf16_speedup(device: str = "cpu", n: int = 512, repeats: int = 5) -> float:
 
 def _matmul_rate(n: int, dtype: torch.dtype, device: str, seconds: float = 0.0,
                  repeats: int = 1) -> float:
-    """FLOP/s of ``n x n`` products: at least ``repeats`` of them and ``seconds`` long."""
-    a = torch.randn(n, n, device=device, dtype=dtype)
-    b = torch.randn(n, n, device=device, dtype=dtype)
+    """FLOP/s of ``n x n`` products: at least ``repeats`` of them and ``seconds`` long. The
+    operands come from a generator of their own: measuring the machine (as ``precision:
+    auto`` does when a trainer is built) leaves torch's global random stream untouched."""
+    generator = torch.Generator(device=device).manual_seed(0)
+    a = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
+    b = torch.randn(n, n, device=device, dtype=dtype, generator=generator)
     torch.matmul(a, b)  # warm-up
     synchronize(device)
     count, start = 0, time.perf_counter()
