@@ -1,7 +1,8 @@
-"""The two choices a CPU run makes for itself, measured in one process on the quick start's
-model: the optimizer step (per-tensor loop, foreach, fused) and the precision that
+"""The choices a CPU run makes for itself, measured in one process on the quick start's
+model: the optimizer step (per-tensor loop, foreach, fused), the precision that
 ``precision: auto`` picks (bf16 products against fp32 ones, and a whole training step in
-each).
+each), and what a step with ``train_pixels`` gets from the data (whole renders at the
+batch's size, or only the scored pixels, ``BatchedDataset.pixel_batch``).
 
     python bench/cpu_choices.py
     python bench/cpu_choices.py experiments/kali/local-latents.yml --steps 100
@@ -64,6 +65,25 @@ def training_step_ms(file: Path, precision: str, steps: int) -> float:
     return 1e3 * statistics.median(times)
 
 
+def loop_ms(file: Path, pixel_batches: bool, steps: int) -> float:
+    """Mean milliseconds of data + training step as ``fit`` runs them (the mean: each batch
+    draws its own size), with batches of whole renders or pixel batches; the caller alternates the two, round by round, so a
+    drifting machine shows in both."""
+    spec = load_experiment(file)[0]
+    with tempfile.TemporaryDirectory() as tmp:
+        trainer = build_trainer(spec, build_entry(spec), RunDir(Path(tmp) / "run"),
+                                torch.device("cpu"), tensorboard=False)
+        pixels = trainer.sampled_pixels() if pixel_batches else None
+        torch.manual_seed(0)
+        batches = trainer.batches.train(epoch=0, skip_batches=0, pixels=pixels)
+        for _ in range(5):  # the first steps allocate
+            trainer.step(next(batches))
+        start = time.perf_counter()
+        for _ in range(steps):
+            trainer.step(next(batches))  # the data, timed with the step
+    return 1e3 * (time.perf_counter() - start) / steps
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument("file", nargs="?", type=Path,
@@ -88,6 +108,18 @@ def main() -> None:
     fp32 = training_step_ms(args.file, "fp32", args.steps)
     bf16 = training_step_ms(args.file, "bf16", args.steps)
     print(f"| fp32 | {fp32:.1f} | 1.00x |\n| bf16 | {bf16:.1f} | {fp32 / bf16:.2f}x |")
+    print(f"\n{args.file.name}: data + training step as the loop runs them (mean ms, "
+          "3 rounds alternating)")
+    whole, sampled = [], []
+    for _ in range(3):
+        whole.append(loop_ms(args.file, False, args.steps))
+        sampled.append(loop_ms(args.file, True, args.steps))
+    print("| batches | ms per round | vs. whole renders |\n|---|---|---:|")
+    print(f"| whole renders at the batch's size | {', '.join(f'{t:.1f}' for t in whole)} | "
+          "1.00x |")
+    ratio = statistics.median(w / p for w, p in zip(whole, sampled))
+    print(f"| pixel batches (the scored pixels alone) | "
+          f"{', '.join(f'{t:.1f}' for t in sampled)} | {ratio:.2f}x |")
 
 
 if __name__ == "__main__":

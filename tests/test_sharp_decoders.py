@@ -2,6 +2,9 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
+import numpy as np
 import pytest
 import torch
 import torch.nn.functional as F
@@ -299,6 +302,83 @@ def test_native_share_renders_that_share_of_batches_at_the_datasets_own_size() -
     assert sizes(native_share=0.0) == sizes()
     with pytest.raises(ValueError, match="native_share"):
         sprite_dataset((3, 8, 8), max_scale=4, native_share=1.5)
+
+
+@pytest.mark.parametrize("channels", [3, 1])
+def test_pixel_batches_hold_the_colours_of_the_larger_render_flipped_with_their_images(
+        channels: int) -> None:
+    """``pixel_batch``: the items at the dataset's own size, and ``count`` distinct pixels
+    of each at the batch's drawn size rendered alone, whose colours are the whole render's
+    at those pixels, mirrored wherever the image was flipped."""
+    from inrlab.data import sprite_dataset
+    from inrlab.data.images import set_channels
+
+    data = sprite_dataset((channels, 8, 8), num_images=64, max_scale=4, random_flip=True)
+    index = torch.arange(6)
+    torch.manual_seed(3)
+    sizes, flips = set(), set()
+    for _ in range(8):
+        images, sample = data.pixel_batch(index, 20)
+        height, width = sample.size
+        sizes.add(height)
+        assert images.shape == (6, channels, 8, 8)
+        assert sample.index.shape == (6, 20) and sample.colours.shape == (6, 20, channels)
+        assert all(len(set(row.tolist())) == 20 for row in sample.index)  # distinct pixels
+        own = set_channels(data.render(index.numpy(), (8, 8)), channels)
+        full = set_channels(data.render(index.numpy(), sample.size), channels)
+        for b in range(6):
+            flip = [dims for dims in ([], [-1], [-2], [-1, -2])
+                    if torch.equal(own[b].flip(dims) if dims else own[b], images[b])][0]
+            flips.add(tuple(flip))
+            truth = (full[b].flip(flip) if flip else full[b]).flatten(1)  # (C, H*W)
+            torch.testing.assert_close(sample.colours[b], truth[:, sample.index[b]].T)
+    assert min(sizes) >= 8 and max(sizes) <= 32 and len(sizes) >= 3
+    assert len(flips) == 4  # every flip happened, and the pixels followed them
+    images, sample = data.pixel_batch(index, 1000)  # more than an 8x8 batch has: all
+    assert sample.index.shape[1] == sample.size[0] * sample.size[1]
+
+
+def test_training_on_pixel_batches_scores_the_larger_render_without_drawing_it(
+        tmp_path: Path) -> None:
+    """With ``train_pixels`` and a fixed-size encoder, the loop asks the sprites for pixel
+    batches: the model encodes the 1x images and is scored on the rendered pixels at the
+    batch's size, at the same loss as on the whole render's same pixels."""
+    from inrlab.data import sprite_dataset
+    from inrlab.data.batched import PixelSample
+    from inrlab.storage.rundir import RunDir
+    from inrlab.train import TrainAutoencoder
+    from inrlab.train.autoencoder import AutoencoderOptions
+    from inrlab.train.settings import make_settings
+
+    torch.manual_seed(0)
+    model = UpscalingAutoencoder(
+        EncoderConvGrid((3, 8, 8), latent_channels=2, grid=(4, 4), channels=(8,)),
+        LocalLatentDecoder(2, grid=(4, 4), num_hidden=8, num_layers=2, default_shape=(8, 8)),
+        factor=1)
+    data = sprite_dataset((3, 8, 8), num_images=64, max_scale=4)
+    settings = make_settings({"batch_size": 4, "max_inputs": 16, "learnrate": 0.01,
+                              "loss_function": "l2",
+                              "optimizer": "Adam"},
+                             lambda key: {})
+    trainer = TrainAutoencoder(model=model, train_sets=[(0, data)], validation_sets=[],
+                               settings=settings, run_dir=RunDir(tmp_path / "run"),
+                               device="cpu", tensorboard=False,
+                               options=AutoencoderOptions(train_pixels=16))
+    assert trainer.sampled_pixels() == 16
+    images, sample = next(trainer.batches.train(0, 0, trainer.sampled_pixels()))
+    assert images.shape == (4, 3, 8, 8) and isinstance(sample, PixelSample)
+    images, sample = batch = data.pixel_batch(torch.arange(4), 16)  # items 0-3
+    model.eval()  # BatchNorm's running statistics: the same in both computations
+    via_sample = trainer.train_step(batch)["loss"]
+    full = data.render(np.arange(4), sample.size)  # the whole render, drawn here only
+    decoded = model.decode(model.encode(images), sample.size).flatten(2)  # (B, C, H*W)
+    at = sample.index.unsqueeze(1).expand(-1, 3, -1)
+    torch.testing.assert_close(via_sample, F.mse_loss(decoded.gather(2, at),
+                                                      full.flatten(2).gather(2, at)))
+    assert trainer.fit() == "complete"
+    jittered = AutoencoderOptions(train_pixels=16, train_jitter=0.5)
+    trainer.options = jittered  # a jittered query needs the images' own pixels
+    assert trainer.sampled_pixels() is None
 
 
 def test_feature_unfolding_lets_a_pixel_see_the_neighbouring_cells() -> None:

@@ -2,10 +2,29 @@
 
 from __future__ import annotations
 
-from typing import Sequence
+from typing import NamedTuple, Sequence
 
 import torch
 from torch.utils.data import Dataset
+
+
+class PixelSample(NamedTuple):
+    """Some pixels of each image of a batch rendered at ``size`` (H, W): what a training
+    step that scores only those pixels needs (``train_pixels``), without the whole render."""
+
+    size: tuple[int, int]
+    index: torch.Tensor  # (B, n) flat row-major pixel indices into an (H, W) render
+    colours: torch.Tensor  # (B, n, C) their colours
+
+
+def random_pixels(batch: int, height: int, width: int, count: int | None,
+                  device: torch.device | str) -> torch.Tensor:
+    """Flat indices (B, n) of ``count`` distinct random pixels of each of ``batch`` (H, W)
+    images, from torch's generator (None, or at least H*W: every pixel, in order)."""
+    if count is None or count >= height * width:
+        return torch.arange(height * width, device=device).expand(batch, -1)
+    scores = torch.rand(batch, height * width, device=device)
+    return scores.topk(count, dim=1, sorted=False).indices
 
 
 class BatchedDataset(Dataset):
@@ -25,6 +44,14 @@ class BatchedDataset(Dataset):
 
     def on_device(self, device: torch.device | str) -> "BatchedDataset":
         raise NotImplementedError
+
+    def pixel_batch(self, indices: Sequence[int] | torch.Tensor,
+                    count: int) -> tuple[torch.Tensor, PixelSample] | None:
+        """(images, sample): the items at the dataset's own size and ``count`` random
+        pixels of each at the size this batch is scored at, for a dataset that can render
+        pixels alone cheaper than whole images; None (the default): it cannot, and the
+        trainer draws the pixels of ``batch(indices)`` itself."""
+        return None
 
 
 def makes_batches(dataset: Dataset) -> bool:

@@ -95,13 +95,27 @@ def resize(images: torch.Tensor, size: tuple[int, int], resample: str = "nearest
     return resized if images.is_floating_point() else resized.round().to(images.dtype)
 
 
+def flip_draws(batch: int, p_horizontal: float, p_vertical: float, device: torch.device,
+               generator: torch.Generator | None = None) -> tuple[torch.Tensor, torch.Tensor]:
+    """Which of ``batch`` images ``random_flip`` flips: (left-right, up-down), each (B,)."""
+    flip_h = torch.rand(batch, generator=generator, device=device) < p_horizontal
+    flip_v = torch.rand(batch, generator=generator, device=device) < p_vertical
+    return flip_h, flip_v
+
+
 def random_flip(images: torch.Tensor, p_horizontal: float, p_vertical: float,
                 generator: torch.Generator | None = None) -> torch.Tensor:
     """Flip each image of (B, C, H, W) left-right with ``p_horizontal``, up-down with
     ``p_vertical``."""
-    batch, device = images.shape[0], images.device
-    flip_h = torch.rand(batch, generator=generator, device=device) < p_horizontal
-    flip_v = torch.rand(batch, generator=generator, device=device) < p_vertical
+    flip_h, flip_v = flip_draws(images.shape[0], p_horizontal, p_vertical, images.device,
+                                generator)
+    return apply_flips(images, flip_h, flip_v)
+
+
+def apply_flips(images: torch.Tensor, flip_h: torch.Tensor,
+                flip_v: torch.Tensor) -> torch.Tensor:
+    """(B, C, H, W) with the images ``flip_h`` (B,) marks flipped left-right, ``flip_v``'s
+    up-down."""
     images = torch.where(flip_h.view(-1, 1, 1, 1), images.flip(-1), images)
     return torch.where(flip_v.view(-1, 1, 1, 1), images.flip(-2), images)
 

@@ -9,8 +9,8 @@ from typing import Sequence
 import numpy as np
 import torch
 
-from inrlab.data.batched import BatchedDataset
-from inrlab.data.images import random_flip, set_channels
+from inrlab.data.batched import BatchedDataset, PixelSample, random_pixels
+from inrlab.data.images import apply_flips, flip_draws, random_flip, set_channels
 
 
 class ProceduralDataset(BatchedDataset):
@@ -20,10 +20,15 @@ class ProceduralDataset(BatchedDataset):
     (an int64 array) on ``self.device``. ``validation=True`` draws from a stream disjoint
     from training's; ``stream`` keeps two datasets' seeds apart. ``random_flip`` flips
     each batch at random (p=0.5 each way).
+
+    A subclass whose ``render_points`` renders single pixels (``renders_points``) gives
+    ``pixel_batch``: a training step that scores a few pixels of each image at a larger
+    size (``draw_size``) renders those pixels, not the whole image.
     """
 
     name = "images"  # in messages: "index out of range for 64 <name>"
     max_side = 1024
+    renders_points = False  # render_points is implemented
     size_note = "at most 1024 pixels a side"
 
     def __init__(self, shape: Sequence[int], num_images: int, validation: bool, seed: int,
@@ -43,6 +48,18 @@ class ProceduralDataset(BatchedDataset):
     def render(self, index: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
         raise NotImplementedError
 
+    def render_points(self, index: np.ndarray, points: torch.Tensor,
+                      sizes: torch.Tensor) -> torch.Tensor:
+        """Colours (B, 3, N) of items ``index`` at ``points`` (B, N, 2), pixel centres (x, y)
+        in units of the image's side, each as a render of its size in ``sizes`` (N, 2),
+        (H, W), has it."""
+        raise NotImplementedError
+
+    def draw_size(self) -> tuple[int, int]:
+        """The (H, W) of the next training batch: the dataset's own (subclasses may draw
+        it from torch's generator, so a resumed run draws the same)."""
+        return self.shape[1:]
+
     def __len__(self) -> int:
         return self.num_images
 
@@ -53,21 +70,74 @@ class ProceduralDataset(BatchedDataset):
         return moved
 
     def batch(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
-        return self.images(indices, self.shape[1:])
+        return self.images(indices, self.draw_size())
 
     def images(self, indices: Sequence[int] | torch.Tensor,
                size: tuple[int, int]) -> torch.Tensor:
         """Items ``indices`` rendered at ``size`` (H, W), in the dataset's channels."""
+        images = set_channels(self.render(self._index(indices), tuple(size)), self.shape[0])
+        return random_flip(images, 0.5, 0.5) if self.flip else images
+
+    def pixel_batch(self, indices: Sequence[int] | torch.Tensor,
+                    count: int) -> tuple[torch.Tensor, PixelSample] | None:
+        """The items at the dataset's shape, and ``count`` distinct random pixels of each
+        at ``draw_size()``, flipped with their images, in one ``render_points`` pass (a 4x
+        batch of 32x32 sprites renders 1024 + 256 pixels each, not 128x128); None without
+        ``render_points``."""
+        if not self.renders_points:
+            return None
+        index = self._index(indices)
+        batch, own = len(index), tuple(self.shape[1:])
+        own_h, own_w = own
+        height, width = size = tuple(self.draw_size())
+        pick = random_pixels(batch, height, width, count, self.device)  # (B, n)
+        rows, cols = pick // width, pick % width
+        if size == own:  # the pixels are the images' own
+            images = self.render(index, own)  # (B, 3, h, w)
+            colours = images.flatten(2).gather(2, pick.unsqueeze(1).expand(-1, 3, -1))
+        else:
+            own_points = pixel_centres(own_h, own_w, self.device)  # (h*w, 2)
+            points = torch.cat([own_points.expand(batch, -1, -1),
+                                centres(rows, cols, height, width)], 1)  # (B, h*w + n, 2)
+            sizes = torch.tensor([own, size], device=self.device).repeat_interleave(
+                torch.tensor([len(own_points), pick.shape[1]], device=self.device), dim=0)
+            rendered = self.render_points(index, points, sizes)  # (B, 3, h*w + n)
+            images = rendered[:, :, :len(own_points)].reshape(batch, 3, own_h, own_w)
+            colours = rendered[:, :, len(own_points):]  # (B, 3, n)
+        if self.flip:  # a flipped image's pixel (row, col) is the render's mirrored one
+            flip_h, flip_v = flip_draws(batch, 0.5, 0.5, self.device)
+            images = apply_flips(images, flip_h, flip_v)
+            cols = torch.where(flip_h.view(-1, 1), width - 1 - cols, cols)
+            rows = torch.where(flip_v.view(-1, 1), height - 1 - rows, rows)
+            pick = rows * width + cols
+        channels = self.shape[0]
+        colours = set_channels(colours.unsqueeze(2), channels).squeeze(2)  # (B, C, n)
+        return (set_channels(images, channels),
+                PixelSample(size, pick, colours.transpose(1, 2)))  # colours (B, n, C)
+
+    def _index(self, indices: Sequence[int] | torch.Tensor) -> np.ndarray:
         if isinstance(indices, torch.Tensor):
             indices = indices.cpu()
         index = np.asarray(indices, dtype=np.int64)
         if index.size and (index.min() < 0 or index.max() >= self.num_images):
             raise IndexError(f"index out of range for {self.num_images} {self.name}")
-        images = set_channels(self.render(index, tuple(size)), self.shape[0])
-        return random_flip(images, 0.5, 0.5) if self.flip else images
+        return index
 
     def __getitem__(self, index: int) -> tuple[torch.Tensor]:
         return (self.images([index], self.shape[1:])[0],)
 
     def __getitems__(self, indices: list[int]) -> list[tuple[torch.Tensor]]:
         return [(image,) for image in self.images(indices, self.shape[1:])]
+
+
+def centres(rows: torch.Tensor, cols: torch.Tensor, height: int, width: int) -> torch.Tensor:
+    """Pixel centres (..., 2), (x, y) in units of the image's side, of pixels (rows, cols)
+    of an (H, W) image."""
+    return torch.stack([(cols + 0.5) / width, (rows + 0.5) / height], -1)
+
+
+def pixel_centres(height: int, width: int, device: torch.device | str) -> torch.Tensor:
+    """Every pixel centre of an (H, W) image, row-major: (H*W, 2)."""
+    rows, cols = torch.meshgrid(torch.arange(height, device=device),
+                                torch.arange(width, device=device), indexing="ij")
+    return centres(rows.flatten(), cols.flatten(), height, width)

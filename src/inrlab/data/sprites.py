@@ -16,7 +16,7 @@ exists at every resolution. The quick start trains on them (experiments/README.m
 from __future__ import annotations
 
 import math
-from typing import Sequence
+from typing import Any, Sequence
 
 import numpy as np
 import torch
@@ -32,15 +32,42 @@ OUTLINE = 0.035  # outline width, in units of the image side (~1.1 pixels at 32x
 def render_sprites(seed: int, index: np.ndarray, shape: tuple[int, int],
                    device: torch.device | str = "cpu", max_shapes: int = MAX_SHAPES,
                    graded: float = 0.5, outlined: float = 0.5) -> torch.Tensor:
-    """RGB renders (B, 3, H, W) in [0, 1] of the scenes of items ``index``."""
-    batch, (height, width) = len(index), shape
+    """RGB renders (B, 3, H, W) in [0, 1] of the scenes of items ``index`` at ``shape``."""
+    height, width = shape
+    y = ((torch.arange(height, device=device) + 0.5) / height).view(1, -1, 1)  # (1, H, 1)
+    x = ((torch.arange(width, device=device) + 0.5) / width).view(1, 1, -1)  # (1, 1, W)
+    return _render(seed, index, x, y, pixel_side(height, width), device, max_shapes,
+                   graded, outlined)
+
+
+def render_sprite_points(seed: int, index: np.ndarray, points: torch.Tensor,
+                         sizes: torch.Tensor, device: torch.device | str = "cpu",
+                         max_shapes: int = MAX_SHAPES, graded: float = 0.5,
+                         outlined: float = 0.5) -> torch.Tensor:
+    """Colours (B, 3, N) of the scenes of items ``index`` at ``points`` (B, N, 2), pixel
+    centres (x, y) in units of the image's side, each as a render of its size in ``sizes``
+    (N, 2), (H, W), has it: pixels of renders of several sizes in one pass."""
+    x, y = points[..., 0].unsqueeze(1), points[..., 1].unsqueeze(1)  # (B, 1, N) each
+    pixel = pixel_side(sizes[:, 0], sizes[:, 1]).view(1, 1, -1)  # (1, 1, N)
+    colour = _render(seed, index, x, y, pixel, device, max_shapes, graded, outlined)
+    return colour.squeeze(2)  # (B, 3, 1, N) -> (B, 3, N)
+
+
+def pixel_side(height: Any, width: Any) -> Any:
+    """The width of the coverage ramp at an edge of an (H, W) render, in image sides
+    (numbers or tensors)."""
+    return 0.5 * (1 / height + 1 / width)
+
+
+def _render(seed: int, index: np.ndarray, x: torch.Tensor, y: torch.Tensor,
+            pixel: float | torch.Tensor, device: torch.device | str, max_shapes: int,
+            graded: float, outlined: float) -> torch.Tensor:
+    """Colours at pixel centres ``x``, ``y`` (broadcasting to (B, H, W)) with coverage
+    ramps ``pixel`` wide: (B, 3, H, W)."""
+    batch = len(index)
 
     def u(stream: int, n: int) -> torch.Tensor:
         return torch.from_numpy(hash_uniform(seed, index, stream, n)).float().to(device)
-
-    y = ((torch.arange(height, device=device) + 0.5) / height).view(1, -1, 1)  # (1, H, 1)
-    x = ((torch.arange(width, device=device) + 0.5) / width).view(1, 1, -1)  # (1, 1, W)
-    pixel = 0.5 * (1 / height + 1 / width)  # the coverage ramp's width, in image sides
 
     # the background: a colour, graded towards a second one along a random direction for half
     low, high = u(1, 3), u(2, 3)  # (B, 3)
@@ -96,7 +123,8 @@ class SpriteDataset(ProceduralDataset):
     ``shape``): the truth for training a decoder at every render scale, with a model that
     encodes any size down to ``shape`` (``UpscalingAutoencoder`` with a fixed-size encoder).
     ``native_share``: the share of those batches rendered at ``shape`` itself, the rest at a
-    uniform scale from 1 to ``max_scale``.
+    uniform scale from 1 to ``max_scale``. ``pixel_batch`` (a step with ``train_pixels``)
+    renders a batch's items at ``shape`` and only its scored pixels at the drawn size.
     """
 
     name = "sprites"
@@ -117,17 +145,24 @@ class SpriteDataset(ProceduralDataset):
         self.scene = dict(max_shapes=int(max_shapes), graded=float(graded),
                           outlined=float(outlined))
 
+    renders_points = True
+
     def render(self, index: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
         return render_sprites(self.seed, index, size, self.device, **self.scene)
 
-    def batch(self, indices: Sequence[int] | torch.Tensor) -> torch.Tensor:
+    def render_points(self, index: np.ndarray, points: torch.Tensor,
+                      sizes: torch.Tensor) -> torch.Tensor:
+        return render_sprite_points(self.seed, index, points, sizes, self.device,
+                                    **self.scene)
+
+    def draw_size(self) -> tuple[int, int]:
         size = self.shape[1:]
         if self.max_scale > 1:  # drawn from torch's generator: a resumed run draws the same
             draw, native = torch.rand(()).item(), self.native_share
             if draw >= native:  # the rest of the unit interval, stretched to 1..max_scale
                 scale = 1 + (self.max_scale - 1) * (draw - native) / (1 - native)
                 size = tuple(min(self.max_side, round(side * scale)) for side in size)
-        return self.images(indices, size)
+        return size
 
 
 def sprite_dataset(shape: Sequence[int], num_images: int = 50_000, validation: bool = False,

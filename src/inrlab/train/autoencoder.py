@@ -3,11 +3,12 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import ClassVar
+from typing import Any, ClassVar
 
 import torch
 import torch.nn.functional as F
 
+from inrlab.data.batched import PixelSample, random_pixels
 from inrlab.errors import InrlabError
 from inrlab.storage.grids import reconstruction_grid, save_png
 from inrlab.train.image_metrics import ssim
@@ -55,41 +56,49 @@ class TrainAutoencoder(Trainer):
         decoded = self.model.decode(codes, images.shape[-2:])
         return decoded, codes if self.model.has_code else None
 
-    def reconstruct_pixels(self, images: torch.Tensor, count: int | None, jitter: float = 0.0
-                           ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(decoded, target, codes) at ``count`` random pixels per image (None: every pixel),
-        both (B, n, C); ``jitter`` as ``ImplicitDecoder.query_pixels``."""
+    def reconstruct_pixels(self, images: torch.Tensor, count: int | None, jitter: float = 0.0,
+                           sample: PixelSample | None = None
+                           ) -> tuple[torch.Tensor, PixelSample, torch.Tensor]:
+        """(decoded (B, n, C), the sample it is scored on, codes) at ``count`` random pixels
+        per image (None: every pixel), or at the pixels of a ``sample`` the dataset rendered
+        (of ``images`` at another size); ``jitter`` as ``ImplicitDecoder.query_pixels``."""
         decoder = self.model.implicit_decoder
         if decoder is None:
             key = "train_pixels" if count else "train_jitter"
             raise InrlabError(f"{key} needs a model with an implicit decoder; "
                               f"{self.model.class_name} has none", key=key)
-        batch, channels, height, width = images.shape
-        if count is None or count >= height * width:
-            index = torch.arange(height * width, device=images.device).expand(batch, -1)
-        else:
-            scores = torch.rand(batch, height * width, device=images.device)
-            index = scores.topk(count, dim=1, sorted=False).indices  # (B, n) distinct pixels
-        target = images.flatten(2).gather(2, index.unsqueeze(1).expand(-1, channels, -1))
+        if sample is None:
+            sample = sample_pixels(images, count)
         codes = self.model.encode(images)
-        decoded = decoder.query_pixels(codes, (height, width), index, jitter)  # (B, n, C)
-        return decoded, target.transpose(1, 2), codes  # target (B, C, n) -> (B, n, C)
+        decoded = decoder.query_pixels(codes, sample.size, sample.index, jitter)  # (B, n, C)
+        return decoded, sample, codes
 
-    def train_step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
+    def sampled_pixels(self) -> int | None:
+        # A jittered query is scored against its pixel's colour, so it needs the images' own
+        # pixels; an encoder that takes any size would encode the larger render itself.
+        if self.options.train_jitter or self.model.input_shape[1] is None:
+            return None
+        return self.options.train_pixels
+
+    def train_step(self, batch: tuple[Any, ...]) -> dict[str, torch.Tensor]:
         images = batch[0]
-        if self.options.train_pixels or self.options.train_jitter:
-            output, target, codes = self.reconstruct_pixels(
-                images, self.options.train_pixels, self.options.train_jitter)
-            return self.with_code_cost(self.losses(target, output, codes), codes, images)
+        sample = batch[1] if len(batch) > 1 and isinstance(batch[1], PixelSample) else None
+        if sample is not None or self.options.train_pixels or self.options.train_jitter:
+            output, sample, codes = self.reconstruct_pixels(
+                images, self.options.train_pixels, self.options.train_jitter, sample)
+            losses = self.losses(sample.colours, output, codes)
+            return self.with_code_cost(losses, codes, sample.size[0] * sample.size[1])
         output, codes = self.reconstruct(images)
         _check_shapes(images, output, codes)
-        return self.with_code_cost(self.losses(images, output, codes), codes, images)
+        return self.with_code_cost(self.losses(images, output, codes), codes,
+                                   images.shape[-2] * images.shape[-1])
 
     def validation_step(self, batch: tuple[torch.Tensor, ...]) -> dict[str, torch.Tensor]:
         images = batch[0]
         output, codes = self.reconstruct(images)
         _check_shapes(images, output, codes)
-        losses = self.with_code_cost(self.losses(images, output, codes), codes, images)
+        losses = self.with_code_cost(self.losses(images, output, codes), codes,
+                                     images.shape[-2] * images.shape[-1])
         clamped = output.float().clamp(0, 1)
         losses["l1"] = F.l1_loss(clamped, images.float())
         losses["mse"] = F.mse_loss(clamped, images.float())
@@ -104,11 +113,12 @@ class TrainAutoencoder(Trainer):
         return {"loss": self.loss_function(output.float(), target.float())}
 
     def with_code_cost(self, losses: dict[str, torch.Tensor], codes: torch.Tensor | None,
-                       images: torch.Tensor) -> dict[str, torch.Tensor]:
-        """``losses`` plus what the model's code costs (``Autoencoder.code_cost``)."""
+                       pixels: int) -> dict[str, torch.Tensor]:
+        """``losses`` plus what the model's code costs (``Autoencoder.code_cost``) for an
+        image of ``pixels`` pixels (the size it is scored at)."""
         if codes is None:
             return losses
-        cost = self.model.code_cost(codes, images.shape[-2] * images.shape[-1])
+        cost = self.model.code_cost(codes, pixels)
         if cost is None:
             return losses
         return {**losses, "loss": losses["loss"] + cost.loss,
@@ -133,6 +143,14 @@ class TrainAutoencoder(Trainer):
         grid = reconstruction_grid(images.float().cpu(), output.float().clamp(0, 1).cpu())
         save_png(grid, self.run_dir.images / "reconstruction.png", scale=2)
         self.log.image("validation_reconstruction", grid, self.progress.num_inputs)
+
+
+def sample_pixels(images: torch.Tensor, count: int | None) -> PixelSample:
+    """``count`` distinct random pixels of each image of (B, C, H, W) (None: every pixel)."""
+    batch, channels, height, width = images.shape
+    index = random_pixels(batch, height, width, count, images.device)  # (B, n)
+    colours = images.flatten(2).gather(2, index.unsqueeze(1).expand(-1, channels, -1))
+    return PixelSample((height, width), index, colours.transpose(1, 2))  # (B, n, C)
 
 
 class TrainAutoencoderSpecial(TrainAutoencoder):

@@ -47,9 +47,12 @@ class Batches:
         self._on_device: dict[int, Any] = {}
         self._frozen_validation: list[Any] | None = None
 
-    def train(self, epoch: int, skip_batches: int) -> Iterator[tuple[torch.Tensor, ...]]:
+    def train(self, epoch: int, skip_batches: int,
+              pixels: int | None = None) -> Iterator[tuple[Any, ...]]:
         """The batches of ``epoch`` after the first ``skip_batches`` (a resumed epoch). A
-        stream (IterableDataset) cannot skip: it restarts its epoch."""
+        stream (IterableDataset) cannot skip: it restarts its epoch. ``pixels``: the step
+        scores that many pixels per image; a dataset that renders pixels alone gives
+        ``(images, PixelSample)`` batches (``BatchedDataset.pixel_batch``)."""
         dataset = self._for_epoch(self.train_sets, epoch)
         s = self.settings
         pin = self.device.type == "cuda"
@@ -61,7 +64,7 @@ class Batches:
             if self._direct(dataset):
                 order = sampler.permutation.pin_memory() if pin else sampler.permutation
                 source = self._device_copy(dataset)
-                batches = ((source.batch(index),) for index in
+                batches = (_train_batch(source, index, pixels) for index in
                            (order.split(s.batch_size) if len(order) else ()))
             else:
                 batches = DataLoader(dataset, batch_size=s.batch_size, sampler=sampler,
@@ -114,6 +117,11 @@ class Batches:
             if start <= epoch:
                 chosen = dataset
         return chosen
+
+
+def _train_batch(source: Any, index: torch.Tensor, pixels: int | None) -> tuple[Any, ...]:
+    sampled = source.pixel_batch(index, pixels) if pixels else None
+    return sampled if sampled is not None else (source.batch(index),)
 
 
 def first_items(dataset: Dataset, count: int, key: str) -> list[Any]:

@@ -133,6 +133,11 @@ class Trainer:
     def write_images(self) -> None:
         """Called after each validation; the autoencoder trainer draws reproductions."""
 
+    def sampled_pixels(self) -> int | None:
+        """How many pixels per image a training step scores (None: whole images); a dataset
+        that renders single pixels then renders only those (``Batches.train``)."""
+        return None
+
     # ---------------------------------------------------------------------------- the loop
     def fit(self, resume: bool = True) -> str:
         """Train until the budget is spent; returns the final status."""
@@ -185,7 +190,7 @@ class Trainer:
         if self.batches.restarts_epoch(p.epoch):
             p.batch_in_epoch = 0  # a stream cannot skip ahead: the epoch restarts
         clock = time.monotonic()
-        for batch in self.batches.train(p.epoch, p.batch_in_epoch):
+        for batch in self.batches.train(p.epoch, p.batch_in_epoch, self.sampled_pixels()):
             if s.training_noise > 0:
                 noisy = batch[0] + torch.randn_like(batch[0]) * s.training_noise
                 batch = (noisy, *batch[1:])
