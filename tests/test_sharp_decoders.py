@@ -256,10 +256,9 @@ def test_coded_upscaler_stores_the_half_size_code_and_renders_it_at_full_size() 
         UpscalingAutoencoder(model.encoder, model.decoder, factor=2, max_factor=3)
 
 
-def test_a_code_model_trains_at_every_render_scale_on_batches_of_random_sizes() -> None:
-    """factor 1 with a fixed-size encoder: each batch of sprites comes at a random size from
-    1x to 4x, encoded area-downsampled to the encoder's 8x8, its render scored at the
-    batch's size; validation (items at 8x8) is the plain 1x reproduction."""
+def sprite_code_model() -> tuple[UpscalingAutoencoder, torch.utils.data.Dataset]:
+    """A tiny code model with a fixed 8x8 encoder (seeded) and sprites of random sizes from
+    1x to 4x: the quick start's recipe in small."""
     from inrlab.data import sprite_dataset
 
     torch.manual_seed(0)
@@ -267,7 +266,14 @@ def test_a_code_model_trains_at_every_render_scale_on_batches_of_random_sizes() 
         EncoderConvGrid((3, 8, 8), latent_channels=2, grid=(4, 4), channels=(8,)),
         LocalLatentDecoder(2, grid=(4, 4), num_hidden=8, num_layers=2, default_shape=(8, 8)),
         factor=1)
-    data = sprite_dataset((3, 8, 8), num_images=64, max_scale=4)
+    return model, sprite_dataset((3, 8, 8), num_images=64, max_scale=4)
+
+
+def test_a_code_model_trains_at_every_render_scale_on_batches_of_random_sizes() -> None:
+    """factor 1 with a fixed-size encoder: each batch of sprites comes at a random size from
+    1x to 4x, encoded area-downsampled to the encoder's 8x8, its render scored at the
+    batch's size; validation (items at 8x8) is the plain 1x reproduction."""
+    model, data = sprite_code_model()
     sizes = set()
     for _ in range(12):
         batch = data.batch(torch.arange(4))
@@ -343,19 +349,13 @@ def test_training_on_pixel_batches_scores_the_larger_render_without_drawing_it(
     """With ``train_pixels`` and a fixed-size encoder, the loop asks the sprites for pixel
     batches: the model encodes the 1x images and is scored on the rendered pixels at the
     batch's size, at the same loss as on the whole render's same pixels."""
-    from inrlab.data import sprite_dataset
     from inrlab.data.batched import PixelSample
     from inrlab.storage.rundir import RunDir
     from inrlab.train import TrainAutoencoder
     from inrlab.train.autoencoder import AutoencoderOptions
     from inrlab.train.settings import make_settings
 
-    torch.manual_seed(0)
-    model = UpscalingAutoencoder(
-        EncoderConvGrid((3, 8, 8), latent_channels=2, grid=(4, 4), channels=(8,)),
-        LocalLatentDecoder(2, grid=(4, 4), num_hidden=8, num_layers=2, default_shape=(8, 8)),
-        factor=1)
-    data = sprite_dataset((3, 8, 8), num_images=64, max_scale=4)
+    model, data = sprite_code_model()
     settings = make_settings({"batch_size": 4, "max_inputs": 16, "learnrate": 0.01,
                               "loss_function": "l2",
                               "optimizer": "Adam"},
