@@ -76,7 +76,9 @@ class TrainAutoencoder(Trainer):
     def sampled_pixels(self) -> int | None:
         # A jittered query is scored against its pixel's colour, so it needs the images' own
         # pixels; an encoder that takes any size would encode the larger render itself.
-        if self.options.train_jitter or self.model.input_shape[1] is None:
+        # (No implicit decoder: the step says that train_pixels needs one.)
+        if (self.options.train_jitter or self.model.implicit_decoder is None
+                or self.model.input_shape[1] is None):
             return None
         return self.options.train_pixels
 
