@@ -457,6 +457,26 @@ def test_grid_encoder_residual_blocks_run_at_the_last_stage() -> None:
         EncoderConvGrid((3, 32, 32), 6, num_blocks=-1)
 
 
+def test_grid_encoder_code_kernel_reads_the_neighbouring_cells() -> None:
+    """``code_kernel=3``: each cell's latents also come from its neighbours' features, so a
+    change in one corner of the image reaches more cells of the code than with 1."""
+    def reached(code_kernel: int) -> int:
+        torch.manual_seed(0)
+        encoder = EncoderConvGrid((3, 32, 32), 2, grid=(8, 8), channels=(4, 8),
+                                  code_kernel=code_kernel).eval()
+        image = torch.rand(1, 3, 32, 32)
+        moved = image.clone()
+        moved[..., :4, :4] += 1.0  # the top-left cell's pixels only
+        changed = (encoder(moved) - encoder(image)).abs().amax(1)[0] > 1e-6  # (8, 8)
+        return int(changed.sum())
+
+    assert reached(3) > reached(1) >= 1
+    with pytest.raises(ValueError, match="code_kernel must be odd"):
+        EncoderConvGrid((3, 32, 32), 2, grid=(8, 8), code_kernel=2)
+    with pytest.raises(ValueError, match="global_code"):
+        EncoderConvGrid((3, 32, 32), 2, grid=(8, 8), global_code=True, code_kernel=3)
+
+
 def one_adam_step(module: torch.nn.Module, *inputs: torch.Tensor) -> None:
     optimizer = torch.optim.Adam(module.parameters(), lr=0.01)
     module(*inputs).square().mean().backward()

@@ -84,7 +84,7 @@ class EncoderMLP(Encoder):
 
 
 @register_model("encoder", tiny=dict(shape=(3, 8, 8), latent_channels=3, grid=(2, 2),
-                                     channels=(4, 4), num_blocks=1))
+                                     channels=(4, 4), num_blocks=1, code_kernel=3))
 class EncoderConvGrid(Encoder):
     """A convolutional encoder whose code is a latent grid (latent_channels, gh, gw), for
     ``LocalLatentDecoder``.
@@ -102,6 +102,10 @@ class EncoderConvGrid(Encoder):
     the encoder can spend the floats where a tile has detail (pair it with
     ``LocalLatentDecoder(global_code=True)``).
 
+    ``code_kernel``: the size of that last convolution (odd): 1 (the default) computes each
+    cell's latents from its own features, 3 from its 3x3 neighbourhood's too (a quick-start
+    model gained ~0.5 dB at equal inputs: experiments/README.md, "issue 43, fifth pass").
+
     ``code_floats`` in place of ``latent_channels`` gives each cell as many latent channels
     as fit in that many floats for the whole code (102, the logs' budget for 32x32: 6 per
     cell on a 4x4 grid, 4 on 5x5, 1 on 8x8).
@@ -118,6 +122,7 @@ class EncoderConvGrid(Encoder):
         num_blocks: int = 0,
         global_code: bool = False,
         code_floats: int | None = None,
+        code_kernel: int = 1,
     ) -> None:
         super().__init__()
         self.shape = check_shape("shape", shape, 3)
@@ -152,9 +157,15 @@ class EncoderConvGrid(Encoder):
         layers += [ResidualConvBlock(in_channels, act_fn) for _ in range(num_blocks)]
         if tuple(size) != self.grid:
             layers.append(nn.AdaptiveAvgPool2d(self.grid))
+        code_kernel = check_positive_int("code_kernel", code_kernel)
+        if code_kernel % 2 == 0:
+            raise ValueError(f"code_kernel must be odd (centred on its cell), got {code_kernel}")
+        if global_code and code_kernel != 1:
+            raise ValueError("global_code reads the whole grid already; leave code_kernel at 1")
         layers.append(GridLinear(in_channels, self.latent_channels, self.grid, conv_init=1)
                       if global_code
-                      else nn.Conv2d(in_channels, self.latent_channels, 1))
+                      else nn.Conv2d(in_channels, self.latent_channels, code_kernel,
+                                     padding=code_kernel // 2))
         self.layers = nn.Sequential(*layers)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
