@@ -103,8 +103,9 @@ class EncoderConvGrid(Encoder):
     ``LocalLatentDecoder(global_code=True)``).
 
     ``code_kernel``: the size of that last convolution (odd): 1 (the default) computes each
-    cell's latents from its own features, 3 from its 3x3 neighbourhood's too (a quick-start
-    model gained ~0.5 dB at equal inputs: experiments/README.md, "issue 43, fifth pass").
+    cell's latents from its own features, 3 from its 3x3 neighbourhood's too (the quick
+    start's model gained 0.3-0.5 dB at equal inputs, two seeds: experiments/README.md,
+    "issue 43, fifth pass").
 
     ``code_floats`` in place of ``latent_channels`` gives each cell as many latent channels
     as fit in that many floats for the whole code (102, the logs' budget for 32x32: 6 per
