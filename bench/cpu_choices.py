@@ -67,8 +67,8 @@ def training_step_ms(file: Path, precision: str, steps: int) -> float:
 
 def loop_ms(file: Path, pixel_batches: bool, steps: int) -> float:
     """Mean milliseconds of data + training step as ``fit`` runs them (the mean: each batch
-    draws its own size), with batches of whole renders or pixel batches; the caller alternates the two, round by round, so a
-    drifting machine shows in both."""
+    draws its own size), with batches of whole renders or pixel batches; the caller
+    alternates the two, round by round, so a drifting machine shows in both."""
     spec = load_experiment(file)[0]
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(spec, build_entry(spec), RunDir(Path(tmp) / "run"),
