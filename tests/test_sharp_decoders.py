@@ -376,9 +376,11 @@ def test_training_on_pixel_batches_scores_the_larger_render_without_drawing_it(
     torch.testing.assert_close(via_sample, F.mse_loss(decoded.gather(2, at),
                                                       full.flatten(2).gather(2, at)))
     assert trainer.fit() == "complete"
-    jittered = AutoencoderOptions(train_pixels=16, train_jitter=0.5)
-    trainer.options = jittered  # a jittered query needs the images' own pixels
+    trainer.settings.training_noise = 0.1  # noise goes into input and target alike
     assert trainer.sampled_pixels() is None
+    trainer.settings.training_noise = 0.0
+    trainer.options = AutoencoderOptions(train_pixels=16, train_jitter=0.5)
+    assert trainer.sampled_pixels() is None  # a jittered query needs the images' own pixels
 
 
 def test_feature_unfolding_lets_a_pixel_see_the_neighbouring_cells() -> None:

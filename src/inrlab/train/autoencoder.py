@@ -74,11 +74,12 @@ class TrainAutoencoder(Trainer):
         return decoded, sample, codes
 
     def sampled_pixels(self) -> int | None:
-        # A jittered query is scored against its pixel's colour, so it needs the images' own
-        # pixels; an encoder that takes any size would encode the larger render itself.
-        # (No implicit decoder: the step says that train_pixels needs one.)
-        if (self.options.train_jitter or self.model.implicit_decoder is None
-                or self.model.input_shape[1] is None):
+        # A jittered query is scored against its pixel's colour, and training_noise goes
+        # into input and target alike: both need the images' own pixels. An encoder that
+        # takes any size would encode the larger render itself. (No implicit decoder: the
+        # step says that train_pixels needs one.)
+        if (self.options.train_jitter or self.settings.training_noise
+                or self.model.implicit_decoder is None or self.model.input_shape[1] is None):
             return None
         return self.options.train_pixels
 
