@@ -645,9 +645,38 @@ def test_each_run_writes_tensorboard_hparams_of_its_matrix_values(tiny_experimen
     assert seen == {8: 8.0, 12: 12.0}
 
 
-def test_a_run_resumed_midway_trains_as_the_uninterrupted_one(write, tmp_path) -> None:
+RESUMED_DATA = {
+    "kali patches, flipped": """
+        train_set: |
+          kali_patch_dataset((3, 8, 8), num_images=48, random_flip=True)
+        validation_set: |
+          kali_patch_dataset((3, 8, 8), num_images=8, validation=True)
+        model: |
+          EncoderDecoder(EncoderConv2d((3, 8, 8), 6, channels=(4,)),
+                         ImageManifoldDecoder(6, 3, num_hidden=8, num_blocks=1,
+                                              default_shape=(8, 8)))
+        """,
+    "sprite pixel batches at random scales": """
+        train_set: |
+          sprite_dataset((3, 8, 8), num_images=48, max_scale=4, random_flip=True)
+        validation_set: |
+          sprite_dataset((3, 8, 8), num_images=8, validation=True)
+        train_pixels: 16
+        model: |
+          UpscalingAutoencoder(
+              EncoderConvGrid((3, 8, 8), latent_channels=2, grid=(4, 4), channels=(4,)),
+              LocalLatentDecoder(2, grid=(4, 4), num_hidden=8, num_layers=2,
+                                 default_shape=(8, 8)), factor=1)
+        """,
+}
+
+
+@pytest.mark.parametrize("data", RESUMED_DATA, ids=list(RESUMED_DATA))
+def test_a_run_resumed_midway_trains_as_the_uninterrupted_one(write, tmp_path,
+                                                               data: str) -> None:
     """Stopped at 160 inputs and resumed, a run with random augmentation (drawn from the
-    generator its checkpoint saved) ends with the uninterrupted run's exact losses."""
+    generator its checkpoint saved) ends with the uninterrupted run's exact losses; also a
+    run whose batches draw their size and scored pixels (pixel batches)."""
     from inrlab.experiment.runner import RunOptions, run_entry
     from inrlab.experiment.spec import load_experiment
     from inrlab.storage.metrics import read_metrics
@@ -655,10 +684,6 @@ def test_a_run_resumed_midway_trains_as_the_uninterrupted_one(write, tmp_path) -
     path = write("aug.yml", """
         experiment_name: aug
         trainer: TrainAutoencoder
-        train_set: |
-          kali_patch_dataset((3, 8, 8), num_images=48, random_flip=True)
-        validation_set: |
-          kali_patch_dataset((3, 8, 8), num_images=8, validation=True)
         batch_size: 16
         learnrate: 0.003
         optimizer: Adam
@@ -667,11 +692,7 @@ def test_a_run_resumed_midway_trains_as_the_uninterrupted_one(write, tmp_path) -
         precision: fp32
         num_epochs_between_validations: null
         num_inputs_between_validations: 160
-        model: |
-          EncoderDecoder(EncoderConv2d((3, 8, 8), 6, channels=(4,)),
-                         ImageManifoldDecoder(6, 3, num_hidden=8, num_blocks=1,
-                                              default_shape=(8, 8)))
-        """)
+        """ + RESUMED_DATA[data])
     (spec,) = load_experiment(path)
     losses = {}
     for arm, stops in (("whole", [None]), ("resumed", [160, None])):
