@@ -19,6 +19,7 @@ from inrlab.experiment.spec import RUN_META_KEY, RunSpec
 from inrlab.experiment.trained import load_run_weights
 from inrlab.storage.atomic import atomic_write_bytes
 from inrlab.storage.rundir import RunDir
+from inrlab.train.device import flush_denormals
 from inrlab.train.settings import check_budget
 from inrlab.train.state import parameter_counts
 from inrlab.train.trainer import Trainer
@@ -59,6 +60,7 @@ def load_weights(model: torch.nn.Module, source: Any) -> None:
 def run_entry(spec: RunSpec, options: RunOptions) -> str:
     """Train one entry; returns its status. Bad input raises ``InrlabError`` before any file
     of an existing run is touched."""
+    flush_denormals()  # a sweep's worker process starts here
     run_dir = RunDir.for_experiment(options.runs_dir, spec.experiment_name)
     if options.skip and run_dir.is_complete():
         print(f"skipping '{spec.experiment_name}': already complete")

@@ -83,6 +83,17 @@ def resolve_compile(setting: bool | str, device: torch.device,
     return "default", f"auto: compiled for {planned_steps:,} steps on {device.type}"
 
 
+def flush_denormals() -> bool:
+    """Treat denormal floats (below ~1.2e-38 in fp32) as zero on this thread and on the
+    threads it starts later: OpenMP's workers copy the setting when they are created, so
+    call it before the first parallel operation (``inrlab run`` does, first thing). A run
+    whose activations or gradients reach that range (seen after a loss spike) otherwise
+    steps 2.4-4x slower on a CPU (experiments/README.md, "issue 43, fifth pass"); no fp32
+    training step can resolve such values against its others anyway. False where the CPU
+    has no such mode."""
+    return torch.set_flush_denormal(True)
+
+
 def autocast(precision: str, device: torch.device) -> contextlib.AbstractContextManager:
     """bf16 autocast (fp32 master weights) for ``precision`` "bf16", else nothing."""
     if precision == "bf16":
