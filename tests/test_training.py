@@ -56,8 +56,8 @@ def test_run_writes_the_run_directory_and_results(tiny_experiment, cli) -> None:
 def test_inrlab_run_treats_denormal_floats_as_zero(tiny_experiment, cli) -> None:
     """``inrlab run`` flushes denormal floats (below ~1.2e-38) to zero before it trains: a
     run whose activations reach them would otherwise step several times slower on a CPU."""
+    torch.set_flush_denormal(False)  # the default (an earlier run in this process set it)
     tiny = torch.full((64,), 1e-39)
-    torch.set_flush_denormal(False)
     assert (tiny * 1.5).abs().max() > 0  # the default: kept, and slow
     assert cli("run", tiny_experiment, "--only", "1")[0] == 0
     assert (tiny * 1.5).abs().max() == 0
