@@ -8,6 +8,9 @@ from pathlib import Path
 
 import pytest
 
+from inrlab.models.decoders.parts import PARTS
+from inrlab.models.registry import MODELS
+
 ROOT = Path(__file__).resolve().parents[1]
 BLOCK = re.compile(r"^```python\n(.*?)^```", re.DOTALL | re.MULTILINE)
 # The only edits: training budgets shrink to a few batches.
@@ -40,4 +43,8 @@ def test_a_python_block_runs(name: str, code: str, tmp_path: Path,
     monkeypatch.chdir(tmp_path)
     monkeypatch.delenv("INRLAB_RUNS_DIR", raising=False)
     monkeypatch.setenv("INRLAB_CACHE_DIR", str(tmp_path / "cache"))  # nothing downloaded
+    # What an example registers (docs/development.md's PlainMLPDecoder) stays in the example:
+    # later tests (the generated API reference) see the package's registries alone.
+    for registry in (MODELS, PARTS):
+        monkeypatch.setattr(registry, "_entries", dict(registry._entries))
     exec(compile(code, name, "exec"), {"__name__": "readme"})
