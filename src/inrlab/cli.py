@@ -195,9 +195,6 @@ def _print_entry_header(spec: Any) -> None:
 
 
 def command_run(args: argparse.Namespace) -> int:
-    from inrlab.train.device import flush_denormals
-
-    flush_denormals()  # before any parallel operation, so the OpenMP workers inherit it
     from inrlab.experiment import RunOptions, run_entry
     from inrlab.experiment.spec import entries_to_run
 

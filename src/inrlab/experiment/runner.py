@@ -60,7 +60,7 @@ def load_weights(model: torch.nn.Module, source: Any) -> None:
 def run_entry(spec: RunSpec, options: RunOptions) -> str:
     """Train one entry; returns its status. Bad input raises ``InrlabError`` before any file
     of an existing run is touched."""
-    flush_denormals()  # a sweep's worker process starts here
+    flush_denormals()  # before anything is built: the OpenMP workers start later, with it
     run_dir = RunDir.for_experiment(options.runs_dir, spec.experiment_name)
     if options.skip and run_dir.is_complete():
         print(f"skipping '{spec.experiment_name}': already complete")

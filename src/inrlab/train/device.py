@@ -86,11 +86,11 @@ def resolve_compile(setting: bool | str, device: torch.device,
 def flush_denormals() -> bool:
     """Treat denormal floats (below ~1.2e-38 in fp32) as zero on this thread and on the
     threads it starts later: OpenMP's workers copy the setting when they are created, so
-    call it before the first parallel operation (``inrlab run`` does, first thing). A run
-    whose activations or gradients reach that range (seen after a loss spike) otherwise
-    steps 2.4-4x slower on a CPU (experiments/README.md, "issue 43, fifth pass"); no fp32
-    training step can resolve such values against its others anyway. False where the CPU
-    has no such mode."""
+    call it before the first parallel operation (``run_entry`` does, before it builds
+    anything: ``inrlab run`` and a sweep's workers). A run whose activations or gradients
+    reach that range (seen after a loss spike) otherwise steps 2.4-4x slower on a CPU
+    (experiments/README.md, "issue 43, fifth pass"); no fp32 training step can resolve
+    such values against its others anyway. False where the CPU has no such mode."""
     return torch.set_flush_denormal(True)
 
 
