@@ -7,17 +7,20 @@ batch's size, or only the scored pixels, ``BatchedDataset.pixel_batch``).
     python bench/cpu_choices.py
     python bench/cpu_choices.py experiments/kali/local-latents.yml --steps 100
 
-Prints the CPU's flags and GEMM rates first. Training steps run on cached batches (no data
-rendering), the pixel subset and loss as ``TrainAutoencoder`` computes them.
+Prints the CPU's flags and GEMM rates first. The precision table's steps run on batches
+drawn beforehand as the loop draws them (pixel batches where it uses them), so it times no
+data rendering.
 """
 
 from __future__ import annotations
 
 import argparse
+import contextlib
 import statistics
 import tempfile
 import time
 from pathlib import Path
+from typing import Iterator
 
 import torch
 
@@ -25,6 +28,7 @@ from inrlab.experiment.build import build_entry, build_trainer
 from inrlab.experiment.spec import load_experiment
 from inrlab.machine import bf16_speedup, print_machine
 from inrlab.storage.rundir import RunDir
+from inrlab.train import Trainer
 
 ROOT = Path(__file__).resolve().parents[1]
 
@@ -44,17 +48,26 @@ def optimizer_step_ms(model: torch.nn.Module, mode: dict, steps: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def training_step_ms(file: Path, precision: str, steps: int) -> float:
-    """Median milliseconds of the training loop's own step (``Trainer.step``: forward,
-    backward, optimizer and scheduler) for the file's first entry in ``precision``, on 20
-    of its training batches rendered beforehand."""
+@contextlib.contextmanager
+def cpu_trainer(file: Path) -> Iterator[Trainer]:
+    """The trainer of the file's first entry on the CPU, its run directory temporary, and
+    torch's generator seeded for the batches it draws."""
     spec = load_experiment(file)[0]
     with tempfile.TemporaryDirectory() as tmp:
         trainer = build_trainer(spec, build_entry(spec), RunDir(Path(tmp) / "run"),
                                 torch.device("cpu"), tensorboard=False)
-        trainer.precision = precision
         torch.manual_seed(0)
-        batches = trainer.batches.train(epoch=0, skip_batches=0)
+        yield trainer
+
+
+def training_step_ms(file: Path, precision: str, steps: int) -> float:
+    """Median milliseconds of the training loop's own step (``Trainer.step``: forward,
+    backward, optimizer and scheduler) for the file's first entry in ``precision``, on 20
+    of its training batches rendered beforehand, as the loop draws them."""
+    with cpu_trainer(file) as trainer:
+        trainer.precision = precision
+        batches = trainer.batches.train(epoch=0, skip_batches=0,
+                                        pixels=trainer.sampled_pixels())
         cached = [next(batches) for _ in range(20)]
         times = []
         for i in range(steps + 5):
@@ -69,12 +82,8 @@ def loop_ms(file: Path, pixel_batches: bool, steps: int) -> float:
     """Mean milliseconds of data + training step as ``fit`` runs them (the mean: each batch
     draws its own size), with batches of whole renders or pixel batches; the caller
     alternates the two, round by round, so a drifting machine shows in both."""
-    spec = load_experiment(file)[0]
-    with tempfile.TemporaryDirectory() as tmp:
-        trainer = build_trainer(spec, build_entry(spec), RunDir(Path(tmp) / "run"),
-                                torch.device("cpu"), tensorboard=False)
+    with cpu_trainer(file) as trainer:
         pixels = trainer.sampled_pixels() if pixel_batches else None
-        torch.manual_seed(0)
         batches = trainer.batches.train(epoch=0, skip_batches=0, pixels=pixels)
         for _ in range(5):  # the first steps allocate
             trainer.step(next(batches))
