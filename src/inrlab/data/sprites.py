@@ -128,6 +128,7 @@ class SpriteDataset(ProceduralDataset):
     """
 
     name = "sprites"
+    renders_points = True
 
     def __init__(self, shape: Sequence[int], num_images: int = 50_000, validation: bool = False,
                  seed: int = 0, random_flip: bool = False, max_shapes: int = MAX_SHAPES,
@@ -144,8 +145,6 @@ class SpriteDataset(ProceduralDataset):
         self.native_share = float(native_share)
         self.scene = dict(max_shapes=int(max_shapes), graded=float(graded),
                           outlined=float(outlined))
-
-    renders_points = True
 
     def render(self, index: np.ndarray, size: tuple[int, int]) -> torch.Tensor:
         return render_sprites(self.seed, index, size, self.device, **self.scene)
