@@ -237,7 +237,8 @@ def logs_table(device: str, rates: dict[str, float], rounds: int, steps_per_roun
     """The logs' manifold models: the seed's per-image loop (a) against inrlab's default in
     fp32 (b), the automatic precision (c, where it differs from fp32) and ``train_pixels``
     (d), images/s at batch 64 on random images; (b)'s decoder FLOP rate as a share of the
-    measured fp32 GEMM rate; and the largest relative difference of (b)'s first
+    measured fp32 GEMM rate and (c)'s of the bf16 one (the decoder's FLOPs over the whole
+    step's time); and the largest relative difference of (b)'s first
     ``loss_steps`` training losses from (a)'s (same weights, same batches)."""
     auto, why = resolve_precision("auto", torch.device(device))
     modes = [Mode("(a) seed's loop", reference=True), Mode("(b) default fp32")]
@@ -247,9 +248,11 @@ def logs_table(device: str, rates: dict[str, float], rounds: int, steps_per_roun
                       train_pixels=fewest_pixels))
     print(f"\n### The logs' manifold models (experiments/logs), batch {BATCH}\n")
     print(f"precision auto on this {device}: {auto} ({why})\n")
+    low = modes[2] if auto != "fp32" else None  # (c): issue 44's target is its GEMM share
     print("| model | " + " | ".join(f"{m.name} img/s" for m in modes) +
-          f" | (b)'s decoder, of fp32 GEMM | (b) vs (a), first {loss_steps} losses |")
-    print("|---|" + "---:|" * (len(modes) + 2))
+          " | (b)'s decoder, of fp32 GEMM" + (f" | (c)'s decoder, of {auto} GEMM" if low else "")
+          + f" | (b) vs (a), first {loss_steps} losses |")
+    print("|---|" + "---:|" * (len(modes) + 2 + bool(low)))
     with tempfile.TemporaryDirectory() as tmp:
         for name, build in log_models().items():
             if only and only not in name:
@@ -275,8 +278,11 @@ def logs_table(device: str, rates: dict[str, float], rounds: int, steps_per_roun
             ours = first_losses(build, modes[1], batches, Path(tmp))
             gap = max(abs(a - b) / abs(a) for a, b in zip(seed_losses, ours))
             flops = BATCH * decoder_flops_per_image(model.decoder, math.prod(shape[1:]), True)
-            share = flops / seconds[modes[1].name] / rates["float32"]
-            print(f"| {name} | " + " | ".join(cells) + f" | {share:.0%} | {gap:.1e} |",
+            shares = [flops / seconds[modes[1].name] / rates["float32"]]
+            if low is not None:
+                shares.append(flops / seconds[low.name] / rates["bfloat16"])
+            print(f"| {name} | " + " | ".join(cells) + " | "
+                  + " | ".join(f"{share:.0%}" for share in shares) + f" | {gap:.1e} |",
                   flush=True)
 
 
