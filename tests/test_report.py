@@ -58,6 +58,28 @@ def test_report_of_run_directories_labels_runs_by_what_differs(trained, cli, tmp
     assert "<h2>hid=8</h2>" in page and "<h2>hid=12</h2>" in page
 
 
+def test_report_with_refined_codes_shows_their_reproductions_and_psnr(trained, cli,
+                                                                      tmp_path) -> None:
+    _, runs = trained
+    run = runs / "tiny" / "hid:8"
+    sheets, pages = {}, {}
+    for steps in ("0", "30"):
+        out = tmp_path / f"refined-{steps}"
+        code, _, err = cli("report", run, "--refine-steps", steps, "--refine-learnrate", "0.05",
+                           "-o", out)
+        assert code == 0, err
+        sheets[steps] = Image.open(out / "runs" / "tiny" / "hid:8" / "reproductions.png").size
+        pages[steps] = (out / "report.html").read_text()
+    assert sheets["30"][0] > sheets["0"][0] and sheets["30"][1] == sheets["0"][1]  # a column
+    assert "refined" not in pages["0"]
+    found = re.search(r"model ([\d.]+) dB.*each code refined for 30 Adam steps at 0.05 on its "
+                      r"image: ([\d.]+) dB", pages["30"], re.S)
+    assert found and float(found[2]) > float(found[1])
+    code, _, err = cli("report", run, "--refine-steps", "-1", "-o", tmp_path / "bad")
+    assert code == 2 and "--refine-steps must be 0 or more" in err
+    assert not (tmp_path / "bad").exists()
+
+
 def test_report_survives_a_half_written_metrics_line_and_missing_metrics(
         trained, cli, tmp_path) -> None:
     import shutil

@@ -147,16 +147,20 @@ HEADER = 34
 
 @torch.no_grad()
 def reproduction_columns(model: Autoencoder, images: torch.Tensor,
-                         scales: Sequence[int] = (2, 4), pca: Any = None
+                         scales: Sequence[int] = (2, 4), pca: Any = None,
+                         refined: tuple[str, torch.Tensor] | None = None
                          ) -> list[tuple[str, torch.Tensor]]:
-    """(title, images (N, C, h, w)) columns: original, reproduction, the PCA reconstruction
-    at the model's code size (``pca``, a ``baselines.PCA``, when given) and, for models that
-    can render at any size (``encode`` + ``decode(code, shape)``), renders at each scale next
-    to bicubic upscales of the original and of the PCA reconstruction. (A nearest-neighbour
+    """(title, images (N, C, h, w)) columns: original, reproduction, ``refined`` (a titled
+    column of reproductions from refined codes, when given), the PCA reconstruction at the
+    model's code size (``pca``, a ``baselines.PCA``, when given) and, for models that can
+    render at any size (``encode`` + ``decode(code, shape)``), renders at each scale next to
+    bicubic upscales of the original and of the PCA reconstruction. (A nearest-neighbour
     upscale would look exactly like the original: every picture is shown that way.)"""
     height, width = images.shape[-2:]
     output = model(images)
     columns = [("original", images), ("reproduction", output.clamp(0, 1))]
+    if refined is not None:
+        columns.append((refined[0], refined[1].clamp(0, 1)))
     linear = pca.reconstruct(images) if pca is not None else None
     if linear is not None:
         columns.append((f"PCA, {pca.components} floats", linear))

@@ -11,6 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Sequence
 
+import torch
 
 from inrlab.data import first_images
 from inrlab.errors import InrlabError
@@ -18,7 +19,8 @@ from inrlab.experiment.build import build_entry
 from inrlab.experiment.matrix import MatrixEntry
 from inrlab.experiment.trained import load_run_weights
 from inrlab.experiment.spec import RunSpec, load_experiment, load_run_spec
-from inrlab.report.baselines import compare_with_baselines
+from inrlab.models.refine import refine_codes
+from inrlab.report.baselines import compare_with_baselines, image_psnr
 from inrlab.report.figures import (curves_from_metrics, plot_losses, reproduction_columns,
                                    reproduction_sheet)
 from inrlab.report.results import format_table, result_row, warnings_text
@@ -119,10 +121,13 @@ def short_labels(runs: Sequence[ReportRun]) -> list[str]:
     return labels
 
 
-def write_reproductions(run: ReportRun, path: Path, count: int = NUM_REPRODUCTIONS) -> bool:
+def write_reproductions(run: ReportRun, path: Path, count: int = NUM_REPRODUCTIONS,
+                        refinement: tuple[int, float] = (0, 0.01)) -> bool:
     """The run's reproduction sheet from its best (else last) checkpoint, and its PSNR next
     to the mean-colour and PCA baselines on the same validation images (``run.baselines``);
-    False (with a note) when the run cannot be rebuilt or has no readable checkpoint."""
+    with ``refinement`` (Adam steps, learning rate; ``refine_codes``) also the reproductions
+    from each image's refined code and their PSNR. False (with a note) when the run cannot
+    be rebuilt or has no readable checkpoint."""
     if run.spec is None:
         return False
     try:
@@ -136,7 +141,21 @@ def write_reproductions(run: ReportRun, path: Path, count: int = NUM_REPRODUCTIO
                                                                 shown)
         else:
             images = first_images(shown, count)
-        reproduction_sheet(reproduction_columns(model, images[:count], pca=pca), path)
+        refined = None
+        steps, learnrate = refinement
+        if steps and model.has_code and model.refinable:
+            codes = torch.cat([refine_codes(model, part, steps, learnrate)
+                               for part in images.split(64)])  # (N, *code_shape)
+            with torch.no_grad():
+                output = model.decode(codes, tuple(images.shape[-2:]))
+            run.baselines.update({"refined psnr": image_psnr(output, images),
+                                  "refine steps": steps, "refine learnrate": learnrate})
+            refined = (f"refined, {steps} steps", output[:count])
+        elif steps:
+            run.notes.append(f"{model.class_name} has no separate encoder and bottleneck: "
+                             "no refined reproductions")
+        reproduction_sheet(reproduction_columns(model, images[:count], pca=pca,
+                                                refined=refined), path)
     except (InrlabError, ValueError, RuntimeError, OSError) as e:
         run.notes.append(f"no reproductions: {e}")
         warn(f"{run.experiment_name}: no reproductions: {e}")
@@ -145,8 +164,10 @@ def write_reproductions(run: ReportRun, path: Path, count: int = NUM_REPRODUCTIO
     return True
 
 
-def write_report(runs: Sequence[ReportRun], out_dir: Path, title: str) -> dict[str, Path]:
-    """Write loss.png, runs/<name>/reproductions.png, results.md and report.html."""
+def write_report(runs: Sequence[ReportRun], out_dir: Path, title: str,
+                 refinement: tuple[int, float] = (0, 0.01)) -> dict[str, Path]:
+    """Write loss.png, runs/<name>/reproductions.png, results.md and report.html;
+    ``refinement`` as ``write_reproductions``'."""
     out_dir.mkdir(parents=True, exist_ok=True)
     for run in runs:
         if not run.metrics:
@@ -160,7 +181,8 @@ def write_report(runs: Sequence[ReportRun], out_dir: Path, title: str) -> dict[s
     for index, run in enumerate(runs, 1):
         print(f"report: reproductions and baselines of {run.experiment_name} ({index} of "
               f"{len(runs)})", file=sys.stderr, flush=True)
-        write_reproductions(run, out_dir / "runs" / run.experiment_name / "reproductions.png")
+        write_reproductions(run, out_dir / "runs" / run.experiment_name / "reproductions.png",
+                            refinement=refinement)
     rows = [{"run": run.label, **row} for run in runs if run.result is not None
             and (row := result_row(run.entry, run.run_dir)) is not None]
     results = out_dir / "results.md"
@@ -221,6 +243,10 @@ def baseline_text(baselines: dict[str, Any]) -> str:
         text += (f", PCA with {baselines['pca components']} components (the code has "
                  f"{baselines['code floats']} floats; fit on the training images) "
                  f"{baselines['pca psnr']:.2f} dB")
+    if baselines.get("refined psnr") is not None:
+        text += (f"; each code refined for {baselines['refine steps']} Adam steps at "
+                 f"{baselines['refine learnrate']:g} on its image: "
+                 f"{baselines['refined psnr']:.2f} dB")
     return text + "."
 
 
