@@ -143,7 +143,7 @@ def write_reproductions(run: ReportRun, path: Path, count: int = NUM_REPRODUCTIO
             images = first_images(shown, count)
         refined = None
         steps, learnrate = refinement
-        if steps and model.has_code and model.refinable:
+        if steps and model.refinable:  # (a refinable model has a code)
             codes = torch.cat([refine_codes(model, part, steps, learnrate)
                                for part in images.split(64)])  # (N, *code_shape)
             with torch.no_grad():
