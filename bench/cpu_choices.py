@@ -2,7 +2,8 @@
 model: the optimizer step (per-tensor loop, foreach, fused), the precision that
 ``precision: auto`` picks (bf16 products against fp32 ones, and a whole training step in
 each), and what a step with ``train_pixels`` gets from the data (whole renders at the
-batch's size, or only the scored pixels, ``BatchedDataset.pixel_batch``).
+batch's size, or only the scored pixels, ``BatchedDataset.pixel_batches``, one batch at a
+time or several rendered together as the loop does).
 
     python bench/cpu_choices.py
     python bench/cpu_choices.py experiments/kali/local-latents.yml --steps 100
@@ -78,11 +79,14 @@ def training_step_ms(file: Path, precision: str, steps: int) -> float:
     return 1e3 * statistics.median(times)
 
 
-def loop_ms(file: Path, pixel_batches: bool, steps: int) -> float:
+def loop_ms(file: Path, pixel_batches: bool, steps: int, together: bool = True) -> float:
     """Mean milliseconds of data + training step as ``fit`` runs them (the mean: each batch
-    draws its own size), with batches of whole renders or pixel batches; the caller
-    alternates the two, round by round, so a drifting machine shows in both."""
+    draws its own size), with batches of whole renders or pixel batches (rendered several
+    at a time as the loop does, or ``together=False`` one by one); the caller alternates
+    the kinds, round by round, so a drifting machine shows in all."""
     with cpu_trainer(file) as trainer:
+        if not together:
+            trainer.batches.render_group_items = 1
         pixels = trainer.sampled_pixels() if pixel_batches else None
         batches = trainer.batches.train(epoch=0, skip_batches=0, pixels=pixels)
         for _ in range(5):  # the first steps allocate
@@ -119,16 +123,18 @@ def main() -> None:
     print(f"| fp32 | {fp32:.1f} | 1.00x |\n| bf16 | {bf16:.1f} | {fp32 / bf16:.2f}x |")
     print(f"\n{args.file.name}: data + training step as the loop runs them (mean ms, "
           "3 rounds alternating)")
-    whole, sampled = [], []
+    kinds = {"whole renders at the batch's size": (False, True),
+             "pixel batches (the scored pixels alone), one by one": (True, False),
+             "pixel batches rendered together (inrlab)": (True, True)}
+    rounds: dict[str, list[float]] = {name: [] for name in kinds}
     for _ in range(3):
-        whole.append(loop_ms(args.file, False, args.steps))
-        sampled.append(loop_ms(args.file, True, args.steps))
+        for name, (pixel_batches, together) in kinds.items():
+            rounds[name].append(loop_ms(args.file, pixel_batches, args.steps, together))
     print("| batches | ms per round | vs. whole renders |\n|---|---|---:|")
-    print(f"| whole renders at the batch's size | {', '.join(f'{t:.1f}' for t in whole)} | "
-          "1.00x |")
-    ratio = statistics.median(w / p for w, p in zip(whole, sampled))
-    print(f"| pixel batches (the scored pixels alone) | "
-          f"{', '.join(f'{t:.1f}' for t in sampled)} | {ratio:.2f}x |")
+    whole = rounds["whole renders at the batch's size"]
+    for name, times in rounds.items():
+        ratio = statistics.median(w / t for w, t in zip(whole, times))
+        print(f"| {name} | {', '.join(f'{t:.1f}' for t in times)} | {ratio:.2f}x |")
 
 
 if __name__ == "__main__":

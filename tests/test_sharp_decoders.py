@@ -313,7 +313,7 @@ def test_native_share_renders_that_share_of_batches_at_the_datasets_own_size() -
 @pytest.mark.parametrize("channels", [3, 1])
 def test_pixel_batches_hold_the_colours_of_the_larger_render_flipped_with_their_images(
         channels: int) -> None:
-    """``pixel_batch``: the items at the dataset's own size, and ``count`` distinct pixels
+    """``pixel_batches``: the items at the dataset's own size, and ``count`` distinct pixels
     of each at the batch's drawn size rendered alone, whose colours are the whole render's
     at those pixels, mirrored wherever the image was flipped."""
     from inrlab.data import sprite_dataset
@@ -324,7 +324,7 @@ def test_pixel_batches_hold_the_colours_of_the_larger_render_flipped_with_their_
     torch.manual_seed(3)
     sizes, flips = set(), set()
     for _ in range(8):
-        images, sample = data.pixel_batch(index, 20)
+        ((images, sample),) = data.pixel_batches([index], 20)
         height, width = sample.size
         sizes.add(height)
         assert images.shape == (6, channels, 8, 8)
@@ -340,8 +340,34 @@ def test_pixel_batches_hold_the_colours_of_the_larger_render_flipped_with_their_
             torch.testing.assert_close(sample.colours[b], truth[:, sample.index[b]].T)
     assert min(sizes) >= 8 and max(sizes) <= 32 and len(sizes) >= 3
     assert len(flips) == 4  # every flip happened, and the pixels followed them
-    images, sample = data.pixel_batch(index, 1000)  # more than an 8x8 batch has: all
+    ((images, sample),) = data.pixel_batches([index], 1000)  # more than 8x8 has: all
     assert sample.index.shape[1] == sample.size[0] * sample.size[1]
+
+
+def test_pixel_batches_rendered_together_are_the_batches_rendered_alone() -> None:
+    """Each batch draws from its own generator, so asking for several at once (one render
+    pass) gives each the same size, pixels, flips and colours as asking for it alone; also
+    when some batches' sizes hold fewer pixels than asked (all of them, fewer points)."""
+    from inrlab.data import sprite_dataset
+
+    data = sprite_dataset((3, 8, 8), num_images=64, max_scale=4, random_flip=True,
+                          native_share=0.5)  # half the batches at 8x8: 64 pixels
+    chunks = list(torch.arange(48).split(4))
+
+    def generators() -> list[torch.Generator]:
+        return [torch.Generator().manual_seed(k) for k in range(len(chunks))]
+
+    for count in (20, 100):  # 100: more than an 8x8 batch has, fewer than a 32x32 one
+        together = data.pixel_batches(chunks, count, generators())
+        alone = [data.pixel_batches([c], count, [g])[0] for c, g in zip(chunks, generators())]
+        assert len({sample.size for _, sample in together}) > 2
+        if count == 100:  # some batches hold all their 64 pixels, others 100 of theirs
+            assert {sample.index.shape[1] for _, sample in together} == {64, 100}
+        for (images, sample), (images_alone, sample_alone) in zip(together, alone):
+            assert sample.size == sample_alone.size
+            assert torch.equal(images, images_alone)
+            assert torch.equal(sample.index, sample_alone.index)
+            torch.testing.assert_close(sample.colours, sample_alone.colours)
 
 
 def test_training_on_pixel_batches_scores_the_larger_render_without_drawing_it(
@@ -367,7 +393,8 @@ def test_training_on_pixel_batches_scores_the_larger_render_without_drawing_it(
     assert trainer.sampled_pixels() == 16
     images, sample = next(trainer.batches.train(0, 0, trainer.sampled_pixels()))
     assert images.shape == (4, 3, 8, 8) and isinstance(sample, PixelSample)
-    images, sample = batch = data.pixel_batch(torch.arange(4), 16)  # items 0-3
+    ((images, sample),) = data.pixel_batches([torch.arange(4)], 16)  # items 0-3
+    batch = (images, sample)
     model.eval()  # BatchNorm's running statistics: the same in both computations
     via_sample = trainer.train_step(batch)["loss"]
     full = data.render(np.arange(4), sample.size)  # the whole render, drawn here only

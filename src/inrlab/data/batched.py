@@ -18,12 +18,14 @@ class PixelSample(NamedTuple):
 
 
 def random_pixels(batch: int, height: int, width: int, count: int | None,
-                  device: torch.device | str) -> torch.Tensor:
+                  device: torch.device | str,
+                  generator: torch.Generator | None = None) -> torch.Tensor:
     """Flat indices (B, n) of ``count`` distinct random pixels of each of ``batch`` (H, W)
-    images, from torch's generator (None, or at least H*W: every pixel, in order)."""
+    images, from ``generator`` (default torch's; None, or at least H*W: every pixel, in
+    order)."""
     if count is None or count >= height * width:
         return torch.arange(height * width, device=device).expand(batch, -1)
-    scores = torch.rand(batch, height * width, device=device)
+    scores = torch.rand(batch, height * width, device=device, generator=generator)
     return scores.topk(count, dim=1, sorted=False).indices
 
 
@@ -45,12 +47,14 @@ class BatchedDataset(Dataset):
     def on_device(self, device: torch.device | str) -> "BatchedDataset":
         raise NotImplementedError
 
-    def pixel_batch(self, indices: Sequence[int] | torch.Tensor,
-                    count: int) -> tuple[torch.Tensor, PixelSample] | None:
-        """(images, sample): the items at the dataset's own size and ``count`` random
-        pixels of each at the size this batch is scored at, for a dataset that can render
-        pixels alone cheaper than whole images; None (the default): it cannot, and the
-        trainer draws the pixels of ``batch(indices)`` itself."""
+    def pixel_batches(self, batches: Sequence[Sequence[int] | torch.Tensor], count: int,
+                      generators: Sequence[torch.Generator | None] | None = None
+                      ) -> list[tuple[torch.Tensor, PixelSample]] | None:
+        """One (images, sample) per batch of item indices: the items at the dataset's own
+        size and ``count`` random pixels of each at the size that batch is scored at, its
+        draws from ``generators[k]``, for a dataset that can render pixels alone cheaper
+        than whole images; None (the default): it cannot, and the trainer draws the pixels
+        of ``batch(indices)`` itself."""
         return None
 
 

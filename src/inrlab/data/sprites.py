@@ -46,9 +46,9 @@ def render_sprite_points(seed: int, index: np.ndarray, points: torch.Tensor,
                          outlined: float = 0.5) -> torch.Tensor:
     """Colours (B, 3, N) of the scenes of items ``index`` at ``points`` (B, N, 2), pixel
     centres (x, y) in units of the image's side, each as a render of its size in ``sizes``
-    (N, 2), (H, W), has it: pixels of renders of several sizes in one pass."""
+    ((N, 2) or (B, N, 2), (H, W)) has it: pixels of renders of several sizes in one pass."""
     x, y = points[..., 0].unsqueeze(1), points[..., 1].unsqueeze(1)  # (B, 1, N) each
-    pixel = pixel_side(sizes[:, 0], sizes[:, 1]).view(1, 1, -1)  # (1, 1, N)
+    pixel = pixel_side(sizes[..., 0], sizes[..., 1]).unsqueeze(-2)  # (1, N) or (B, 1, N)
     colour = _render(seed, index, x, y, pixel, device, max_shapes, graded, outlined)
     return colour.squeeze(2)  # (B, 3, 1, N) -> (B, 3, N)
 
@@ -123,7 +123,7 @@ class SpriteDataset(ProceduralDataset):
     ``shape``): the truth for training a decoder at every render scale, with a model that
     encodes any size down to ``shape`` (``UpscalingAutoencoder`` with a fixed-size encoder).
     ``native_share``: the share of those batches rendered at ``shape`` itself, the rest at a
-    uniform scale from 1 to ``max_scale``. ``pixel_batch`` (a step with ``train_pixels``)
+    uniform scale from 1 to ``max_scale``. ``pixel_batches`` (a step with ``train_pixels``)
     renders a batch's items at ``shape`` and only its scored pixels at the drawn size.
     """
 
@@ -154,10 +154,11 @@ class SpriteDataset(ProceduralDataset):
         return render_sprite_points(self.seed, index, points, sizes, self.device,
                                     **self.scene)
 
-    def draw_size(self) -> tuple[int, int]:
+    def draw_size(self, generator: torch.Generator | None = None) -> tuple[int, int]:
         size = self.shape[1:]
-        if self.max_scale > 1:  # drawn from torch's generator: a resumed run draws the same
-            draw, native = torch.rand(()).item(), self.native_share
+        if self.max_scale > 1:
+            draw = torch.rand((), generator=generator, device=self.device).item()
+            native = self.native_share
             if draw >= native:  # the rest of the unit interval, stretched to 1..max_scale
                 scale = 1 + (self.max_scale - 1) * (draw - native) / (1 - native)
                 size = tuple(min(self.max_side, round(side * scale)) for side in size)

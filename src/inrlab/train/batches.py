@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from typing import Any, Iterator, Sequence
 
+import numpy as np
 import torch
 from torch.utils.data import DataLoader, Dataset, IterableDataset, Sampler
 
@@ -45,6 +46,8 @@ class Batches:
         self.settings = settings
         self.device = device
         self._on_device: dict[int, Any] = {}
+        # pixel batches render together until they hold this many items (bench/ sets 1)
+        self.render_group_items = RENDER_GROUP_ITEMS
         self._frozen_validation: list[Any] | None = None
 
     def train(self, epoch: int, skip_batches: int,
@@ -52,7 +55,8 @@ class Batches:
         """The batches of ``epoch`` after the first ``skip_batches`` (a resumed epoch). A
         stream (IterableDataset) cannot skip: it restarts its epoch. ``pixels``: the step
         scores that many pixels per image; a dataset that renders pixels alone gives
-        ``(images, PixelSample)`` batches (``BatchedDataset.pixel_batch``)."""
+        ``(images, PixelSample)`` batches (``BatchedDataset.pixel_batches``), each drawn
+        from its own generator (``batch_generator``) and rendered several at a time."""
         dataset = self._for_epoch(self.train_sets, epoch)
         s = self.settings
         pin = self.device.type == "cuda"
@@ -64,8 +68,10 @@ class Batches:
             if self._direct(dataset):
                 order = sampler.permutation.pin_memory() if pin else sampler.permutation
                 source = self._device_copy(dataset)
-                batches = (_train_batch(source, index, pixels) for index in
-                           (order.split(s.batch_size) if len(order) else ()))
+                chunks = order.split(s.batch_size) if len(order) else ()
+                batches = (_pixel_batches(source, chunks, pixels, s.seed, epoch, skip_batches,
+                                          self.device, self.render_group_items) if pixels
+                           else ((source.batch(index),) for index in chunks))
             else:
                 batches = DataLoader(dataset, batch_size=s.batch_size, sampler=sampler,
                                      num_workers=s.num_workers, pin_memory=pin)
@@ -119,9 +125,33 @@ class Batches:
         return chosen
 
 
-def _train_batch(source: Any, index: torch.Tensor, pixels: int | None) -> tuple[Any, ...]:
-    sampled = source.pixel_batch(index, pixels) if pixels else None
-    return sampled if sampled is not None else (source.batch(index),)
+# Pixel batches render together until they hold this many items: a small render's cost is
+# per operation, not per pixel (bench/cpu_choices.py, "pixel batches rendered together").
+RENDER_GROUP_ITEMS = 128
+
+
+def _pixel_batches(source: Any, chunks: Sequence[torch.Tensor], pixels: int, seed: int,
+                   epoch: int, first: int, device: torch.device,
+                   group_items: int) -> Iterator[tuple[Any, ...]]:
+    """The batches of item indices ``chunks`` (the first is batch ``first`` of ``epoch``)
+    as ``(images, PixelSample)`` from ``source.pixel_batches``, rendered together up to
+    ``group_items`` items, or ``(images,)`` where the dataset renders no pixels alone."""
+    group = max(1, group_items // max(1, len(chunks[0]))) if chunks else 1
+    for start in range(0, len(chunks), group):
+        part = chunks[start:start + group]
+        generators = [batch_generator(seed, epoch, first + start + k, device)
+                      for k in range(len(part))]
+        sampled = source.pixel_batches(part, pixels, generators)
+        yield from sampled if sampled is not None else ((source.batch(i),) for i in part)
+
+
+def batch_generator(seed: int, epoch: int, batch: int, device: torch.device) -> torch.Generator:
+    """The generator of batch ``batch`` of ``epoch``'s random draws (its size, pixels and
+    flips): a function of the three numbers alone, so a batch is the same whether it is
+    rendered alone or with others, and in a resumed run."""
+    state = np.random.SeedSequence([seed, epoch, batch]).generate_state(2, np.uint32)
+    return torch.Generator(device=device).manual_seed(
+        (int(state[0]) << 31) ^ int(state[1]))
 
 
 def first_items(dataset: Dataset, count: int, key: str) -> list[Any]:
