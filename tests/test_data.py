@@ -265,6 +265,34 @@ def test_whole_batches_on_the_device_match_the_data_loader(make, tmp_path) -> No
     assert not workers.batches._direct(dataset)  # worker processes use a DataLoader
 
 
+def test_pixel_batches_of_an_epoch_are_the_same_from_any_starting_batch(tmp_path) -> None:
+    """The loop renders pixel batches several at a time, each from a generator of its own
+    batch number: a resumed epoch (skipping its first batches) gets the same batches as the
+    whole epoch, whatever torch's generator holds, and a new seed or epoch others."""
+    from inrlab.data import sprite_dataset
+
+    data = sprite_dataset((3, 8, 8), num_images=23, max_scale=4, random_flip=True)
+
+    def batches(skip: int, epoch: int = 0, **settings) -> list:
+        torch.manual_seed(skip)  # the loop's generator: no part of the batches
+        trainer = _trainer(data, tmp_path, **settings)
+        trainer.batches.render_group_items = 10  # two batches of 5 per render
+        return list(trainer.batches.train(epoch, skip, pixels=6))
+
+    def same(a: tuple, b: tuple) -> bool:
+        return (torch.equal(a[0], b[0]) and a[1].size == b[1].size
+                and torch.equal(a[1].index, b[1].index)
+                and torch.equal(a[1].colours, b[1].colours))
+
+    whole = batches(0)
+    assert [len(b[0]) for b in whole] == [5, 5, 5, 5, 3]
+    assert len({b[1].size for b in whole}) > 1  # sizes drawn per batch
+    for skip in (1, 3):
+        assert all(same(a, b) for a, b in zip(batches(skip), whole[skip:], strict=True))
+    assert not same(batches(0, epoch=1)[0], whole[0])
+    assert not same(batches(0, seed=1)[0], whole[0])
+
+
 def test_augmentation_runs_where_the_images_are() -> None:
     from inrlab.data import ImageTensorDataset
 
