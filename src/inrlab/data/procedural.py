@@ -98,8 +98,8 @@ class ProceduralDataset(BatchedDataset):
         flips from ``generators[k]`` (default torch's), so it is the same batch however
         many are asked at once. All of them render in one ``render_points`` pass: a 4x
         batch of 32x32 sprites renders 1024 + 256 pixels each, not 128x128, and 16 batches
-        of 8 sprites rendered together took 1.6 ms a batch against 3.6 ms one by one
-        (2-core EPYC; the per-operation overhead of a small render)."""
+        of 8 sprites rendered together took 1.6-2.0 ms a batch against 2.7-3.8 ms one by
+        one (2-core EPYC, two measurements; a small render's cost is per operation)."""
         if not self.renders_points:
             return None
         generators = list(generators) if generators is not None else [None] * len(batches)

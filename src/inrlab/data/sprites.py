@@ -157,7 +157,8 @@ class SpriteDataset(ProceduralDataset):
     def draw_size(self, generator: torch.Generator | None = None) -> tuple[int, int]:
         size = self.shape[1:]
         if self.max_scale > 1:
-            draw = torch.rand((), generator=generator, device=self.device).item()
+            device = generator.device if generator is not None else "cpu"
+            draw = torch.rand((), generator=generator, device=device).item()
             native = self.native_share
             if draw >= native:  # the rest of the unit interval, stretched to 1..max_scale
                 scale = 1 + (self.max_scale - 1) * (draw - native) / (1 - native)
