@@ -293,6 +293,20 @@ def test_pixel_batches_of_an_epoch_are_the_same_from_any_starting_batch(tmp_path
     assert not same(batches(0, seed=1)[0], whole[0])
 
 
+def test_a_dataset_that_renders_no_pixels_alone_gives_its_whole_batches(tmp_path) -> None:
+    """With pixels asked of a dataset without ``pixel_batches`` (kali patches), every batch
+    of the epoch comes whole, as without pixels (the step then draws the pixels), also in
+    a resumed epoch."""
+    data = kali_patch_dataset((3, 8, 8), num_images=23)
+    trainer = _trainer(data, tmp_path)
+    trainer.batches.render_group_items = 10  # asked two batches at a time
+    plain = list(trainer.batches.train(0, 0))
+    for skip in (0, 2):
+        asked = list(trainer.batches.train(0, skip, pixels=6))
+        assert all(len(batch) == 1 for batch in asked)
+        assert all(torch.equal(a[0], b[0]) for a, b in zip(asked, plain[skip:], strict=True))
+
+
 def test_augmentation_runs_where_the_images_are() -> None:
     from inrlab.data import ImageTensorDataset
 

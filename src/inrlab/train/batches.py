@@ -142,7 +142,10 @@ def _pixel_batches(source: Any, chunks: Sequence[torch.Tensor], pixels: int, see
         generators = [batch_generator(seed, epoch, first + start + k, device)
                       for k in range(len(part))]
         sampled = source.pixel_batches(part, pixels, generators)
-        yield from sampled if sampled is not None else ((source.batch(i),) for i in part)
+        if sampled is None:  # it renders no pixels alone: whole batches from here on
+            yield from ((source.batch(index),) for index in chunks[start:])
+            return
+        yield from sampled
 
 
 def batch_generator(seed: int, epoch: int, batch: int, device: torch.device) -> torch.Generator:
